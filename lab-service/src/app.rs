@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 /// Wrap a router with request ids, a request span and HTTP metrics.
 pub fn instrument(router: Router, metrics: &LabMetrics) -> Router {
@@ -29,7 +29,11 @@ pub fn instrument(router: Router, metrics: &LabMetrics) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(metrics.http.clone(), track_http))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-            let rid = req.headers().get(order_routes::REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let rid = req
+                .headers()
+                .get(order_routes::REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %rid)
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
@@ -62,9 +66,7 @@ impl ApiServer {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("bound listener has an address")
+        self.listener.local_addr().expect("bound listener has an address")
     }
 
     pub fn router(&self) -> Router {
@@ -79,15 +81,20 @@ impl ApiServer {
         let sampler = tokio::spawn(sample_queue_depth(self.state.clone(), stop.clone()));
         let ready = self.state.ready.clone();
         let grace = self.state.config.shutdown_timeout;
+        let drain_delay = self.state.config.drain_delay;
         let stopped = stop.clone();
         let serve = axum::serve(self.listener, router).with_graceful_shutdown(async move {
             stopped.cancelled().await;
             ready.store(false, Ordering::SeqCst);
-            tracing::info!("API shutting down: not ready, draining in-flight requests");
+            tracing::info!(
+                ?drain_delay,
+                "API shutting down: not ready, draining in-flight requests"
+            );
+            tokio::time::sleep(drain_delay).await;
         });
         let serve = tokio::spawn(async move { serve.await });
         stop.cancelled().await;
-        match tokio::time::timeout(grace, serve).await {
+        match tokio::time::timeout(drain_delay + grace, serve).await {
             Ok(joined) => joined.map_err(|e| crate::error::Error::Other(e.to_string()))??,
             Err(_) => tracing::warn!(?grace, "in-flight requests outlived the shutdown timeout"),
         }
@@ -199,6 +206,14 @@ pub struct MockServer {
 
 impl MockServer {
     pub async fn build(listen: SocketAddr, plan: FaultPlan, metrics: &LabMetrics) -> Result<Self> {
+        if let Err(problems) = plan.validate() {
+            let e = &problems[0];
+            return Err(crate::config::ConfigError {
+                field: format!("faults: {}", e.field),
+                message: e.message.clone(),
+            }
+            .into());
+        }
         let state = MockState::new(plan, &metrics.registry)?;
         let listener = TcpListener::bind(listen).await?;
         Ok(Self {
@@ -209,9 +224,7 @@ impl MockServer {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("bound listener has an address")
+        self.listener.local_addr().expect("bound listener has an address")
     }
 
     pub fn state(&self) -> &MockState {

@@ -76,10 +76,9 @@ impl AuditReport {
 pub async fn wait_for_drain(pool: &PgPool, timeout: Duration) -> Result<bool> {
     let started = Instant::now();
     loop {
-        let (pending,): (i64,) =
-            sqlx::query_as("SELECT count(*) FROM orders WHERE status = 'pending'")
-                .fetch_one(pool)
-                .await?;
+        let (pending,): (i64,) = sqlx::query_as("SELECT count(*) FROM orders WHERE status = 'pending'")
+            .fetch_one(pool)
+            .await?;
         if pending == 0 {
             return Ok(true);
         }
@@ -92,14 +91,8 @@ pub async fn wait_for_drain(pool: &PgPool, timeout: Duration) -> Result<bool> {
 
 /// Compare the database with the ledger (and, when given, the ids the
 /// client saw accepted).
-pub async fn audit(
-    pool: &PgPool,
-    ledger: &[LedgerCharge],
-    accepted: Option<&[Uuid]>,
-) -> Result<AuditReport> {
-    let rows: Vec<(Uuid, String)> = sqlx::query_as("SELECT id, status FROM orders")
-        .fetch_all(pool)
-        .await?;
+pub async fn audit(pool: &PgPool, ledger: &[LedgerCharge], accepted: Option<&[Uuid]>) -> Result<AuditReport> {
+    let rows: Vec<(Uuid, String)> = sqlx::query_as("SELECT id, status FROM orders").fetch_all(pool).await?;
     let mut report = AuditReport {
         orders: rows.len() as i64,
         charges: ledger.len() as i64,

@@ -17,19 +17,14 @@ use tokio_util::sync::CancellationToken;
 )]
 pub struct Cli {
     /// Log format (RUST_LOG sets the filter).
-    #[arg(
-        long,
-        value_enum,
-        env = "RELAB_LOG_FORMAT",
-        default_value = "text",
-        global = true
-    )]
+    #[arg(long, value_enum, env = "RELAB_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 pub enum Command {
     /// The order API (POST /orders, dead letters, /metrics).
     Api {
@@ -69,16 +64,12 @@ pub enum Command {
 /// Payment mock settings: a whole plan as JSON, and/or single knobs over its base.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MockArgs {
-    #[arg(
-        long = "mock-listen",
-        env = "RELAB_MOCK_LISTEN",
-        default_value = "127.0.0.1:8081"
-    )]
-    pub listen: SocketAddr,
+    #[arg(long = "mock-listen", env = "RELAB_MOCK_LISTEN", default_value = "127.0.0.1:8081")]
+    pub mock_listen: SocketAddr,
     /// A fault plan as JSON, or @path to a JSON file (see docs/patterns.md).
     #[arg(long, env = "RELAB_FAULTS")]
     pub faults: Option<String>,
-    #[arg(long, env = "RELAB_FAULT_SEED")]
+    #[arg(long = "fault-seed", env = "RELAB_FAULT_SEED")]
     pub seed: Option<u64>,
     #[arg(long, env = "RELAB_FAULT_FAILURE_RATE")]
     pub failure_rate: Option<f64>,
@@ -142,8 +133,8 @@ pub fn shutdown_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
@@ -159,9 +150,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Api { db, api } => {
             let config = api.into_config()?;
-            let pool =
-                crate::db::connect_and_migrate(&db.database_url, db.database_max_connections)
-                    .await?;
+            let pool = crate::db::connect_and_migrate(&db.database_url, db.database_max_connections).await?;
             let server = ApiServer::build(pool, config, &metrics).await?;
             tracing::info!(addr = %server.local_addr(), "order API listening");
             server.run_until_stopped(shutdown_signal()).await?;
@@ -173,9 +162,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = worker.into_config()?;
             let admin = parse_optional_addr(&admin_listen)?;
-            let pool =
-                crate::db::connect_and_migrate(&db.database_url, db.database_max_connections)
-                    .await?;
+            let pool = crate::db::connect_and_migrate(&db.database_url, db.database_max_connections).await?;
             let server = WorkerServer::build(pool, config, admin, &metrics).await?;
             if let Some(a) = server.admin_addr() {
                 tracing::info!(addr = %a, "worker admin listening");
@@ -184,22 +171,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::PaymentMock { mock } => {
             let plan = mock.plan()?;
-            let server = MockServer::build(mock.listen, plan, &metrics).await?;
+            let server = MockServer::build(mock.mock_listen, plan, &metrics).await?;
             tracing::info!(addr = %server.local_addr(), "payment mock listening");
             server.run_until_stopped(shutdown_signal()).await?;
         }
-        Command::All {
-            db,
-            api,
-            worker,
-            mock,
-        } => {
+        Command::All { db, api, worker, mock } => {
             let api = api.into_config()?;
             let plan = mock.plan()?;
-            let pool =
-                crate::db::connect_and_migrate(&db.database_url, db.database_max_connections)
-                    .await?;
-            let mock_server = MockServer::build(mock.listen, plan, &metrics).await?;
+            let pool = crate::db::connect_and_migrate(&db.database_url, db.database_max_connections).await?;
+            let mock_server = MockServer::build(mock.mock_listen, plan, &metrics).await?;
             let mut worker = worker;
             worker.payment_url = format!("http://{}", mock_server.local_addr());
             let worker = worker.into_config()?;
@@ -231,4 +211,15 @@ fn parse_optional_addr(raw: &str) -> Result<Option<SocketAddr>, ConfigError> {
         field: "--admin-listen (RELAB_ADMIN_LISTEN)".into(),
         message: format!("{e}: {raw:?}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -33,7 +33,10 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Stored on each new job: payment retry loops allowed before dead-lettering.
     pub max_job_attempts: i32,
-    /// How long in-flight requests get after SIGTERM.
+    /// After SIGTERM, keep serving this long while `/readyz` says 503, so load
+    /// balancers stop routing here before the listener closes.
+    pub drain_delay: Duration,
+    /// How long in-flight requests get after the drain delay.
     pub shutdown_timeout: Duration,
 }
 
@@ -45,6 +48,7 @@ impl Default for ApiConfig {
             shed_retry_after_secs: 1,
             max_body_bytes: 16 * 1024,
             max_job_attempts: 5,
+            drain_delay: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(10),
         }
     }
@@ -123,11 +127,7 @@ impl Default for WorkerConfig {
 /// `hostname-pid-random`, unique per process.
 pub fn default_worker_id() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
-    format!(
-        "{host}-{}-{:04x}",
-        std::process::id(),
-        rand::random::<u16>()
-    )
+    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
 }
 
 impl WorkerConfig {
@@ -141,10 +141,7 @@ impl WorkerConfig {
         if !(self.payment_url.starts_with("http://") || self.payment_url.starts_with("https://")) {
             return Err(problem(
                 "--payment-url (RELAB_PAYMENT_URL)",
-                format!(
-                    "must be an http:// or https:// URL, got {:?}",
-                    self.payment_url
-                ),
+                format!("must be an http:// or https:// URL, got {:?}", self.payment_url),
             ));
         }
         if self.payment_timeout.is_zero() {
@@ -170,9 +167,7 @@ impl WorkerConfig {
         }
         if let Some((f, m)) = self.breaker.validate().into_iter().next() {
             let flag = match f {
-                "failureThreshold" => {
-                    "--breaker-failure-threshold (RELAB_BREAKER_FAILURE_THRESHOLD)"
-                }
+                "failureThreshold" => "--breaker-failure-threshold (RELAB_BREAKER_FAILURE_THRESHOLD)",
                 "failureRatio" => "--breaker-failure-ratio (RELAB_BREAKER_FAILURE_RATIO)",
                 "minimumCalls" => "--breaker-minimum-calls (RELAB_BREAKER_MINIMUM_CALLS)",
                 "window" => "--breaker-window-ms (RELAB_BREAKER_WINDOW_MS)",
@@ -188,10 +183,7 @@ impl WorkerConfig {
             ));
         }
         if self.lease < Duration::from_millis(200) {
-            return Err(problem(
-                "--lease-ms (RELAB_LEASE_MS)",
-                "must be at least 200 ms",
-            ));
+            return Err(problem("--lease-ms (RELAB_LEASE_MS)", "must be at least 200 ms"));
         }
         if self.poll_interval.is_zero() {
             return Err(problem(
@@ -215,11 +207,7 @@ pub enum BreakerModeArg {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApiArgs {
     /// Address the order API listens on (port 0 picks a free port).
-    #[arg(
-        long = "listen",
-        env = "RELAB_API_LISTEN",
-        default_value = "127.0.0.1:8080"
-    )]
+    #[arg(long = "listen", env = "RELAB_API_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Shed new orders with 503 + Retry-After past this many queued/running jobs.
     #[arg(long, env = "RELAB_MAX_QUEUE_DEPTH", default_value_t = 10_000)]
@@ -233,6 +221,9 @@ pub struct ApiArgs {
     /// Retry loops a job may spend before it is dead-lettered.
     #[arg(long, env = "RELAB_MAX_JOB_ATTEMPTS", default_value_t = 5)]
     pub max_job_attempts: i32,
+    /// After SIGTERM: serve (not ready) this long before closing the listener.
+    #[arg(long = "api-drain-delay-ms", env = "RELAB_API_DRAIN_DELAY_MS", default_value_t = 0)]
+    pub drain_delay_ms: u64,
     /// Grace period for in-flight requests after SIGTERM.
     #[arg(
         long = "api-shutdown-timeout-ms",
@@ -250,6 +241,7 @@ impl ApiArgs {
             shed_retry_after_secs: self.shed_retry_after_secs,
             max_body_bytes: self.max_body_bytes,
             max_job_attempts: self.max_job_attempts,
+            drain_delay: Duration::from_millis(self.drain_delay_ms),
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
         };
         c.validate()?;
@@ -267,11 +259,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "RELAB_WORKER_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
     /// Base URL of the payment service.
-    #[arg(
-        long,
-        env = "RELAB_PAYMENT_URL",
-        default_value = "http://127.0.0.1:8081"
-    )]
+    #[arg(long, env = "RELAB_PAYMENT_URL", default_value = "http://127.0.0.1:8081")]
     pub payment_url: String,
     /// Per-call deadline for a charge.
     #[arg(long, env = "RELAB_PAYMENT_TIMEOUT_MS", default_value_t = 1_000)]
@@ -288,12 +276,7 @@ pub struct WorkerArgs {
     /// Share of each backoff taken off at random (0 = none, 1 = full jitter).
     #[arg(long, env = "RELAB_RETRY_JITTER", default_value_t = 0.5)]
     pub retry_jitter: f64,
-    #[arg(
-        long,
-        value_enum,
-        env = "RELAB_BREAKER_MODE",
-        default_value = "consecutive-failures"
-    )]
+    #[arg(long, value_enum, env = "RELAB_BREAKER_MODE", default_value = "consecutive-failures")]
     pub breaker_mode: BreakerModeArg,
     #[arg(long, env = "RELAB_BREAKER_FAILURE_THRESHOLD", default_value_t = 5)]
     pub breaker_failure_threshold: u32,
@@ -404,24 +387,12 @@ mod tests {
 
     #[test]
     fn semantic_errors_name_the_flag() {
-        let e = parse(&[
-            "--retry-initial-backoff-ms",
-            "500",
-            "--retry-max-backoff-ms",
-            "100",
-        ])
-        .unwrap_err();
+        let e = parse(&["--retry-initial-backoff-ms", "500", "--retry-max-backoff-ms", "100"]).unwrap_err();
         assert!(e.field.contains("--retry-max-backoff-ms"), "{e}");
         assert!(e.field.contains("RELAB_RETRY_MAX_BACKOFF_MS"), "{e}");
         let e = parse(&["--retry-jitter", "1.5"]).unwrap_err();
         assert!(e.field.contains("--retry-jitter"), "{e}");
-        let e = parse(&[
-            "--breaker-mode",
-            "failure-ratio",
-            "--breaker-failure-ratio",
-            "0",
-        ])
-        .unwrap_err();
+        let e = parse(&["--breaker-mode", "failure-ratio", "--breaker-failure-ratio", "0"]).unwrap_err();
         assert!(e.field.contains("--breaker-failure-ratio"), "{e}");
         let e = parse(&["--payment-url", "localhost:1"]).unwrap_err();
         assert!(e.field.contains("--payment-url"), "{e}");

@@ -8,8 +8,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,12 +18,7 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-fn counter_vec(
-    r: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> prometheus::Result<IntCounterVec> {
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
     let m = IntCounterVec::new(Opts::new(name, help), labels)?;
     r.register(Box::new(m.clone()))?;
     Ok(m)
@@ -101,10 +95,7 @@ pub fn render(registry: &Registry) -> Response {
     let encoder = TextEncoder::new();
     match encoder.encode(&registry.gather(), &mut buf) {
         Ok(()) => (
-            [(
-                axum::http::header::CONTENT_TYPE,
-                encoder.format_type().to_owned(),
-            )],
+            [(axum::http::header::CONTENT_TYPE, encoder.format_type().to_owned())],
             buf,
         )
             .into_response(),
@@ -132,6 +123,8 @@ pub struct PipelineMetrics {
     pub retries: IntCounter,
     pub breaker_transitions: IntCounterVec,
     pub breaker_state: IntGauge,
+    /// breaker rejections by the state that refused: open, half_open
+    pub breaker_rejections: IntCounterVec,
     pub bulkhead_rejections: IntCounter,
     pub bulkhead_in_use: IntGauge,
     pub order_e2e: Histogram,
@@ -141,11 +134,7 @@ pub struct PipelineMetrics {
 impl PipelineMetrics {
     pub fn register(r: &Registry) -> prometheus::Result<Self> {
         Ok(Self {
-            orders_created: counter(
-                r,
-                "relab_orders_created_total",
-                "Orders accepted by the API (new rows)",
-            )?,
+            orders_created: counter(r, "relab_orders_created_total", "Orders accepted by the API (new rows)")?,
             idempotent_replays: counter(
                 r,
                 "relab_idempotent_replays_total",
@@ -175,17 +164,8 @@ impl PipelineMetrics {
                 "Failed payment calls by reason",
                 &["reason"],
             )?,
-            payment_calls: counter(
-                r,
-                "relab_payment_calls_total",
-                "Payment calls made (each attempt)",
-            )?,
-            retry_loops: counter_vec(
-                r,
-                "relab_retry_loops_total",
-                "Retry loops by result",
-                &["result"],
-            )?,
+            payment_calls: counter(r, "relab_payment_calls_total", "Payment calls made (each attempt)")?,
+            retry_loops: counter_vec(r, "relab_retry_loops_total", "Retry loops by result", &["result"])?,
             retries: counter(
                 r,
                 "relab_retries_total",
@@ -201,6 +181,12 @@ impl PipelineMetrics {
                 r,
                 "relab_breaker_state",
                 "Circuit breaker state: 0 closed, 1 open, 2 half-open",
+            )?,
+            breaker_rejections: counter_vec(
+                r,
+                "relab_breaker_rejections_total",
+                "Calls refused by the circuit breaker, by the state that refused",
+                &["state"],
             )?,
             bulkhead_rejections: counter(
                 r,

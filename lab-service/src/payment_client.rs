@@ -32,11 +32,7 @@ pub struct Charge {
 }
 
 impl PaymentClient {
-    pub fn new(
-        base_url: &str,
-        timeout: Duration,
-        send_idempotency_key: bool,
-    ) -> crate::error::Result<Self> {
+    pub fn new(base_url: &str, timeout: Duration, send_idempotency_key: bool) -> crate::error::Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(timeout.min(Duration::from_secs(2)))
             .pool_idle_timeout(Duration::from_secs(30))

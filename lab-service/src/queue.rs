@@ -35,11 +35,7 @@ fn interval(d: Duration) -> f64 {
 
 /// Claim the oldest due job: `FOR UPDATE SKIP LOCKED`, so concurrent
 /// workers never wait on each other or take the same job.
-pub async fn claim_next_job(
-    pool: &PgPool,
-    owner: &str,
-    lease: Duration,
-) -> Result<Option<ClaimedJob>> {
+pub async fn claim_next_job(pool: &PgPool, owner: &str, lease: Duration) -> Result<Option<ClaimedJob>> {
     Ok(sqlx::query_as(
         "WITH next AS (
              SELECT id FROM jobs
@@ -86,10 +82,7 @@ pub struct Finished {
 
 impl Finished {
     pub fn e2e_seconds(&self) -> f64 {
-        (self.finished_at - self.created_at)
-            .num_microseconds()
-            .unwrap_or(0) as f64
-            / 1e6
+        (self.finished_at - self.created_at).num_microseconds().unwrap_or(0) as f64 / 1e6
     }
 }
 
@@ -129,29 +122,17 @@ async fn finish(
 }
 
 /// The charge went through: order `paid`, job `done`.
-pub async fn complete_paid(
-    pool: &PgPool,
-    job: &ClaimedJob,
-    charge_id: &str,
-) -> Result<Option<Finished>> {
+pub async fn complete_paid(pool: &PgPool, job: &ClaimedJob, charge_id: &str) -> Result<Option<Finished>> {
     finish(pool, job, "done", "paid", false, Some(charge_id), None).await
 }
 
 /// A business rejection: order `failed`, job `done`.
-pub async fn complete_failed(
-    pool: &PgPool,
-    job: &ClaimedJob,
-    reason: &str,
-) -> Result<Option<Finished>> {
+pub async fn complete_failed(pool: &PgPool, job: &ClaimedJob, reason: &str) -> Result<Option<Finished>> {
     finish(pool, job, "done", "failed", true, None, Some(reason)).await
 }
 
 /// Out of attempts: job `dead`, order `dead_lettered`.
-pub async fn dead_letter(
-    pool: &PgPool,
-    job: &ClaimedJob,
-    reason: &str,
-) -> Result<Option<Finished>> {
+pub async fn dead_letter(pool: &PgPool, job: &ClaimedJob, reason: &str) -> Result<Option<Finished>> {
     finish(pool, job, "dead", "dead_lettered", true, None, Some(reason)).await
 }
 

@@ -22,10 +22,7 @@ pub fn init(format: LogFormat) {
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
             .try_init(),
-        LogFormat::Text => fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .try_init(),
+        LogFormat::Text => fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init(),
     };
     let _ = result;
 }

@@ -65,19 +65,11 @@ impl WorkerPool {
                     .with_label_values(&[from.as_str(), to.as_str()])
                     .inc();
                 m.breaker_state.set(to.gauge_value());
-                tracing::warn!(
-                    from = from.as_str(),
-                    to = to.as_str(),
-                    "circuit breaker transition"
-                );
+                tracing::warn!(from = from.as_str(), to = to.as_str(), "circuit breaker transition");
             })
         };
         let shared = Arc::new(Shared {
-            client: PaymentClient::new(
-                &config.payment_url,
-                config.payment_timeout,
-                config.send_idempotency_key,
-            )?,
+            client: PaymentClient::new(&config.payment_url, config.payment_timeout, config.send_idempotency_key)?,
             bulkhead: Bulkhead::new(config.bulkhead_max_concurrent, config.bulkhead_max_wait),
             retry: RetryPolicy {
                 max_attempts: config.retry_max_attempts,
@@ -118,10 +110,7 @@ impl WorkerPool {
         self.ready.store(false, Ordering::SeqCst);
         self.stop.cancel();
         let deadline = self.shared.config.shutdown_deadline;
-        let drained = tokio::time::timeout(deadline, async {
-            while self.tasks.join_next().await.is_some() {}
-        })
-        .await;
+        let drained = tokio::time::timeout(deadline, async { while self.tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             tracing::warn!(
                 ?deadline,
@@ -130,8 +119,7 @@ impl WorkerPool {
             self.tasks.abort_all();
             while self.tasks.join_next().await.is_some() {}
         }
-        let released =
-            queue::release_leases(&self.shared.pool, &self.shared.config.worker_id).await?;
+        let released = queue::release_leases(&self.shared.pool, &self.shared.config.worker_id).await?;
         tracing::info!(released, "workers stopped");
         Ok(released)
     }
@@ -170,9 +158,7 @@ async fn reap_expired_leases(shared: Arc<Shared>, stop: CancellationToken) {
 
 async fn job_loop(n: usize, shared: Arc<Shared>, stop: CancellationToken) {
     while !stop.is_cancelled() {
-        match queue::claim_next_job(&shared.pool, &shared.config.worker_id, shared.config.lease)
-            .await
-        {
+        match queue::claim_next_job(&shared.pool, &shared.config.worker_id, shared.config.lease).await {
             Ok(Some(job)) => {
                 // a claimed job may mean more are due: pass the wake-up on
                 shared.wake.notify_one();
@@ -230,10 +216,7 @@ async fn pay(shared: &Arc<Shared>, job: &ClaimedJob) -> Result<()> {
         Err(_) => {
             m.bulkhead_rejections.inc();
             m.jobs.with_label_values(&["bulkhead_deferred"]).inc();
-            let delay = shared
-                .config
-                .bulkhead_max_wait
-                .max(Duration::from_millis(20));
+            let delay = shared.config.bulkhead_max_wait.max(Duration::from_millis(20));
             queue::requeue(&shared.pool, job, delay, false, "bulkhead full").await?;
             return Ok(());
         }
@@ -263,28 +246,18 @@ async fn pay(shared: &Arc<Shared>, job: &ClaimedJob) -> Result<()> {
         .await;
     drop(slot);
     m.bulkhead_in_use.set(shared.bulkhead.in_use() as i64);
-    m.retry_loops
-        .with_label_values(&[outcome.result_label()])
-        .inc();
+    m.retry_loops.with_label_values(&[outcome.result_label()]).inc();
 
     let (label, finished) = match outcome {
         RetryOutcome::Succeeded { value, attempts } => {
             tracing::info!(attempts, charge_id = %value.charge_id, replayed = value.replayed, "order paid");
-            (
-                "paid",
-                queue::complete_paid(&shared.pool, job, &value.charge_id).await?,
-            )
+            ("paid", queue::complete_paid(&shared.pool, job, &value.charge_id).await?)
         }
         RetryOutcome::Permanent { error, .. } => {
             tracing::info!(reason = error.reason(), "order failed: payment rejected");
             (
                 "failed",
-                queue::complete_failed(
-                    &shared.pool,
-                    job,
-                    &format!("{}: {}", error.reason(), error.detail()),
-                )
-                .await?,
+                queue::complete_failed(&shared.pool, job, &format!("{}: {}", error.reason(), error.detail())).await?,
             )
         }
         RetryOutcome::BreakerRejected { rejected, attempts } => {
@@ -295,6 +268,7 @@ async fn pay(shared: &Arc<Shared>, job: &ClaimedJob) -> Result<()> {
                 "breaker rejected the call; deferring without spending an attempt"
             );
             m.jobs.with_label_values(&["breaker_deferred"]).inc();
+            m.breaker_rejections.with_label_values(&[rejected.state.as_str()]).inc();
             let reason = format!("circuit breaker {}", rejected.state.as_str());
             if !queue::requeue(&shared.pool, job, rejected.retry_after, false, &reason).await? {
                 m.jobs.with_label_values(&["lease_lost"]).inc();
@@ -303,21 +277,12 @@ async fn pay(shared: &Arc<Shared>, job: &ClaimedJob) -> Result<()> {
         }
         RetryOutcome::GaveUp { last, attempts } => {
             let spent = job.attempts + 1;
-            let reason = format!(
-                "{} after {attempts} calls: {}",
-                last.reason(),
-                last.detail()
-            );
+            let reason = format!("{} after {attempts} calls: {}", last.reason(), last.detail());
             if spent >= job.max_attempts {
                 tracing::warn!(job_attempts = spent, "dead-lettered: out of attempts");
-                (
-                    "dead_lettered",
-                    queue::dead_letter(&shared.pool, job, &reason).await?,
-                )
+                ("dead_lettered", queue::dead_letter(&shared.pool, job, &reason).await?)
             } else {
-                let delay = shared
-                    .job_backoff
-                    .delay(spent as u32, None, &mut rand::thread_rng());
+                let delay = shared.job_backoff.delay(spent as u32, None, &mut rand::thread_rng());
                 tracing::info!(
                     job_attempts = spent,
                     delay_ms = delay.as_millis() as u64,
@@ -337,9 +302,7 @@ async fn pay(shared: &Arc<Shared>, job: &ClaimedJob) -> Result<()> {
             m.order_e2e.observe(f.e2e_seconds());
         }
         None => {
-            tracing::warn!(
-                "lease lost before the outcome was recorded; another worker owns the job"
-            );
+            tracing::warn!("lease lost before the outcome was recorded; another worker owns the job");
             m.jobs.with_label_values(&["lease_lost"]).inc();
         }
     }

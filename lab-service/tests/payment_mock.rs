@@ -31,9 +31,7 @@ async fn spawn_mock(plan: FaultPlan) -> TestMock {
     plan.validate().expect("test plans are valid");
     let registry = Registry::new();
     let state = MockState::new(plan, &registry).expect("metrics register");
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let base_url = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
     tokio::spawn(serve(listener, state, shutdown.clone()));
@@ -71,9 +69,7 @@ impl TestMock {
     }
 
     async fn charge(&self, key: Option<&str>, body: &Value) -> reqwest::Response {
-        self.charge_via(&self.client, key, body)
-            .await
-            .expect("mock answers")
+        self.charge_via(&self.client, key, body).await.expect("mock answers")
     }
 
     async fn charge_via(
@@ -104,12 +100,7 @@ impl TestMock {
     }
 
     async fn put_faults(&self, plan: &Value) -> reqwest::Response {
-        self.client
-            .put(self.url("/faults"))
-            .json(plan)
-            .send()
-            .await
-            .unwrap()
+        self.client.put(self.url("/faults")).json(plan).send().await.unwrap()
     }
 }
 
@@ -123,9 +114,7 @@ async fn a_successful_charge_creates_one_ledger_entry() {
     let mock = spawn_mock(FaultPlan::default()).await;
     let order_id = Uuid::new_v4();
 
-    let response = mock
-        .charge(Some("key-1"), &charge_body(order_id, 1_250))
-        .await;
+    let response = mock.charge(Some("key-1"), &charge_body(order_id, 1_250)).await;
 
     assert_eq!(response.status(), StatusCode::CREATED);
     let charge: ChargeResponse = response.json().await.unwrap();
@@ -157,11 +146,7 @@ async fn the_same_key_twice_is_charged_once_and_replayed() {
     assert_eq!(mock.ledger().await.charges.len(), 1);
     let stats = mock.stats().await;
     assert_eq!(
-        (
-            stats.by_outcome.success,
-            stats.by_outcome.replay,
-            stats.charges
-        ),
+        (stats.by_outcome.success, stats.by_outcome.replay, stats.charges),
         (1, 1, 1)
     );
 }
@@ -209,17 +194,8 @@ async fn concurrent_calls_with_one_key_charge_once() {
         .map(|r| r.status())
         .collect();
 
-    assert_eq!(
-        statuses
-            .iter()
-            .filter(|s| **s == StatusCode::CREATED)
-            .count(),
-        1
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
-        19
-    );
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CREATED).count(), 1);
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 19);
     assert_eq!(mock.ledger().await.charges.len(), 1);
 }
 
@@ -232,9 +208,7 @@ async fn an_injected_failure_is_a_5xx_and_charges_nothing() {
     }))
     .await;
 
-    let response = mock
-        .charge(Some("k"), &charge_body(Uuid::new_v4(), 500))
-        .await;
+    let response = mock.charge(Some("k"), &charge_body(Uuid::new_v4(), 500)).await;
 
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(error_of(response).await["code"], "injected_failure");
@@ -250,9 +224,7 @@ async fn a_declined_card_is_402_and_charges_nothing() {
     }))
     .await;
 
-    let response = mock
-        .charge(Some("k"), &charge_body(Uuid::new_v4(), 500))
-        .await;
+    let response = mock.charge(Some("k"), &charge_body(Uuid::new_v4(), 500)).await;
 
     assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
     assert_eq!(error_of(response).await["code"], "card_declined");
@@ -310,9 +282,7 @@ async fn a_timeout_hangs_then_504_without_charging() {
     .await;
     let started = Instant::now();
 
-    let response = mock
-        .charge(Some("k"), &charge_body(Uuid::new_v4(), 500))
-        .await;
+    let response = mock.charge(Some("k"), &charge_body(Uuid::new_v4(), 500)).await;
 
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
     assert!(started.elapsed() >= Duration::from_millis(200));
@@ -323,9 +293,7 @@ async fn a_timeout_hangs_then_504_without_charging() {
 async fn an_out_of_range_rate_is_refused_with_its_field_path() {
     let mock = spawn_mock(FaultPlan::default()).await;
 
-    let response = mock
-        .put_faults(&json!({"base": {"failureRate": 1.5}}))
-        .await;
+    let response = mock.put_faults(&json!({"base": {"failureRate": 1.5}})).await;
 
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(error_of(response).await["field"], "base.failureRate");
@@ -386,8 +354,7 @@ async fn the_schedule_follows_time_since_the_plan_was_installed() {
 #[tokio::test]
 async fn the_same_seed_replays_the_same_fault_sequence() {
     let mock = spawn_mock(FaultPlan::default()).await;
-    let plan =
-        json!({"seed": 7, "base": {"declineRate": 0.2, "failureRate": 0.3, "rateLimitRate": 0.2}});
+    let plan = json!({"seed": 7, "base": {"declineRate": 0.2, "failureRate": 0.3, "rateLimitRate": 0.2}});
     let mut runs = Vec::new();
     for _ in 0..2 {
         assert_eq!(mock.put_faults(&plan).await.status(), StatusCode::OK);
@@ -401,10 +368,7 @@ async fn the_same_seed_replays_the_same_fault_sequence() {
 
     assert_eq!(runs[0], runs[1], "PUT /faults reseeds");
     let distinct: std::collections::BTreeSet<_> = runs[0].iter().collect();
-    assert!(
-        distinct.len() >= 4,
-        "a mixed plan gives mixed outcomes: {distinct:?}"
-    );
+    assert!(distinct.len() >= 4, "a mixed plan gives mixed outcomes: {distinct:?}");
 }
 
 #[tokio::test]
@@ -432,11 +396,7 @@ async fn bad_charge_input_is_a_4xx_naming_the_field() {
     ];
     for (body, field) in cases {
         let response = mock.charge(None, &body).await;
-        assert!(
-            response.status().is_client_error(),
-            "{body}: {}",
-            response.status()
-        );
+        assert!(response.status().is_client_error(), "{body}: {}", response.status());
         assert_eq!(error_of(response).await["field"], field, "{body}");
     }
 
@@ -455,11 +415,7 @@ async fn bad_charge_input_is_a_4xx_naming_the_field() {
     assert_eq!(blank_key.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_of(blank_key).await["field"], "Idempotency-Key");
     assert!(mock.ledger().await.charges.is_empty());
-    assert_eq!(
-        mock.stats().await.calls,
-        0,
-        "rejected input is not a charge call"
-    );
+    assert_eq!(mock.stats().await.calls, 0, "rejected input is not a charge call");
 }
 
 #[tokio::test]
@@ -472,14 +428,9 @@ async fn health_and_metrics_report_calls_by_outcome() {
     assert_eq!(health.text().await.unwrap(), "ok");
 
     let mut text = Vec::new();
-    TextEncoder::new()
-        .encode(&mock.registry.gather(), &mut text)
-        .unwrap();
+    TextEncoder::new().encode(&mock.registry.gather(), &mut text).unwrap();
     let text = String::from_utf8(text).unwrap();
-    assert!(
-        text.contains("relab_mock_calls_total{outcome=\"success\"} 1"),
-        "{text}"
-    );
+    assert!(text.contains("relab_mock_calls_total{outcome=\"success\"} 1"), "{text}");
     assert!(
         text.contains("relab_mock_calls_total{outcome=\"lost_response\"} 0"),
         "{text}"

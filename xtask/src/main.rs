@@ -1,1 +1,54 @@
-fn main() {}
+//! Everyday recipes, runnable on a machine with only the Rust toolchain:
+//!
+//! * `cargo xtask setup`  — install/start Postgres, promtool, wrk, hyperfine (idempotent)
+//! * `cargo xtask test`   — setup, then the whole test suite
+//! * `cargo xtask lint`   — rustfmt --check and clippy -D warnings
+//! * `cargo xtask bench`  — the benchmarks recorded in docs/benchmarks.md
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    eprintln!("xtask: $ {cmd:?}");
+    let status = cmd.current_dir(root()).status().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed: {status}"))
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn setup() -> Result<(), String> {
+    run(Command::new("bash").arg("scripts/setup.sh"))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.iter().skip(1).map(String::as_str);
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup(),
+        Some("test") => setup().and_then(|()| run(cargo().args(["test", "--workspace", "--all-targets"]).args(rest))),
+        Some("lint") => run(cargo().args(["fmt", "--all", "--check"]))
+            .and_then(|()| run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))),
+        Some("bench") => setup().and_then(|()| run(Command::new("bash").arg("scripts/bench.sh").args(rest))),
+        _ => Err("usage: cargo xtask <setup|test|lint|bench> [args]".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -25,18 +25,12 @@ impl NewOrder {
     /// Field-level checks beyond the JSON shape (422 naming the field).
     pub fn validate(&self) -> Result<(), ApiError> {
         if self.customer_id.trim().is_empty() || self.customer_id.len() > 128 {
-            return Err(ApiError::invalid_field(
-                "customerId",
-                "must be 1 to 128 characters",
-            ));
+            return Err(ApiError::invalid_field("customerId", "must be 1 to 128 characters"));
         }
         if self.amount_cents <= 0 {
             return Err(ApiError::invalid_field(
                 "amountCents",
-                format!(
-                    "must be a positive number of cents, got {}",
-                    self.amount_cents
-                ),
+                format!("must be a positive number of cents, got {}", self.amount_cents),
             ));
         }
         if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
@@ -54,10 +48,7 @@ impl NewOrder {
     /// Fingerprint of the request, to tell a replay from a key reused for another body.
     pub fn fingerprint(&self) -> String {
         let bytes = serde_json::to_vec(self).expect("NewOrder serializes");
-        Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -80,8 +71,7 @@ pub struct Order {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-const ORDER_COLUMNS: &str =
-    "id, idempotency_key, customer_id, amount_cents, currency, status, charge_id, \
+const ORDER_COLUMNS: &str = "id, idempotency_key, customer_id, amount_cents, currency, status, charge_id, \
                              failure_reason, created_at, updated_at, finished_at";
 
 /// What `create_order` did.
@@ -141,11 +131,10 @@ pub async fn create_order(
     tx.rollback().await?;
 
     let (existing, hash): (Order, String) = {
-        let row: (Uuid, String) =
-            sqlx::query_as("SELECT id, request_hash FROM orders WHERE idempotency_key = $1")
-                .bind(key)
-                .fetch_one(pool)
-                .await?;
+        let row: (Uuid, String) = sqlx::query_as("SELECT id, request_hash FROM orders WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_one(pool)
+            .await?;
         (
             get_order(pool, row.0)
                 .await?
@@ -172,12 +161,7 @@ pub async fn get_order(pool: &PgPool, id: Uuid) -> Result<Option<Order>> {
 }
 
 /// One page of orders in creation order (ids are UUIDv7), after `after`.
-pub async fn list_orders(
-    pool: &PgPool,
-    status: Option<&str>,
-    after: Option<Uuid>,
-    limit: i64,
-) -> Result<Vec<Order>> {
+pub async fn list_orders(pool: &PgPool, status: Option<&str>, after: Option<Uuid>, limit: i64) -> Result<Vec<Order>> {
     Ok(sqlx::query_as(&format!(
         "SELECT {ORDER_COLUMNS} FROM orders
          WHERE ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR id > $2)
@@ -202,11 +186,7 @@ pub struct DeadLetter {
     pub dead_at: Option<DateTime<Utc>>,
 }
 
-pub async fn list_dead_letters(
-    pool: &PgPool,
-    after: Option<Uuid>,
-    limit: i64,
-) -> Result<Vec<DeadLetter>> {
+pub async fn list_dead_letters(pool: &PgPool, after: Option<Uuid>, limit: i64) -> Result<Vec<DeadLetter>> {
     Ok(sqlx::query_as(
         "SELECT order_id, id AS job_id, attempts, max_attempts, last_error, finished_at AS dead_at
          FROM jobs WHERE status = 'dead' AND ($1::uuid IS NULL OR order_id > $1)
@@ -291,10 +271,7 @@ mod tests {
         );
         let mut o = order(5, "EUR");
         o.customer_id = " ".into();
-        assert_eq!(
-            o.validate().unwrap_err().field.as_deref(),
-            Some("customerId")
-        );
+        assert_eq!(o.validate().unwrap_err().field.as_deref(), Some("customerId"));
         assert!(order(5, "EUR").validate().is_ok());
     }
 

@@ -69,18 +69,14 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
         .with_field("Idempotency-Key")
     })?;
     let key = raw.to_str().map_err(|_| {
-        ApiError::bad_request(
-            "invalid_idempotency_key",
-            "Idempotency-Key must be visible ASCII",
-        )
-        .with_field("Idempotency-Key")
+        ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be visible ASCII")
+            .with_field("Idempotency-Key")
     })?;
     if key.is_empty() || key.len() > 255 {
-        return Err(ApiError::bad_request(
-            "invalid_idempotency_key",
-            "Idempotency-Key must be 1 to 255 characters",
-        )
-        .with_field("Idempotency-Key"));
+        return Err(
+            ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters")
+                .with_field("Idempotency-Key"),
+        );
     }
     Ok(key.to_owned())
 }
@@ -109,8 +105,7 @@ async fn create_order(
     let AppJson(order) = body;
     order.validate()?;
     let request_id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok());
-    let outcome =
-        super::create_order(&s.pool, &key, &order, request_id, s.config.max_job_attempts).await?;
+    let outcome = super::create_order(&s.pool, &key, &order, request_id, s.config.max_job_attempts).await?;
     let resp = match outcome {
         CreateOutcome::Created(o) => {
             tracing::Span::current().record("order_id", tracing::field::display(o.id));
@@ -146,10 +141,7 @@ fn parse_uuid(field: &str, raw: &str) -> Result<Uuid, ApiError> {
     })
 }
 
-async fn get_order(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+async fn get_order(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = parse_uuid("id", &id)?;
     match super::get_order(&s.pool, id).await? {
         Some(o) => Ok(AppJson(o).into_response()),
@@ -177,11 +169,10 @@ struct Page<T> {
 fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     let limit = limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("limit must be within 1..=1000, got {limit}"),
-        )
-        .with_field("limit"));
+        return Err(
+            ApiError::bad_request("invalid_query", format!("limit must be within 1..=1000, got {limit}"))
+                .with_field("limit"),
+        );
     }
     Ok(limit)
 }
@@ -200,11 +191,7 @@ async fn list_orders(
             .with_field("status"));
         }
     }
-    let after = q
-        .after
-        .as_deref()
-        .map(|a| parse_uuid("after", a))
-        .transpose()?;
+    let after = q.after.as_deref().map(|a| parse_uuid("after", a)).transpose()?;
     let limit = page_limit(q.limit)?;
     let items = super::list_orders(&s.pool, q.status.as_deref(), after, limit).await?;
     let next_after = (items.len() as i64 == limit)
@@ -225,11 +212,7 @@ async fn list_dead_letters(
     q: Result<Query<DeadLetterQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
-    let after = q
-        .after
-        .as_deref()
-        .map(|a| parse_uuid("after", a))
-        .transpose()?;
+    let after = q.after.as_deref().map(|a| parse_uuid("after", a)).transpose()?;
     let limit = page_limit(q.limit)?;
     let items = super::list_dead_letters(&s.pool, after, limit).await?;
     let next_after = (items.len() as i64 == limit)
@@ -238,10 +221,7 @@ async fn list_dead_letters(
     Ok(AppJson(Page { items, next_after }).into_response())
 }
 
-async fn replay_dead_letter(
-    State(s): State<ApiState>,
-    Path(order_id): Path<String>,
-) -> Result<Response, ApiError> {
+async fn replay_dead_letter(State(s): State<ApiState>, Path(order_id): Path<String>) -> Result<Response, ApiError> {
     let id = parse_uuid("orderId", &order_id)?;
     if super::replay_dead_letter(&s.pool, id).await? {
         s.metrics.dead_letter_replays.inc();

@@ -218,11 +218,7 @@ impl FaultSpec {
                 ));
             }
         }
-        check_rate(
-            join(path, "latency.tailRate"),
-            self.latency.tail_rate,
-            errors,
-        );
+        check_rate(join(path, "latency.tailRate"), self.latency.tail_rate, errors);
     }
 }
 
@@ -243,10 +239,7 @@ impl FaultPlan {
                 if end <= phase.start_ms {
                     errors.push(FieldError::new(
                         join(&path, "endMs"),
-                        format!(
-                            "must be greater than startMs ({}), got {end}",
-                            phase.start_ms
-                        ),
+                        format!("must be greater than startMs ({}), got {end}", phase.start_ms),
                     ));
                 }
             }
@@ -267,9 +260,7 @@ impl FaultPlan {
                 _ => {}
             }
             previous_end = Some(phase.end_ms);
-            phase
-                .faults
-                .collect_errors(&join(&path, "faults"), &mut errors);
+            phase.faults.collect_errors(&join(&path, "faults"), &mut errors);
         }
         into_result(errors)
     }
@@ -278,16 +269,16 @@ impl FaultPlan {
     /// whose window contains it.
     pub fn active_phase(&self, elapsed: Duration) -> Option<&FaultPhase> {
         let ms = elapsed.as_millis();
-        self.schedule.iter().rev().find(|phase| {
-            u128::from(phase.start_ms) <= ms && phase.end_ms.is_none_or(|end| ms < u128::from(end))
-        })
+        self.schedule
+            .iter()
+            .rev()
+            .find(|phase| u128::from(phase.start_ms) <= ms && phase.end_ms.is_none_or(|end| ms < u128::from(end)))
     }
 
     /// The spec in force `elapsed` after the plan was installed: the active
     /// phase's faults, else `base`.
     pub fn active_spec(&self, elapsed: Duration) -> &FaultSpec {
-        self.active_phase(elapsed)
-            .map_or(&self.base, |phase| &phase.faults)
+        self.active_phase(elapsed).map_or(&self.base, |phase| &phase.faults)
     }
 }
 
@@ -301,10 +292,7 @@ pub enum Decision {
     /// `status` (5xx) after `delay`; not charged.
     Failure { status: u16, delay: Duration },
     /// 429 with `Retry-After` after `delay`; not charged.
-    RateLimited {
-        retry_after_secs: u64,
-        delay: Duration,
-    },
+    RateLimited { retry_after_secs: u64, delay: Duration },
     /// Hang for `hang`, then 504; not charged.
     Timeout { hang: Duration },
     /// Charge, hang for `hang`, then 504.
@@ -318,11 +306,7 @@ impl LatencySpec {
         let tail_draw: f64 = rng.gen();
         // floor(u * (n + 1)) is uniform over 0..=n; min() guards rounding at n = u64::MAX.
         let jitter = ((jitter_draw * (self.jitter_ms as f64 + 1.0)) as u64).min(self.jitter_ms);
-        let tail = if tail_draw < self.tail_rate {
-            self.tail_ms
-        } else {
-            0
-        };
+        let tail = if tail_draw < self.tail_rate { self.tail_ms } else { 0 };
         Duration::from_millis(self.base_ms.saturating_add(jitter).saturating_add(tail))
     }
 }

@@ -34,8 +34,7 @@ impl ChargeRequest {
                 message: format!("must be greater than 0, got {}", self.amount_cents),
             });
         }
-        let well_formed =
-            self.currency.len() == 3 && self.currency.bytes().all(|b| b.is_ascii_uppercase());
+        let well_formed = self.currency.len() == 3 && self.currency.bytes().all(|b| b.is_ascii_uppercase());
         if !well_formed {
             return Err(FieldError {
                 field: "currency".into(),
@@ -114,10 +113,7 @@ impl LedgerSnapshot {
         for charge in &self.charges {
             *per_order.entry(charge.order_id).or_default() += 1;
         }
-        per_order
-            .into_iter()
-            .filter(|(_, count)| *count > 1)
-            .collect()
+        per_order.into_iter().filter(|(_, count)| *count > 1).collect()
     }
 }
 
@@ -235,9 +231,7 @@ mod tests {
     fn a_key_reused_for_another_amount_conflicts() {
         let mut ledger = Ledger::default();
         ledger.charge(Some("k"), &request(100), Utc::now()).unwrap();
-        let conflict = ledger
-            .charge(Some("k"), &request(200), Utc::now())
-            .unwrap_err();
+        let conflict = ledger.charge(Some("k"), &request(200), Utc::now()).unwrap_err();
         assert_eq!(conflict.key, "k");
         assert_eq!(ledger.len(), 1);
     }
@@ -248,10 +242,7 @@ mod tests {
         ledger.charge(None, &request(100), Utc::now()).unwrap();
         ledger.charge(None, &request(100), Utc::now()).unwrap();
         assert_eq!(ledger.len(), 2);
-        assert_eq!(
-            ledger.snapshot().double_charged_orders(),
-            [(Uuid::from_u128(1), 2)]
-        );
+        assert_eq!(ledger.snapshot().double_charged_orders(), [(Uuid::from_u128(1), 2)]);
     }
 
     #[test]

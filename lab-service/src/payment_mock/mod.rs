@@ -32,9 +32,6 @@ mod routes;
 mod state;
 
 pub use faults::{decide, Decision, FaultPhase, FaultPlan, FaultSpec, FieldError, LatencySpec};
-pub use ledger::{
-    Charge, ChargeOutcome, ChargeRequest, ChargeResponse, IdempotencyConflict, Ledger,
-    LedgerSnapshot,
-};
+pub use ledger::{Charge, ChargeOutcome, ChargeRequest, ChargeResponse, IdempotencyConflict, Ledger, LedgerSnapshot};
 pub use routes::{router, serve, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 pub use state::{MockState, MockStats, Outcome, OutcomeCounts};

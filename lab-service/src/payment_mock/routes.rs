@@ -12,9 +12,7 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 
 use super::faults::{Decision, FaultPlan, FieldError};
-use super::ledger::{
-    ChargeOutcome, ChargeRequest, ChargeResponse, IdempotencyConflict, LedgerSnapshot,
-};
+use super::ledger::{ChargeOutcome, ChargeRequest, ChargeResponse, IdempotencyConflict, LedgerSnapshot};
 use super::state::{MockState, MockStats, Outcome};
 use crate::http_error::{ApiError, AppJson};
 
@@ -52,13 +50,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(&IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
-    let invalid = |message: &str| {
-        ApiError::bad_request("invalid_idempotency_key", message).with_field("Idempotency-Key")
-    };
-    let key = value
-        .to_str()
-        .map_err(|_| invalid("must be visible ASCII"))?
-        .trim();
+    let invalid =
+        |message: &str| ApiError::bad_request("invalid_idempotency_key", message).with_field("Idempotency-Key");
+    let key = value.to_str().map_err(|_| invalid("must be visible ASCII"))?.trim();
     if key.is_empty() {
         return Err(invalid("must not be empty"));
     }
@@ -108,19 +102,12 @@ async fn create_charge(
             match result {
                 Ok(ChargeOutcome::Created(charge)) => (
                     Outcome::Success,
-                    Ok((
-                        StatusCode::CREATED,
-                        AppJson(ChargeResponse::new(&charge, false)),
-                    )
-                        .into_response()),
+                    Ok((StatusCode::CREATED, AppJson(ChargeResponse::new(&charge, false))).into_response()),
                 ),
                 Ok(ChargeOutcome::Replayed(charge)) => {
                     let replayed = [(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"))];
                     let body = AppJson(ChargeResponse::new(&charge, true));
-                    (
-                        Outcome::Replay,
-                        Ok((StatusCode::OK, replayed, body).into_response()),
-                    )
+                    (Outcome::Replay, Ok((StatusCode::OK, replayed, body).into_response()))
                 }
                 Err(error) => (Outcome::Conflict, Err(conflict(&error))),
             }
@@ -192,23 +179,11 @@ async fn put_faults(
     AppJson(plan): AppJson<FaultPlan>,
 ) -> Result<AppJson<FaultPlan>, ApiError> {
     state.replace_plan(plan.clone()).map_err(|errors| {
-        let message = errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
-        let field = errors
-            .into_iter()
-            .next()
-            .map(|e| e.field)
-            .unwrap_or_default();
+        let message = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        let field = errors.into_iter().next().map(|e| e.field).unwrap_or_default();
         ApiError::invalid_field(field, message)
     })?;
-    tracing::info!(
-        seed = plan.seed,
-        phases = plan.schedule.len(),
-        "fault plan replaced"
-    );
+    tracing::info!(seed = plan.seed, phases = plan.schedule.len(), "fault plan replaced");
     Ok(AppJson(plan))
 }
 

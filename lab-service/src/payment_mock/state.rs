@@ -207,11 +207,7 @@ impl MockState {
 
     /// Counts one charge call.
     pub(crate) fn count(&self, outcome: Outcome) {
-        self.inner
-            .metrics
-            .calls
-            .with_label_values(&[outcome.as_label()])
-            .inc();
+        self.inner.metrics.calls.with_label_values(&[outcome.as_label()]).inc();
     }
 
     /// Every charge so far, in creation order.

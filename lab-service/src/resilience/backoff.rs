@@ -48,16 +48,10 @@ impl BackoffConfig {
             ));
         }
         if !(self.multiplier >= 1.0 && self.multiplier <= 100.0) {
-            problems.push((
-                "multiplier",
-                format!("must be within 1..=100, got {}", self.multiplier),
-            ));
+            problems.push(("multiplier", format!("must be within 1..=100, got {}", self.multiplier)));
         }
         if !(0.0..=1.0).contains(&self.jitter) {
-            problems.push((
-                "jitter",
-                format!("must be within 0..=1, got {}", self.jitter),
-            ));
+            problems.push(("jitter", format!("must be within 0..=1, got {}", self.jitter)));
         }
         problems
     }

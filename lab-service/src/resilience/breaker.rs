@@ -68,10 +68,7 @@ impl BreakerConfig {
                 window,
             } => {
                 if !(*ratio > 0.0 && *ratio <= 1.0) {
-                    p.push((
-                        "failureRatio",
-                        format!("must be within (0, 1], got {ratio}"),
-                    ));
+                    p.push(("failureRatio", format!("must be within (0, 1], got {ratio}")));
                 }
                 if *min_calls == 0 {
                     p.push(("minimumCalls", "must be at least 1".to_string()));
@@ -277,9 +274,7 @@ impl Core {
     fn should_trip(&mut self, mode: &BreakerMode, now: Instant) -> bool {
         match mode {
             BreakerMode::Disabled => false,
-            BreakerMode::ConsecutiveFailures { threshold } => {
-                self.consecutive_failures >= *threshold
-            }
+            BreakerMode::ConsecutiveFailures { threshold } => self.consecutive_failures >= *threshold,
             BreakerMode::FailureRatio {
                 ratio,
                 min_calls,
@@ -371,17 +366,12 @@ mod tests {
         }
     }
 
-    fn recording(
-        config: BreakerConfig,
-    ) -> (
-        CircuitBreaker,
-        Arc<StdMutex<Vec<(BreakerState, BreakerState)>>>,
-    ) {
+    type TransitionLog = Arc<StdMutex<Vec<(BreakerState, BreakerState)>>>;
+
+    fn recording(config: BreakerConfig) -> (CircuitBreaker, TransitionLog) {
         let log = Arc::new(StdMutex::new(Vec::new()));
         let l = log.clone();
-        let b = CircuitBreaker::with_observer(config, move |from, to| {
-            l.lock().unwrap().push((from, to))
-        });
+        let b = CircuitBreaker::with_observer(config, move |from, to| l.lock().unwrap().push((from, to)));
         (b, log)
     }
 
@@ -405,10 +395,7 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Closed);
         fail(&b, t0);
         assert_eq!(b.state(), BreakerState::Open);
-        assert_eq!(
-            *log.lock().unwrap(),
-            vec![(BreakerState::Closed, BreakerState::Open)]
-        );
+        assert_eq!(*log.lock().unwrap(), vec![(BreakerState::Closed, BreakerState::Open)]);
     }
 
     #[test]
@@ -416,15 +403,10 @@ mod tests {
         let t0 = Instant::now();
         let b = CircuitBreaker::new(consecutive(1));
         fail(&b, t0);
-        let r = b
-            .acquire_at(t0 + Duration::from_secs(4))
-            .err()
-            .expect("rejected");
+        let r = b.acquire_at(t0 + Duration::from_secs(4)).err().expect("rejected");
         assert_eq!(r.state, BreakerState::Open);
         assert_eq!(r.retry_after, Duration::from_secs(6));
-        let probe = b
-            .acquire_at(t0 + Duration::from_secs(10))
-            .expect("probe admitted");
+        let probe = b.acquire_at(t0 + Duration::from_secs(10)).expect("probe admitted");
         assert_eq!(b.state(), BreakerState::HalfOpen);
         drop(probe);
     }
@@ -437,18 +419,11 @@ mod tests {
         let t1 = t0 + Duration::from_secs(11);
         let p1 = b.acquire_at(t1).expect("probe 1");
         let p2 = b.acquire_at(t1).expect("probe 2");
-        let r = b
-            .acquire_at(t1)
-            .err()
-            .expect("third call rejected in half-open");
+        let r = b.acquire_at(t1).err().expect("third call rejected in half-open");
         assert_eq!(r.state, BreakerState::HalfOpen);
         assert!(r.retry_after > Duration::ZERO);
         p1.record_at(true, t1);
-        assert_eq!(
-            b.state(),
-            BreakerState::HalfOpen,
-            "one success of two is not enough"
-        );
+        assert_eq!(b.state(), BreakerState::HalfOpen, "one success of two is not enough");
         p2.record_at(true, t1);
         assert_eq!(b.state(), BreakerState::Closed);
     }

@@ -30,10 +30,7 @@ pub enum CallError {
         detail: String,
     },
     /// A definitive answer that retrying cannot change (`declined`, `rejected`).
-    Permanent {
-        reason: &'static str,
-        detail: String,
-    },
+    Permanent { reason: &'static str, detail: String },
 }
 
 impl CallError {
@@ -259,13 +256,7 @@ mod tests {
                 |_, _| {},
             )
             .await;
-        assert!(matches!(
-            out,
-            RetryOutcome::Succeeded {
-                value: 3,
-                attempts: 3
-            }
-        ));
+        assert!(matches!(out, RetryOutcome::Succeeded { value: 3, attempts: 3 }));
     }
 
     #[tokio::test]
@@ -308,17 +299,11 @@ mod tests {
         ));
         assert!(matches!(
             classify_status(402, None, String::new()),
-            CallError::Permanent {
-                reason: "declined",
-                ..
-            }
+            CallError::Permanent { reason: "declined", .. }
         ));
         assert!(matches!(
             classify_status(409, None, String::new()),
-            CallError::Permanent {
-                reason: "rejected",
-                ..
-            }
+            CallError::Permanent { reason: "rejected", .. }
         ));
     }
 

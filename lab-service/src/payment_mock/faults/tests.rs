@@ -58,44 +58,27 @@ fn different_seeds_give_different_decision_sequences() {
 fn observed_rates_match_the_configured_rates() {
     let n = 20_000;
     let all = decisions(42, n);
-    let share =
-        |pred: fn(&Decision) -> bool| all.iter().filter(|d| pred(d)).count() as f64 / n as f64;
+    let share = |pred: fn(&Decision) -> bool| all.iter().filter(|d| pred(d)).count() as f64 / n as f64;
     let close = |observed: f64, expected: f64, what: &str| {
         assert!(
             (observed - expected).abs() < 0.02,
             "{what}: observed {observed}, configured {expected}"
         );
     };
-    close(
-        share(|d| matches!(d, Decision::Declined { .. })),
-        0.10,
-        "declined",
-    );
-    close(
-        share(|d| matches!(d, Decision::Failure { .. })),
-        0.20,
-        "failure",
-    );
+    close(share(|d| matches!(d, Decision::Declined { .. })), 0.10, "declined");
+    close(share(|d| matches!(d, Decision::Failure { .. })), 0.20, "failure");
     close(
         share(|d| matches!(d, Decision::RateLimited { .. })),
         0.05,
         "rate limited",
     );
-    close(
-        share(|d| matches!(d, Decision::Timeout { .. })),
-        0.05,
-        "timeout",
-    );
+    close(share(|d| matches!(d, Decision::Timeout { .. })), 0.05, "timeout");
     close(
         share(|d| matches!(d, Decision::LostResponse { .. })),
         0.10,
         "lost response",
     );
-    close(
-        share(|d| matches!(d, Decision::Success { .. })),
-        0.50,
-        "success",
-    );
+    close(share(|d| matches!(d, Decision::Success { .. })), 0.50, "success");
 
     let failures: Vec<u16> = all
         .iter()
@@ -122,13 +105,8 @@ fn latency_is_base_plus_jitter_plus_an_occasional_tail() {
             Decision::Timeout { .. } | Decision::LostResponse { .. } => None,
         })
         .collect();
-    assert!(delays
-        .iter()
-        .all(|d| (5..=15).contains(d) || (105..=115).contains(d)));
-    assert!(
-        delays.contains(&5) && delays.contains(&15),
-        "jitter covers 0..=10"
-    );
+    assert!(delays.iter().all(|d| (5..=15).contains(d) || (105..=115).contains(d)));
+    assert!(delays.contains(&5) && delays.contains(&15), "jitter covers 0..=10");
     let tail = delays.iter().filter(|d| **d >= 105).count() as f64 / delays.len() as f64;
     assert!((tail - 0.1).abs() < 0.02, "tail share {tail}");
 }
@@ -151,12 +129,7 @@ fn hangs_use_hang_ms_and_extreme_rates_are_absolute() {
     }
     let healthy = FaultSpec::default();
     for _ in 0..100 {
-        assert_eq!(
-            decide(&healthy, &mut rng),
-            Decision::Success {
-                delay: Duration::ZERO
-            }
-        );
+        assert_eq!(decide(&healthy, &mut rng), Decision::Success { delay: Duration::ZERO });
     }
 }
 
@@ -170,10 +143,7 @@ fn the_active_phase_follows_elapsed_time() {
         ],
         ..FaultPlan::default()
     };
-    let at = |ms: u64| {
-        plan.active_phase(Duration::from_millis(ms))
-            .map(|p| p.name.as_str())
-    };
+    let at = |ms: u64| plan.active_phase(Duration::from_millis(ms)).map(|p| p.name.as_str());
     assert_eq!(at(0), None);
     assert_eq!(at(99), None);
     assert_eq!(at(100), Some("warmup"));
@@ -194,10 +164,7 @@ fn the_active_spec_is_the_phase_faults_else_base() {
         schedule: vec![outage],
         ..FaultPlan::default()
     };
-    assert_eq!(
-        plan.active_spec(Duration::from_millis(10)).failure_rate,
-        1.0
-    );
+    assert_eq!(plan.active_spec(Duration::from_millis(10)).failure_rate, 1.0);
     assert_eq!(plan.active_spec(Duration::from_millis(200)), &plan.base);
 }
 
@@ -230,11 +197,7 @@ fn a_valid_plan_passes() {
     outage.faults.failure_statuses = vec![503];
     let plan = FaultPlan {
         base: mixed_spec(),
-        schedule: vec![
-            phase("healthy", 0, Some(1_000)),
-            outage,
-            phase("recovery", 2_000, None),
-        ],
+        schedule: vec![phase("healthy", 0, Some(1_000)), outage, phase("recovery", 2_000, None)],
         ..FaultPlan::default()
     };
     assert_eq!(plan.validate(), Ok(()));
@@ -251,10 +214,7 @@ fn an_out_of_range_rate_in_a_phase_is_reported_with_its_path() {
     };
     assert_eq!(
         fields(plan.validate()),
-        [
-            "schedule[1].faults.timeoutRate",
-            "schedule[1].faults.latency.tailRate"
-        ]
+        ["schedule[1].faults.timeoutRate", "schedule[1].faults.latency.tailRate"]
     );
 
     let mut base_only = FaultPlan::default();

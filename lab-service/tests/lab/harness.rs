@@ -1,0 +1,323 @@
+//! One helper for every integration test: a fresh database per test, and the
+//! lab (payment mock, order API, workers) started in-process on port 0.
+
+use lab_service::app::{ApiServer, MockServer, WorkerServer};
+use lab_service::audit::{self, AuditReport, LedgerCharge};
+use lab_service::config::{ApiConfig, WorkerConfig};
+use lab_service::metrics::LabMetrics;
+use lab_service::orders::Order;
+use lab_service::payment_mock::FaultPlan;
+use lab_service::resilience::{BackoffConfig, BreakerConfig, BreakerMode};
+use serde_json::{json, Value};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Server that tests create their databases on (`scripts/setup.sh` provides it).
+pub fn admin_url() -> String {
+    std::env::var("RELAB_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database of its own for one test, dropped afterwards.
+pub struct TestDb {
+    pub url: String,
+    pub pool: PgPool,
+    name: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let admin = admin_url();
+        let name = format!("relab_t_{}", Uuid::new_v4().simple());
+        let admin_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach the test Postgres at {admin} ({e}); run scripts/setup.sh"));
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin_pool)
+            .await
+            .expect("create test database");
+        admin_pool.close().await;
+        let url = match admin.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("RELAB_TEST_DATABASE_URL must end in /<database>"),
+        };
+        let pool = lab_service::db::connect_and_migrate(&url, 12)
+            .await
+            .expect("migrate test database");
+        Self { url, pool, name }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // a fresh runtime on a plain thread: Drop cannot await
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                if let Ok(pool) = PgPoolOptions::new().max_connections(1).connect(&admin_url()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&pool)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Worker settings for tests: fast backoff, short lease, quick polling.
+pub fn fast_worker() -> WorkerConfig {
+    WorkerConfig {
+        concurrency: 4,
+        payment_timeout: Duration::from_millis(500),
+        retry_max_attempts: 3,
+        backoff: BackoffConfig {
+            initial: Duration::from_millis(5),
+            max: Duration::from_millis(40),
+            multiplier: 2.0,
+            jitter: 0.5,
+        },
+        breaker: BreakerConfig {
+            mode: BreakerMode::Disabled,
+            ..BreakerConfig::default()
+        },
+        lease: Duration::from_secs(5),
+        poll_interval: Duration::from_millis(100),
+        shutdown_deadline: Duration::from_secs(5),
+        ..WorkerConfig::default()
+    }
+}
+
+pub fn api_config() -> ApiConfig {
+    ApiConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..ApiConfig::default()
+    }
+}
+
+/// A fault plan from its JSON form (camelCase, as `PUT /faults` takes it).
+pub fn plan(v: Value) -> FaultPlan {
+    serde_json::from_value(v).expect("valid fault plan JSON")
+}
+
+pub struct LabOptions {
+    pub api: ApiConfig,
+    /// `None`: no in-process workers (a test brings its own).
+    pub worker: Option<WorkerConfig>,
+    pub faults: FaultPlan,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        Self {
+            api: api_config(),
+            worker: Some(fast_worker()),
+            faults: FaultPlan::default(),
+        }
+    }
+}
+
+pub struct TestLab {
+    pub db: TestDb,
+    pub api_url: String,
+    pub mock_url: String,
+    pub http: reqwest::Client,
+    pub metrics: LabMetrics,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<lab_service::Result<()>>>,
+}
+
+impl TestLab {
+    pub async fn start(opts: LabOptions) -> Self {
+        let db = TestDb::new().await;
+        let metrics = LabMetrics::new().expect("metrics");
+        let stop = CancellationToken::new();
+        let mock = MockServer::build("127.0.0.1:0".parse().unwrap(), opts.faults, &metrics)
+            .await
+            .expect("mock");
+        let mock_url = format!("http://{}", mock.local_addr());
+        let api = ApiServer::build(db.pool.clone(), opts.api, &metrics)
+            .await
+            .expect("api");
+        let api_url = format!("http://{}", api.local_addr());
+        let mut tasks = vec![
+            tokio::spawn(mock.run_until_stopped(stop.clone())),
+            tokio::spawn(api.run_until_stopped(stop.clone())),
+        ];
+        if let Some(mut w) = opts.worker {
+            w.payment_url = mock_url.clone();
+            let worker = WorkerServer::build(db.pool.clone(), w, None, &metrics)
+                .await
+                .expect("worker");
+            tasks.push(tokio::spawn(worker.run_until_stopped(stop.clone())));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        Self {
+            db,
+            api_url,
+            mock_url,
+            http,
+            metrics,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Start (more) in-process workers against this lab's database and mock.
+    pub async fn spawn_workers(&mut self, mut config: WorkerConfig) {
+        config.payment_url = self.mock_url.clone();
+        let worker = WorkerServer::build(self.db.pool.clone(), config, None, &self.metrics)
+            .await
+            .expect("worker");
+        self.tasks
+            .push(tokio::spawn(worker.run_until_stopped(self.stop.clone())));
+    }
+
+    pub async fn post_order(&self, key: &str, amount_cents: i64) -> reqwest::Response {
+        self.http
+            .post(format!("{}/orders", self.api_url))
+            .header("idempotency-key", key)
+            .json(&json!({"customerId": "c-1", "amountCents": amount_cents, "currency": "EUR"}))
+            .send()
+            .await
+            .expect("POST /orders")
+    }
+
+    /// Create an order and return it (asserts 201).
+    pub async fn create_order(&self, amount_cents: i64) -> Order {
+        let resp = self.post_order(&Uuid::new_v4().to_string(), amount_cents).await;
+        assert_eq!(
+            resp.status(),
+            201,
+            "create order: {}",
+            resp.text().await.unwrap_or_default()
+        );
+        resp.json().await.expect("order JSON")
+    }
+
+    pub async fn get_order(&self, id: Uuid) -> Order {
+        self.http
+            .get(format!("{}/orders/{id}", self.api_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .expect("order JSON")
+    }
+
+    /// Poll until the order reaches `status` (panics after `timeout`).
+    pub async fn wait_for_status(&self, id: Uuid, status: &str, timeout: Duration) -> Order {
+        let started = Instant::now();
+        loop {
+            let o = self.get_order(id).await;
+            if o.status == status {
+                return o;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "order {id} still {} after {timeout:?}, wanted {status}",
+                o.status
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn set_faults(&self, faults: Value) {
+        let resp = self
+            .http
+            .put(format!("{}/faults", self.mock_url))
+            .json(&faults)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "PUT /faults: {}",
+            resp.text().await.unwrap_or_default()
+        );
+    }
+
+    pub async fn ledger(&self) -> Vec<LedgerCharge> {
+        audit::fetch_ledger(&self.http, &self.mock_url).await.expect("ledger")
+    }
+
+    pub async fn mock_stats(&self) -> Value {
+        self.http
+            .get(format!("{}/stats", self.mock_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn audit(&self, accepted: Option<&[Uuid]>) -> AuditReport {
+        let ledger = self.ledger().await;
+        audit::audit(&self.db.pool, &ledger, accepted).await.expect("audit")
+    }
+
+    /// Current value of a counter or gauge with these label values.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_value(&self.metrics.registry, name, labels)
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            t.await.expect("task joined").expect("server stopped cleanly");
+        }
+    }
+}
+
+pub fn metric_value(registry: &prometheus::Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut total = 0.0;
+    for fam in registry.gather().iter().filter(|f| f.name() == name) {
+        for m in fam.get_metric() {
+            let matches = labels
+                .iter()
+                .all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v));
+            if matches {
+                total += match fam.get_field_type() {
+                    prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
+                    prometheus::proto::MetricType::GAUGE => m.get_gauge().get_value(),
+                    _ => m.get_histogram().get_sample_count() as f64,
+                };
+            }
+        }
+    }
+    total
+}
+
+/// Poll `cond` until true or panic after `timeout` with `what`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !cond().await {
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Path of the built `lab-service` binary.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_lab-service")
+}

@@ -1,0 +1,12 @@
+//! Integration tests of the lab app against a real Postgres and the real
+//! payment mock on loopback. One binary (one link) with a module per behaviour.
+
+mod harness;
+
+mod api;
+mod breaker;
+mod dead_letters;
+mod metrics;
+mod processes;
+mod retry;
+mod shedding;
