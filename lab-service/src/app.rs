@@ -28,14 +28,20 @@ pub fn instrument(router: Router, metrics: &LabMetrics) -> Router {
     router
         .route_layer(axum::middleware::from_fn_with_state(metrics.http.clone(), track_http))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-            let rid = req
-                .headers()
-                .get(order_routes::REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %rid)
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    let rid = req
+                        .headers()
+                        .get(order_routes::REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %rid)
+                })
+                // 5xx here are mostly deliberate (shedding, injected faults); real internal
+                // errors are logged where they happen (ApiError::internal)
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 
