@@ -23,6 +23,7 @@ pub mod payment_client;
 pub mod payment_mock;
 pub mod queue;
 pub mod resilience;
+pub mod summary;
 pub mod telemetry;
 pub mod worker;
 

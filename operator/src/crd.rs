@@ -1,0 +1,720 @@
+//! `ReliabilityExperiment` (`relab.dev/v1alpha1`, short name `rx`): what to
+//! run, what to inject, and what "good" means; and its status.
+//!
+//! Every field's `///` becomes `kubectl explain` text. Bounds that a schema
+//! can state are in the schema (the API server refuses a `failureRate` of 2
+//! with the field path); cross-field rules are in [`crate::validate`].
+
+use kube::CustomResource;
+use lab_service::summary::RunResults;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A reliability experiment: load, faults, resilience settings and objectives.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "relab.dev",
+    version = "v1alpha1",
+    kind = "ReliabilityExperiment",
+    plural = "reliabilityexperiments",
+    shortname = "rx",
+    category = "relab",
+    namespaced,
+    status = "ReliabilityExperimentStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Verdict","type":"string","jsonPath":".status.verdict.result"}"#,
+    printcolumn = r#"{"name":"Success","type":"number","format":"float","jsonPath":".status.results.successRatio"}"#,
+    printcolumn = r#"{"name":"P95 ms","type":"number","format":"float","jsonPath":".status.results.apiLatencyMs.p95"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReliabilityExperimentSpec {
+    /// Change to start a new run with the same spec (any string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Do not start (or continue provisioning) while true.
+    #[serde(default)]
+    pub suspend: bool,
+    /// The load: arrival rate, duration, stages.
+    pub load: LoadSpec,
+    /// Faults the payment service injects.
+    #[serde(default)]
+    pub payment: PaymentSpec,
+    /// The order service's resilience settings.
+    #[serde(default)]
+    pub order_service: OrderServiceSpec,
+    /// Where the lab's Postgres comes from.
+    #[serde(default)]
+    pub database: DatabaseSpec,
+    /// The objectives that decide the verdict.
+    #[serde(default)]
+    pub objectives: ObjectivesSpec,
+    /// Delete the lab workloads this many seconds after the run finished (the resource and its results stay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i64>,
+    /// What to keep after a run: `Always` clean up (after the TTL), or `RetainOnFailure` to keep a failed run's workloads for debugging.
+    #[serde(default)]
+    pub cleanup_policy: CleanupPolicy,
+    /// Image overrides for the lab's workloads.
+    #[serde(default)]
+    pub images: ImagesSpec,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum CleanupPolicy {
+    #[default]
+    Always,
+    RetainOnFailure,
+}
+
+/// Open-loop load: a constant arrival rate, or stages.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoadSpec {
+    /// Orders per second (ignored when `stages` is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 100000.0))]
+    pub rate_per_second: Option<f64>,
+    /// Seconds of load at `ratePerSecond` (ignored when `stages` is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub duration_seconds: Option<u32>,
+    /// Consecutive stages of constant rate; their durations add up to the load's length.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<LoadStageSpec>,
+    /// Orders in flight at most; a send beyond it waits and is counted late.
+    #[serde(default = "default_max_in_flight")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_in_flight: u32,
+    /// After the load, wait at most this long for every accepted order to reach a final state.
+    #[serde(default = "default_drain_timeout")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub drain_timeout_seconds: u32,
+}
+
+fn default_max_in_flight() -> u32 {
+    256
+}
+fn default_drain_timeout() -> u32 {
+    60
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoadStageSpec {
+    /// Orders per second in this stage.
+    #[schemars(range(min = 0.0, max = 100000.0))]
+    pub rate_per_second: f64,
+    /// Length of this stage in seconds.
+    #[schemars(range(min = 1, max = 86400))]
+    pub duration_seconds: u32,
+}
+
+/// Payment-service faults: the steady state, plus time-phased changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PaymentSpec {
+    /// Seed of the fault sequence: same seed, same faults.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    #[serde(flatten)]
+    pub faults: FaultSettings,
+    /// Phases of the drill (e.g. healthy -> outage -> recovery), relative to the start of the load.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults_schedule: Vec<FaultPhaseSpec>,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+
+impl Default for PaymentSpec {
+    fn default() -> Self {
+        Self {
+            seed: default_seed(),
+            faults: FaultSettings::default(),
+            faults_schedule: Vec::new(),
+        }
+    }
+}
+
+/// What the payment service does to each call (shares are of all calls).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FaultSettings {
+    /// Share of calls answered with one of `failureStatuses` (not charged).
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub failure_rate: f64,
+    /// 5xx statuses used for failures.
+    #[serde(default = "default_failure_statuses")]
+    pub failure_statuses: Vec<u16>,
+    /// Share of calls declined with 402 (a business rejection: never retried).
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub decline_rate: f64,
+    /// Share of calls answered 429 with Retry-After.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub rate_limit_rate: f64,
+    /// Retry-After of 429 answers, in seconds.
+    #[serde(default = "default_retry_after")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub retry_after_seconds: u64,
+    /// Share of calls that hang past the client's deadline without charging.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub timeout_rate: f64,
+    /// Share of calls that are charged but whose response is lost (the client times out).
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub lost_response_rate: f64,
+    /// How long a hanging call hangs, in milliseconds.
+    #[serde(default = "default_hang_ms")]
+    #[schemars(range(min = 1, max = 600000))]
+    pub hang_ms: u64,
+    /// Latency added to every answered call.
+    #[serde(default)]
+    pub latency: LatencySettings,
+}
+
+fn default_failure_statuses() -> Vec<u16> {
+    vec![500, 503]
+}
+fn default_retry_after() -> u64 {
+    1
+}
+fn default_hang_ms() -> u64 {
+    10_000
+}
+
+impl Default for FaultSettings {
+    fn default() -> Self {
+        Self {
+            failure_rate: 0.0,
+            failure_statuses: default_failure_statuses(),
+            decline_rate: 0.0,
+            rate_limit_rate: 0.0,
+            retry_after_seconds: default_retry_after(),
+            timeout_rate: 0.0,
+            lost_response_rate: 0.0,
+            hang_ms: default_hang_ms(),
+            latency: LatencySettings::default(),
+        }
+    }
+}
+
+/// Latency: `baseMs` + uniform `[0, jitterMs]` + `tailMs` for a `tailRate` share of calls.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LatencySettings {
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 600000))]
+    pub base_ms: u64,
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 600000))]
+    pub jitter_ms: u64,
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub tail_rate: f64,
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 600000))]
+    pub tail_ms: u64,
+}
+
+/// One phase of the fault schedule; its settings replace the steady state while it is active.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FaultPhaseSpec {
+    /// Shown in reports and dashboards (e.g. `outage`).
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Seconds after the load starts.
+    #[schemars(range(min = 0, max = 86400))]
+    pub start_seconds: u32,
+    /// Seconds after the load starts; the phase lasts until the end when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub end_seconds: Option<u32>,
+    #[serde(flatten)]
+    pub faults: FaultSettings,
+}
+
+/// The order service (API + workers) and its resilience settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderServiceSpec {
+    /// Order service pods (each runs the API and workers).
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 20))]
+    pub replicas: u32,
+    /// Concurrent job loops per replica.
+    #[serde(default = "default_workers")]
+    #[schemars(range(min = 1, max = 512))]
+    pub workers: u32,
+    /// Deadline of one payment call, in milliseconds.
+    #[serde(default = "default_payment_timeout")]
+    #[schemars(range(min = 1, max = 600000))]
+    pub payment_timeout_ms: u64,
+    /// Retry loops a job may spend before it is dead-lettered.
+    #[serde(default = "default_max_job_attempts")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_job_attempts: u32,
+    /// Shed new orders (503 + Retry-After) beyond this many queued/running jobs.
+    #[serde(default = "default_max_queue_depth")]
+    #[schemars(range(min = 1))]
+    pub max_queue_depth: u32,
+    /// Send the order id as Idempotency-Key on charges (false only to demonstrate double charges).
+    #[serde(default = "yes")]
+    pub idempotency_keys: bool,
+    #[serde(default)]
+    pub retry: RetrySpec,
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreakerSpec,
+    #[serde(default)]
+    pub bulkhead: BulkheadSpec,
+}
+
+fn one() -> u32 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn default_workers() -> u32 {
+    8
+}
+fn default_payment_timeout() -> u64 {
+    1_000
+}
+fn default_max_job_attempts() -> u32 {
+    5
+}
+fn default_max_queue_depth() -> u32 {
+    10_000
+}
+
+impl Default for OrderServiceSpec {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            workers: default_workers(),
+            payment_timeout_ms: default_payment_timeout(),
+            max_job_attempts: default_max_job_attempts(),
+            max_queue_depth: default_max_queue_depth(),
+            idempotency_keys: true,
+            retry: RetrySpec::default(),
+            circuit_breaker: CircuitBreakerSpec::default(),
+            bulkhead: BulkheadSpec::default(),
+        }
+    }
+}
+
+/// Capped exponential backoff with jitter. `maxAttempts` counts calls, the first included.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Calls per retry loop, the first included (4 = 1 call + 3 retries).
+    #[serde(default = "default_attempts")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_attempts: u32,
+    #[serde(default = "default_initial_backoff")]
+    #[schemars(range(min = 1, max = 600000))]
+    pub initial_backoff_ms: u64,
+    #[serde(default = "default_max_backoff")]
+    #[schemars(range(min = 1, max = 600000))]
+    pub max_backoff_ms: u64,
+    #[serde(default = "default_multiplier")]
+    #[schemars(range(min = 1.0, max = 100.0))]
+    pub multiplier: f64,
+    /// Share of each backoff taken off at random (0 none, 1 full jitter).
+    #[serde(default = "default_jitter")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub jitter: f64,
+}
+
+fn default_attempts() -> u32 {
+    4
+}
+fn default_initial_backoff() -> u64 {
+    50
+}
+fn default_max_backoff() -> u64 {
+    2_000
+}
+fn default_multiplier() -> f64 {
+    2.0
+}
+fn default_jitter() -> f64 {
+    0.5
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_attempts(),
+            initial_backoff_ms: default_initial_backoff(),
+            max_backoff_ms: default_max_backoff(),
+            multiplier: default_multiplier(),
+            jitter: default_jitter(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum BreakerModeSpec {
+    #[default]
+    ConsecutiveFailures,
+    FailureRatio,
+}
+
+/// Circuit breaker: closed -> open -> half-open -> closed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CircuitBreakerSpec {
+    /// false: no breaker (for comparison runs).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub mode: BreakerModeSpec,
+    /// ConsecutiveFailures: failures in a row that open the breaker.
+    #[serde(default = "default_threshold")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub failure_threshold: u32,
+    /// FailureRatio: failed share over the window that opens the breaker.
+    #[serde(default = "default_ratio")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub failure_ratio: f64,
+    /// FailureRatio: calls in the window needed before the ratio counts.
+    #[serde(default = "default_min_calls")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub minimum_calls: u32,
+    /// FailureRatio: sliding window in seconds.
+    #[serde(default = "default_window")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub window_seconds: u32,
+    /// How long the breaker stays open before probing, in milliseconds.
+    #[serde(default = "default_open_timeout")]
+    #[schemars(range(min = 1, max = 3600000))]
+    pub open_timeout_ms: u64,
+    /// Probe calls allowed in half-open; that many successes close the breaker.
+    #[serde(default = "default_probes")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub half_open_probes: u32,
+}
+
+fn default_threshold() -> u32 {
+    5
+}
+fn default_ratio() -> f64 {
+    0.5
+}
+fn default_min_calls() -> u32 {
+    20
+}
+fn default_window() -> u32 {
+    10
+}
+fn default_open_timeout() -> u64 {
+    2_000
+}
+fn default_probes() -> u32 {
+    3
+}
+
+impl Default for CircuitBreakerSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            mode: BreakerModeSpec::default(),
+            failure_threshold: default_threshold(),
+            failure_ratio: default_ratio(),
+            minimum_calls: default_min_calls(),
+            window_seconds: default_window(),
+            open_timeout_ms: default_open_timeout(),
+            half_open_probes: default_probes(),
+        }
+    }
+}
+
+/// Concurrency limit on payment calls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BulkheadSpec {
+    #[serde(default = "default_bulkhead")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_concurrent: u32,
+    /// Wait at most this long for a slot, in milliseconds.
+    #[serde(default = "default_bulkhead_wait")]
+    #[schemars(range(min = 0, max = 600000))]
+    pub max_wait_ms: u64,
+}
+
+fn default_bulkhead() -> u32 {
+    16
+}
+fn default_bulkhead_wait() -> u64 {
+    500
+}
+
+impl Default for BulkheadSpec {
+    fn default() -> Self {
+        Self {
+            max_concurrent: default_bulkhead(),
+            max_wait_ms: default_bulkhead_wait(),
+        }
+    }
+}
+
+/// Managed (a Postgres per experiment) or external (a Secret with the URL).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DatabaseSpec {
+    /// Use an existing Postgres: the Secret key holds a postgres:// URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalDatabase>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExternalDatabase {
+    /// Secret in the experiment's namespace.
+    pub secret_name: String,
+    /// Key in the Secret whose value is the URL.
+    #[serde(default = "default_secret_key")]
+    pub secret_key: String,
+}
+
+fn default_secret_key() -> String {
+    "url".into()
+}
+
+/// The SLOs that decide the verdict. Absent objectives are not checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectivesSpec {
+    /// Minimum share of accepted orders that end paid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub success_ratio: Option<f64>,
+    /// Order API latency bounds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_latency: Vec<LatencyObjective>,
+    /// Order created -> final state bounds (freshness).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub end_to_end_latency: Vec<LatencyObjective>,
+    /// Orders charged more than once, at most.
+    #[serde(default = "zero")]
+    #[schemars(range(min = 0))]
+    pub max_double_charges: u64,
+    /// Accepted orders lost or stuck, at most.
+    #[serde(default = "zero")]
+    #[schemars(range(min = 0))]
+    pub max_lost_orders: u64,
+}
+
+fn zero() -> u64 {
+    0
+}
+
+impl Default for ObjectivesSpec {
+    fn default() -> Self {
+        Self {
+            success_ratio: None,
+            api_latency: Vec::new(),
+            end_to_end_latency: Vec::new(),
+            max_double_charges: 0,
+            max_lost_orders: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Percentile {
+    P50,
+    P90,
+    P95,
+    P99,
+}
+
+impl Percentile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Percentile::P50 => "p50",
+            Percentile::P90 => "p90",
+            Percentile::P95 => "p95",
+            Percentile::P99 => "p99",
+        }
+    }
+
+    pub fn quantile(self) -> f64 {
+        match self {
+            Percentile::P50 => 0.5,
+            Percentile::P90 => 0.9,
+            Percentile::P95 => 0.95,
+            Percentile::P99 => 0.99,
+        }
+    }
+}
+
+/// `percentile` of the latency must be at most `maxMs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LatencyObjective {
+    pub percentile: Percentile,
+    #[schemars(range(min = 0.0))]
+    pub max_ms: f64,
+}
+
+/// Images of the lab's workloads (empty: the operator's defaults).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImagesSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lab_service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<String>,
+    /// IfNotPresent, Always or Never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_policy: Option<String>,
+}
+
+// ---------------------------------------------------------------- status
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Phase {
+    #[default]
+    Pending,
+    Provisioning,
+    Running,
+    Draining,
+    Analyzing,
+    Succeeded,
+    Failed,
+}
+
+impl Phase {
+    pub fn is_finished(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed)
+    }
+}
+
+/// Observed state of an experiment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReliabilityExperimentStatus {
+    #[serde(default)]
+    pub phase: Phase,
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The `spec.runId` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Live figures while the load runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    /// What the run observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<RunResults>,
+    /// The objectives, judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// Name of the ConfigMap holding this experiment's Grafana dashboard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard: Option<String>,
+    /// Summaries of earlier runs, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<RunSummary>,
+}
+
+/// A standard Kubernetes condition.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// `Valid`, `Ready`, `Completed`, `ObjectivesMet`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+}
+
+/// Live progress of the load.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    pub elapsed_seconds: f64,
+    pub sent: u64,
+    pub paid: u64,
+    pub failed: u64,
+    /// closed, open or half_open.
+    pub breaker_state: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum VerdictResult {
+    Passed,
+    Failed,
+    /// The run did not test what it claimed (too few samples, faults not injected as asked).
+    #[default]
+    Inconclusive,
+}
+
+/// Pass/fail per objective, and overall.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Verdict {
+    pub result: VerdictResult,
+    pub objectives: Vec<ObjectiveResult>,
+    /// Why the verdict is Inconclusive (empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inconclusive_reasons: Vec<String>,
+}
+
+/// One objective: what was asked, what was seen.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectiveResult {
+    /// e.g. `successRatio`, `apiLatency.p95`, `maxDoubleCharges`.
+    pub name: String,
+    /// e.g. `>= 0.99`, `<= 250 ms`.
+    pub target: String,
+    pub observed: String,
+    pub passed: bool,
+}
+
+/// A finished run, kept in `status.history`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<String>,
+    pub verdict: VerdictResult,
+    pub success_ratio: f64,
+    pub api_p95_ms: f64,
+    pub orders_accepted: u64,
+}

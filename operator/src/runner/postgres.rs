@@ -1,0 +1,168 @@
+//! An ephemeral PostgreSQL server from the system's binaries, in a temporary
+//! directory, on a free loopback port; stopped and removed on drop.
+//!
+//! As root, initdb and the server run as the `postgres` user (PostgreSQL
+//! refuses to run as root); otherwise as the current user.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresError {
+    #[error(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found in /usr/lib/postgresql/*/bin or PATH: \
+         install them with `bash scripts/setup.sh` (Debian: apt-get install postgresql) or pass --database-url"
+    )]
+    NotInstalled,
+    #[error("{step} failed: {detail}")]
+    Step { step: &'static str, detail: String },
+}
+
+pub struct EphemeralPostgres {
+    bin: PathBuf,
+    dir: PathBuf,
+    as_postgres_user: bool,
+    port: u16,
+}
+
+fn find_bin_dir() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("initdb").exists() && p.join("pg_ctl").exists())
+        .collect();
+    dirs.sort();
+    if let Some(d) = dirs.pop() {
+        return Some(d);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).find(|p| p.join("initdb").exists() && p.join("pg_ctl").exists())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn free_port() -> Result<u16, PostgresError> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| PostgresError::Step {
+            step: "finding a free port",
+            detail: e.to_string(),
+        })
+}
+
+impl EphemeralPostgres {
+    /// initdb + start; blocks until the server accepts connections.
+    pub fn start() -> Result<Self, PostgresError> {
+        let bin = find_bin_dir().ok_or(PostgresError::NotInstalled)?;
+        let as_postgres_user = is_root();
+        let dir = std::env::temp_dir().join(format!("relab-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).map_err(|e| PostgresError::Step {
+            step: "creating the data directory",
+            detail: e.to_string(),
+        })?;
+        let pg = Self {
+            bin,
+            dir,
+            as_postgres_user,
+            port: free_port()?,
+        };
+        if as_postgres_user {
+            pg.run(
+                "chown",
+                Command::new("chown").args(["-R", "postgres:postgres"]).arg(&pg.dir),
+            )?;
+        }
+        let data = pg.dir.join("data");
+        pg.run(
+            "initdb",
+            pg.pg_command("initdb").arg("-D").arg(&data).args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]),
+        )?;
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            pg.port,
+            pg.dir.display()
+        );
+        pg.run(
+            "pg_ctl start",
+            pg.pg_command("pg_ctl")
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(pg.dir.join("server.log"))
+                .args(["-w", "-o", &options, "start"]),
+        )?;
+        Ok(pg)
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn pg_command(&self, tool: &str) -> Command {
+        let path = self.bin.join(tool);
+        if self.as_postgres_user {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+
+    fn run(&self, step: &'static str, cmd: &mut Command) -> Result<(), PostgresError> {
+        let out = cmd.stdin(Stdio::null()).output().map_err(|e| PostgresError::Step {
+            step,
+            detail: e.to_string(),
+        })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+            Err(PostgresError::Step {
+                step,
+                detail: format!(
+                    "{}{}{}",
+                    String::from_utf8_lossy(&out.stderr),
+                    String::from_utf8_lossy(&out.stdout),
+                    log
+                ),
+            })
+        }
+    }
+}
+
+impl Drop for EphemeralPostgres {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = self
+            .pg_command("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,409 @@
+//! A self-contained HTML report: inline SVG plots (no scripts, no network),
+//! so a browser opens it anywhere. Plots share the time axis of the load and
+//! shade the fault phases.
+
+use crate::crd::{ReliabilityExperimentSpec, Verdict, VerdictResult};
+use lab_service::summary::{RunResults, TimelinePoint};
+use std::fmt::Write;
+
+const W: f64 = 760.0;
+const H: f64 = 220.0;
+const PAD_L: f64 = 56.0;
+const PAD_R: f64 = 16.0;
+const PAD_T: f64 = 28.0;
+const PAD_B: f64 = 34.0;
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A shaded interval on the time axis.
+pub struct Band {
+    pub label: String,
+    pub start: f64,
+    pub end: f64,
+    pub color: &'static str,
+}
+
+/// One line: name, colour, (x, y) points.
+pub struct Series<'a> {
+    pub name: &'a str,
+    pub color: &'static str,
+    pub points: Vec<(f64, f64)>,
+    pub step: bool,
+}
+
+fn nice_max(v: f64) -> f64 {
+    if v <= 0.0 {
+        return 1.0;
+    }
+    let mag = 10f64.powf(v.log10().floor());
+    for m in [1.0, 2.0, 2.5, 5.0, 10.0] {
+        if v <= m * mag {
+            return m * mag;
+        }
+    }
+    10.0 * mag
+}
+
+/// An SVG line chart over `x_max` seconds.
+pub fn line_chart(
+    title: &str,
+    y_label: &str,
+    x_max: f64,
+    series: &[Series],
+    bands: &[Band],
+    y_ticks: Option<&[(f64, &str)]>,
+) -> String {
+    let x_max = x_max.max(1.0);
+    let y_max = match y_ticks {
+        Some(t) => t.iter().map(|(v, _)| *v).fold(0.0, f64::max),
+        None => nice_max(
+            series
+                .iter()
+                .flat_map(|s| s.points.iter().map(|p| p.1))
+                .fold(0.0, f64::max),
+        ),
+    };
+    let (pw, ph) = (W - PAD_L - PAD_R, H - PAD_T - PAD_B);
+    let x = |v: f64| PAD_L + v / x_max * pw;
+    let y = |v: f64| PAD_T + ph - v / y_max * ph;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{t}"><title>{t}</title>"#,
+        t = esc(title)
+    );
+    let _ = write!(s, r#"<text x="{PAD_L}" y="16" class="t">{}</text>"#, esc(title));
+    for b in bands {
+        let (x0, x1) = (x(b.start.max(0.0)), x(b.end.min(x_max)));
+        let _ = write!(
+            s,
+            r#"<rect x="{x0:.1}" y="{PAD_T}" width="{:.1}" height="{ph}" fill="{}" opacity="0.18"><title>{}</title></rect><text x="{:.1}" y="{:.1}" class="b">{}</text>"#,
+            (x1 - x0).max(1.0),
+            b.color,
+            esc(&b.label),
+            x0 + 3.0,
+            PAD_T + 11.0,
+            esc(&b.label)
+        );
+    }
+    let ticks: Vec<(f64, String)> = match y_ticks {
+        Some(t) => t.iter().map(|(v, l)| (*v, l.to_string())).collect(),
+        None => (0..=4)
+            .map(|i| {
+                (
+                    y_max * i as f64 / 4.0,
+                    format!("{}", (y_max * i as f64 / 4.0 * 100.0).round() / 100.0),
+                )
+            })
+            .collect(),
+    };
+    for (v, l) in &ticks {
+        let _ = write!(
+            s,
+            r##"<line x1="{PAD_L}" x2="{:.1}" y1="{yy:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" class="a" text-anchor="end">{}</text>"##,
+            W - PAD_R,
+            PAD_L - 4.0,
+            y(*v) + 4.0,
+            esc(l),
+            yy = y(*v)
+        );
+    }
+    for i in 0..=5 {
+        let v = x_max * i as f64 / 5.0;
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" class="a" text-anchor="middle">{:.0}s</text>"#,
+            x(v),
+            H - PAD_B + 16.0,
+            v
+        );
+    }
+    let _ = write!(
+        s,
+        r#"<text x="12" y="{:.1}" class="a" transform="rotate(-90 12 {:.1})" text-anchor="middle">{}</text>"#,
+        PAD_T + ph / 2.0,
+        PAD_T + ph / 2.0,
+        esc(y_label)
+    );
+    for (i, ser) in series.iter().enumerate() {
+        let mut d = String::new();
+        let mut prev: Option<(f64, f64)> = None;
+        for &(px, py) in &ser.points {
+            if d.is_empty() {
+                let _ = write!(d, "M{:.1},{:.1}", x(px), y(py));
+            } else {
+                if ser.step {
+                    if let Some((_, pv)) = prev {
+                        let _ = write!(d, " L{:.1},{:.1}", x(px), y(pv));
+                    }
+                }
+                let _ = write!(d, " L{:.1},{:.1}", x(px), y(py));
+            }
+            prev = Some((px, py));
+        }
+        let _ = write!(
+            s,
+            r#"<path d="{d}" fill="none" stroke="{}" stroke-width="1.8"/>"#,
+            ser.color
+        );
+        let lx = PAD_L + 8.0 + i as f64 * 130.0;
+        let _ = write!(
+            s,
+            r#"<rect x="{lx:.1}" y="{:.1}" width="10" height="3" fill="{}"/><text x="{:.1}" y="{:.1}" class="a">{}</text>"#,
+            H - 10.0,
+            ser.color,
+            lx + 14.0,
+            H - 6.0,
+            esc(ser.name)
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// Horizontal bars with counts.
+pub fn bar_chart(title: &str, bars: &[(&str, u64, &'static str)]) -> String {
+    let max = bars.iter().map(|b| b.1).max().unwrap_or(0).max(1) as f64;
+    let row = 26.0;
+    let h = PAD_T + row * bars.len() as f64 + 10.0;
+    let mut s = format!(
+        r#"<svg viewBox="0 0 {W} {h}" width="{W}" height="{h}" role="img" aria-label="{t}"><title>{t}</title><text x="{PAD_L}" y="16" class="t">{t}</text>"#,
+        t = esc(title)
+    );
+    for (i, (name, v, color)) in bars.iter().enumerate() {
+        let yy = PAD_T + i as f64 * row;
+        let w = (W - 260.0) * (*v as f64) / max;
+        let _ = write!(
+            s,
+            r#"<text x="130" y="{:.1}" class="a" text-anchor="end">{}</text><rect x="136" y="{yy:.1}" width="{w:.1}" height="18" fill="{color}"/><text x="{:.1}" y="{:.1}" class="a">{v}</text>"#,
+            yy + 13.0,
+            esc(name),
+            140.0 + w,
+            yy + 13.0
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+fn fault_bands(spec: &ReliabilityExperimentSpec, total: f64) -> Vec<Band> {
+    spec.payment
+        .faults_schedule
+        .iter()
+        .map(|p| Band {
+            label: p.name.clone(),
+            start: f64::from(p.start_seconds),
+            end: p.end_seconds.map(f64::from).unwrap_or(total),
+            color: "#e4572e",
+        })
+        .collect()
+}
+
+/// The whole report page.
+pub fn render(
+    name: &str,
+    spec: &ReliabilityExperimentSpec,
+    results: &RunResults,
+    verdict: &Verdict,
+    timeline: &[TimelinePoint],
+) -> String {
+    let total = results.load_seconds.max(timeline.len() as f64);
+    let bands = fault_bands(spec, total);
+    let pts = |f: &dyn Fn(&TimelinePoint) -> f64| -> Vec<(f64, f64)> {
+        timeline.iter().map(|p| (f64::from(p.second) + 1.0, f(p))).collect()
+    };
+    let latency = line_chart(
+        "Order API latency (from intended send time)",
+        "ms",
+        total,
+        &[
+            Series {
+                name: "p50",
+                color: "#2e86ab",
+                points: pts(&|p| p.api_p50_ms),
+                step: false,
+            },
+            Series {
+                name: "p99",
+                color: "#a23b72",
+                points: pts(&|p| p.api_p99_ms),
+                step: false,
+            },
+        ],
+        &bands,
+        None,
+    );
+    let throughput = line_chart(
+        "Throughput per second",
+        "orders/s",
+        total,
+        &[
+            Series {
+                name: "sent",
+                color: "#888",
+                points: pts(&|p| p.sent as f64),
+                step: false,
+            },
+            Series {
+                name: "accepted",
+                color: "#2e86ab",
+                points: pts(&|p| p.accepted as f64),
+                step: false,
+            },
+            Series {
+                name: "paid",
+                color: "#3bb273",
+                points: pts(&|p| p.paid as f64),
+                step: false,
+            },
+            Series {
+                name: "payment calls",
+                color: "#f18f01",
+                points: pts(&|p| p.payment_calls as f64),
+                step: false,
+            },
+            Series {
+                name: "shed",
+                color: "#c73e1d",
+                points: pts(&|p| p.shed as f64),
+                step: false,
+            },
+        ],
+        &bands,
+        None,
+    );
+    let breaker = line_chart(
+        "Circuit breaker state",
+        "state",
+        total,
+        &[Series {
+            name: "breaker",
+            color: "#5f0f40",
+            points: pts(&|p| p.breaker_state as f64),
+            step: true,
+        }],
+        &bands,
+        Some(&[(0.0, "closed"), (1.0, "open"), (2.0, "half-open")]),
+    );
+    let queue = line_chart(
+        "Queue depth (queued + running jobs)",
+        "jobs",
+        total,
+        &[Series {
+            name: "queue depth",
+            color: "#2e86ab",
+            points: pts(&|p| p.queue_depth as f64),
+            step: false,
+        }],
+        &bands,
+        None,
+    );
+    let o = &results.orders;
+    let outcomes = bar_chart(
+        "Orders by outcome",
+        &[
+            ("paid", o.paid, "#3bb273"),
+            ("failed", o.failed, "#f18f01"),
+            ("dead-lettered", o.dead_lettered, "#a23b72"),
+            ("pending (stuck)", o.pending, "#c73e1d"),
+            ("shed (503)", o.shed, "#888"),
+            ("errors", o.errors, "#555"),
+        ],
+    );
+    let (badge, color) = match verdict.result {
+        VerdictResult::Passed => ("PASSED", "#3bb273"),
+        VerdictResult::Failed => ("FAILED", "#c73e1d"),
+        VerdictResult::Inconclusive => ("INCONCLUSIVE", "#f18f01"),
+    };
+    let mut rows = String::new();
+    for r in &verdict.objectives {
+        let _ = write!(
+            rows,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+            esc(&r.name),
+            esc(&r.target),
+            esc(&r.observed),
+            if r.passed { "ok" } else { "bad" },
+            if r.passed { "passed" } else { "FAILED" }
+        );
+    }
+    let reasons: String = verdict
+        .inconclusive_reasons
+        .iter()
+        .map(|r| format!("<li>{}</li>", esc(r)))
+        .collect();
+    let results_json = esc(&serde_json::to_string_pretty(results).unwrap_or_default());
+    format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>relab: {name}</title>
+<style>body{{font:14px system-ui,sans-serif;margin:24px;max-width:820px;color:#222}}h1{{font-size:20px}}
+.badge{{display:inline-block;padding:3px 10px;border-radius:4px;color:#fff;background:{color};font-weight:600}}
+table{{border-collapse:collapse;margin:12px 0}}td,th{{border:1px solid #ddd;padding:4px 10px;text-align:left}}
+.ok{{color:#3bb273}}.bad{{color:#c73e1d;font-weight:600}}svg{{display:block;margin:18px 0}}
+.t{{font-size:13px;font-weight:600}}.a{{font-size:11px;fill:#444}}.b{{font-size:10px;fill:#c73e1d}}pre{{background:#f6f6f6;padding:10px;overflow:auto}}</style></head>
+<body><h1>relab experiment <code>{name}</code> <span class="badge">{badge}</span></h1>
+<p>{sent} orders sent, {accepted} accepted, success ratio {ratio:.4}, API p95 {p95:.1} ms, end-to-end p95 {e2e:.1} ms;
+{calls} payment calls, {retries} retries, max queue depth {depth}; breaker not closed for {open:.0} s.</p>
+<table><tr><th>objective</th><th>target</th><th>observed</th><th></th></tr>{rows}</table>
+{reasons_block}
+{latency}{throughput}{breaker}{queue}{outcomes}
+<h2>Results</h2><pre>{results_json}</pre></body></html>
+"#,
+        name = esc(name),
+        sent = o.sent,
+        accepted = o.accepted,
+        ratio = results.success_ratio,
+        p95 = results.api_latency_ms.p95,
+        e2e = results.end_to_end_latency_ms.p95,
+        calls = results.payment.calls,
+        retries = results.retries.retries,
+        depth = results.max_queue_depth,
+        open = results.breaker.seconds_not_closed,
+        reasons_block = if reasons.is_empty() {
+            String::new()
+        } else {
+            format!("<p>Inconclusive because:</p><ul>{reasons}</ul>")
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charts_are_self_contained_svg_with_shaded_phases() {
+        let svg = line_chart(
+            "x",
+            "ms",
+            30.0,
+            &[Series {
+                name: "p50",
+                color: "#000",
+                points: vec![(1.0, 5.0), (2.0, 7.0)],
+                step: false,
+            }],
+            &[Band {
+                label: "outage".into(),
+                start: 10.0,
+                end: 20.0,
+                color: "#f00",
+            }],
+            None,
+        );
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
+        assert!(svg.contains("outage") && svg.contains("<path d=\"M"));
+        assert!(!svg.contains("http://") || svg.matches("http://").count() == 0);
+    }
+
+    #[test]
+    fn nice_axis_maxima() {
+        assert_eq!(nice_max(7.3), 10.0);
+        assert_eq!(nice_max(230.0), 250.0);
+        assert_eq!(nice_max(0.0), 1.0);
+    }
+}

@@ -1,0 +1,293 @@
+//! Judging a run against its objectives: one row per objective (target,
+//! observed, passed) and an overall result. The verdict is **Inconclusive**
+//! rather than Passed when the run did not test what it claimed: nothing was
+//! accepted, too few samples for a named percentile, or the payment service
+//! injected far fewer faults than asked.
+
+use crate::crd::{LatencyObjective, ObjectiveResult, Percentile, ReliabilityExperimentSpec, Verdict, VerdictResult};
+use crate::validate::load_seconds;
+use lab_service::summary::{Percentiles, RunResults};
+
+/// Samples needed before a percentile means something: 5 / (1 - q)
+/// (p50: 10, p90: 50, p95: 100, p99: 500).
+pub fn min_samples(p: Percentile) -> u64 {
+    (5.0 / (1.0 - p.quantile())).round() as u64
+}
+
+/// Payment calls needed before an injected rate is compared with the asked one.
+pub const MIN_CALLS_FOR_FAULT_CHECK: u64 = 50;
+
+fn latency_rows(
+    name: &str,
+    objectives: &[LatencyObjective],
+    observed: &Percentiles,
+    rows: &mut Vec<ObjectiveResult>,
+    reasons: &mut Vec<String>,
+) {
+    for o in objectives {
+        let value = observed.get(o.percentile.as_str()).unwrap_or(f64::NAN);
+        let needed = min_samples(o.percentile);
+        if observed.count < needed {
+            reasons.push(format!(
+                "{name}.{}: {} samples, at least {needed} are needed for this percentile",
+                o.percentile.as_str(),
+                observed.count
+            ));
+        }
+        rows.push(ObjectiveResult {
+            name: format!("{name}.{}", o.percentile.as_str()),
+            target: format!("<= {} ms", o.max_ms),
+            observed: format!("{value:.1} ms"),
+            passed: value <= o.max_ms,
+        });
+    }
+}
+
+/// The share of the load each fault setting was active for, time-weighted
+/// over the schedule: what the injected rate should roughly come out at.
+/// Only the steady state (outside any phase) is checked, because a breaker
+/// legitimately changes how many calls land in a phase.
+fn steady_state_share(spec: &ReliabilityExperimentSpec) -> f64 {
+    let total = load_seconds(spec) as f64;
+    if total == 0.0 {
+        return 0.0;
+    }
+    let in_phases: f64 = spec
+        .payment
+        .faults_schedule
+        .iter()
+        .map(|p| (p.end_seconds.map(f64::from).unwrap_or(total).min(total) - f64::from(p.start_seconds)).max(0.0))
+        .sum();
+    ((total - in_phases) / total).clamp(0.0, 1.0)
+}
+
+/// Judge `results` against `spec.objectives`.
+pub fn judge(spec: &ReliabilityExperimentSpec, results: &RunResults) -> Verdict {
+    let obj = &spec.objectives;
+    let mut rows = Vec::new();
+    let mut reasons = Vec::new();
+
+    if results.orders.accepted == 0 {
+        reasons.push("no order was accepted: nothing was tested".to_string());
+    }
+    if let Some(target) = obj.success_ratio {
+        rows.push(ObjectiveResult {
+            name: "successRatio".into(),
+            target: format!(">= {target}"),
+            observed: format!("{:.4}", results.success_ratio),
+            passed: results.success_ratio >= target,
+        });
+    }
+    latency_rows(
+        "apiLatency",
+        &obj.api_latency,
+        &results.api_latency_ms,
+        &mut rows,
+        &mut reasons,
+    );
+    latency_rows(
+        "endToEndLatency",
+        &obj.end_to_end_latency,
+        &results.end_to_end_latency_ms,
+        &mut rows,
+        &mut reasons,
+    );
+    let inv = &results.invariants;
+    rows.push(ObjectiveResult {
+        name: "maxDoubleCharges".into(),
+        target: format!("<= {}", obj.max_double_charges),
+        observed: inv.double_charges.to_string(),
+        passed: inv.double_charges <= obj.max_double_charges,
+    });
+    let lost = inv.lost_orders + inv.stuck_orders;
+    rows.push(ObjectiveResult {
+        name: "maxLostOrders".into(),
+        target: format!("<= {}", obj.max_lost_orders),
+        observed: format!("{lost} (lost {}, stuck {})", inv.lost_orders, inv.stuck_orders),
+        passed: lost <= obj.max_lost_orders,
+    });
+
+    // did the payment service inject what was asked? (steady state only when there is a schedule)
+    let asked = &spec.payment.faults;
+    let share = steady_state_share(spec);
+    let injected = &results.payment.injected;
+    let checks = [
+        ("failureRate", asked.failure_rate, injected.failure_rate),
+        ("timeoutRate", asked.timeout_rate, injected.timeout_rate),
+        (
+            "lostResponseRate",
+            asked.lost_response_rate,
+            injected.lost_response_rate,
+        ),
+        ("declineRate", asked.decline_rate, injected.decline_rate),
+        ("rateLimitRate", asked.rate_limit_rate, injected.rate_limit_rate),
+    ];
+    let any_asked = checks.iter().any(|(_, a, _)| *a > 0.0) && share > 0.0;
+    if any_asked && results.orders.accepted > 0 {
+        if injected.calls < MIN_CALLS_FOR_FAULT_CHECK {
+            reasons.push(format!(
+                "only {} payment calls: at least {MIN_CALLS_FOR_FAULT_CHECK} are needed to confirm the injected faults",
+                injected.calls
+            ));
+        } else {
+            for (name, asked, seen) in checks {
+                // expected share of all calls, if calls were spread evenly over time
+                let expected = asked * share;
+                if expected >= 0.02 && seen < expected * 0.5 {
+                    reasons.push(format!(
+                        "payment {name}: asked {asked} (about {expected:.3} of all calls), injected {seen:.3}"
+                    ));
+                }
+            }
+        }
+    }
+
+    let all_passed = rows.iter().all(|r| r.passed);
+    let result = if !all_passed {
+        VerdictResult::Failed
+    } else if !reasons.is_empty() {
+        VerdictResult::Inconclusive
+    } else {
+        VerdictResult::Passed
+    };
+    Verdict {
+        result,
+        objectives: rows,
+        inconclusive_reasons: if result == VerdictResult::Inconclusive {
+            reasons
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::parse_manifest;
+    use lab_service::summary::{InjectedFaults, InvariantResults, OrderCounts, PaymentResults};
+
+    fn spec(objectives: &str, failure_rate: f64) -> ReliabilityExperimentSpec {
+        let yaml = format!(
+            "apiVersion: relab.dev/v1alpha1\nkind: ReliabilityExperiment\nmetadata: {{name: t}}\nspec:\n  load: {{ratePerSecond: 10, durationSeconds: 60}}\n  payment: {{failureRate: {failure_rate}}}\n  objectives: {objectives}\n"
+        );
+        parse_manifest(&yaml).expect("fixture parses").spec
+    }
+
+    fn results(accepted: u64, paid: u64, p95: f64, injected_failure: f64) -> RunResults {
+        RunResults {
+            orders: OrderCounts {
+                accepted,
+                paid,
+                ..Default::default()
+            },
+            success_ratio: if accepted == 0 {
+                0.0
+            } else {
+                paid as f64 / accepted as f64
+            },
+            api_latency_ms: Percentiles {
+                count: accepted,
+                p95,
+                ..Default::default()
+            },
+            payment: PaymentResults {
+                injected: InjectedFaults {
+                    calls: accepted * 2,
+                    failure_rate: injected_failure,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    const OBJ: &str = "{successRatio: 0.99, apiLatency: [{percentile: p95, maxMs: 250}]}";
+
+    #[test]
+    fn met_objectives_pass_with_one_row_each() {
+        let v = judge(&spec(OBJ, 0.3), &results(600, 600, 120.0, 0.29));
+        assert_eq!(v.result, VerdictResult::Passed, "{v:?}");
+        let names: Vec<_> = v.objectives.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["successRatio", "apiLatency.p95", "maxDoubleCharges", "maxLostOrders"]
+        );
+        assert!(v.objectives.iter().all(|o| o.passed));
+    }
+
+    #[test]
+    fn a_missed_objective_fails_and_says_which() {
+        let v = judge(&spec(OBJ, 0.3), &results(600, 500, 300.0, 0.3));
+        assert_eq!(v.result, VerdictResult::Failed);
+        let failed: Vec<_> = v
+            .objectives
+            .iter()
+            .filter(|o| !o.passed)
+            .map(|o| o.name.as_str())
+            .collect();
+        assert_eq!(failed, ["successRatio", "apiLatency.p95"]);
+        assert_eq!(v.objectives[1].target, "<= 250 ms");
+        assert_eq!(v.objectives[1].observed, "300.0 ms");
+    }
+
+    #[test]
+    fn invariant_violations_fail_even_without_slo_objectives() {
+        let mut r = results(600, 600, 1.0, 0.0);
+        r.invariants = InvariantResults {
+            double_charges: 2,
+            stuck_orders: 1,
+            ..Default::default()
+        };
+        let v = judge(&spec("{}", 0.0), &r);
+        assert_eq!(v.result, VerdictResult::Failed);
+        assert!(
+            !v.objectives
+                .iter()
+                .find(|o| o.name == "maxDoubleCharges")
+                .unwrap()
+                .passed
+        );
+        assert!(!v.objectives.iter().find(|o| o.name == "maxLostOrders").unwrap().passed);
+    }
+
+    #[test]
+    fn too_few_samples_for_the_percentile_is_inconclusive() {
+        let v = judge(
+            &spec("{apiLatency: [{percentile: p99, maxMs: 250}]}", 0.0),
+            &results(120, 120, 10.0, 0.0),
+        );
+        assert_eq!(v.result, VerdictResult::Inconclusive);
+        assert!(
+            v.inconclusive_reasons[0].contains("at least 500"),
+            "{:?}",
+            v.inconclusive_reasons
+        );
+    }
+
+    #[test]
+    fn faults_injected_far_below_the_ask_is_inconclusive() {
+        let v = judge(&spec(OBJ, 0.3), &results(600, 600, 10.0, 0.02));
+        assert_eq!(v.result, VerdictResult::Inconclusive);
+        assert!(
+            v.inconclusive_reasons.iter().any(|r| r.contains("failureRate")),
+            "{:?}",
+            v.inconclusive_reasons
+        );
+    }
+
+    #[test]
+    fn nothing_accepted_is_inconclusive_not_passed() {
+        let v = judge(&spec("{}", 0.0), &results(0, 0, 0.0, 0.0));
+        assert_eq!(v.result, VerdictResult::Inconclusive);
+    }
+
+    #[test]
+    fn percentile_sample_floors() {
+        assert_eq!(
+            [Percentile::P50, Percentile::P90, Percentile::P95, Percentile::P99].map(min_samples),
+            [10, 50, 100, 500]
+        );
+    }
+}
