@@ -8,8 +8,4 @@ pub mod lab_config;
 pub mod validate;
 pub mod verdict;
 
-pub mod runner {
-    //! `relab run`: the local runner.
-    pub mod postgres;
-    pub mod report;
-}
+pub mod runner;

@@ -59,7 +59,12 @@ pub fn parse_manifest(text: &str) -> Result<ReliabilityExperiment, Vec<FieldErro
     }
     serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text)).map_err(|e| {
         let path = e.path().to_string();
-        let message = e.inner().to_string();
+        let raw = e.inner().to_string();
+        // serde_yaml prefixes its own path ("spec.load: ..."): keep the message only
+        let message = match raw.split_once(": ") {
+            Some((_, rest)) if prefix_is_path(&raw) => rest.to_string(),
+            _ => raw.clone(),
+        };
         // name the unknown or missing field itself
         let field = ["unknown field `", "missing field `"].iter().find_map(|pat| {
             let rest = &message[message.find(pat)? + pat.len()..];
@@ -73,6 +78,11 @@ pub fn parse_manifest(text: &str) -> Result<ReliabilityExperiment, Vec<FieldErro
         };
         vec![FieldError { path, message }]
     })
+}
+
+fn prefix_is_path(msg: &str) -> bool {
+    msg.split_once(": ")
+        .is_some_and(|(p, _)| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || "._[]".contains(c)))
 }
 
 fn join(a: &str, b: &str) -> String {
