@@ -11,6 +11,21 @@
 # /var/lib/relab/pg and started on 127.0.0.1:${RELAB_PG_PORT:-5432}.
 set -euo pipefail
 
+# `setup.sh run`: only what `relab run` needs (PostgreSQL's server binaries
+# for its ephemeral database); nothing is started.
+if [ "${1:-}" = run ]; then
+  if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then
+    exit 0
+  fi
+  if [ "$(id -u)" != 0 ]; then
+    printf '[setup] PostgreSQL server binaries missing: run as root, or apt-get install postgresql\n' >&2; exit 2
+  fi
+  printf '[setup] installing postgresql (apt) for relab run\n' >&2
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  exit 0
+fi
+
 PG_PORT="${RELAB_PG_PORT:-5432}"
 PG_DIR="${RELAB_PG_DIR:-/var/lib/relab/pg}"
 say() { printf '[setup] %s\n' "$*" >&2; }

@@ -1,4 +1,4 @@
-//! The `lab-service` command line: `api`, `worker`, `payment-mock`, `all`.
+//! The `lab-service` command line: `api`, `worker`, `payment-mock`, `all`, `loadgen`.
 
 use crate::app::{ApiServer, MockServer, WorkerServer};
 use crate::config::{ApiArgs, ConfigError, DatabaseArgs, WorkerArgs};
@@ -58,6 +58,11 @@ pub enum Command {
         worker: WorkerArgs,
         #[command(flatten)]
         mock: MockArgs,
+    },
+    /// Load the order API (open loop), drain, audit, and print the results JSON.
+    Loadgen {
+        #[command(flatten)]
+        args: crate::loadgen::cli::LoadgenArgs,
     },
 }
 
@@ -199,6 +204,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             w?;
             mock_task.await??;
         }
+        Command::Loadgen { args } => crate::loadgen::cli::run(args).await?,
     }
     Ok(())
 }

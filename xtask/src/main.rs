@@ -1,5 +1,6 @@
 //! Everyday recipes, runnable on a machine with only the Rust toolchain:
 //!
+//! * `cargo xtask run M`  — install Postgres' binaries if missing, then `relab run M`
 //! * `cargo xtask setup`  — install/start Postgres, promtool, wrk, hyperfine (idempotent)
 //! * `cargo xtask test`   — setup, then the whole test suite
 //! * `cargo xtask lint`   — rustfmt --check and clippy -D warnings
@@ -38,11 +39,32 @@ fn main() -> ExitCode {
     let rest = args.iter().skip(1).map(String::as_str);
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup(),
+        Some("run") => {
+            // relab's own exit code (0 met, 1 not met, 2 error) is the answer
+            if let Err(e) = run(Command::new("bash").args(["scripts/setup.sh", "run"])) {
+                eprintln!("xtask: {e}");
+                return ExitCode::from(2);
+            }
+            let args: Vec<&str> = rest.collect();
+            let manifest = args.first().copied().unwrap_or("deploy/examples/flaky-payments.yaml");
+            let status = cargo()
+                .args(["run", "--quiet", "-p", "relab-operator", "--bin", "relab", "--", "run", manifest])
+                .args(args.iter().skip(1))
+                .current_dir(root())
+                .status();
+            return match status {
+                Ok(s) => ExitCode::from(s.code().unwrap_or(2) as u8),
+                Err(e) => {
+                    eprintln!("xtask: cargo run: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Some("test") => setup().and_then(|()| run(cargo().args(["test", "--workspace", "--all-targets"]).args(rest))),
         Some("lint") => run(cargo().args(["fmt", "--all", "--check"]))
             .and_then(|()| run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))),
         Some("bench") => setup().and_then(|()| run(Command::new("bash").arg("scripts/bench.sh").args(rest))),
-        _ => Err("usage: cargo xtask <setup|test|lint|bench> [args]".into()),
+        _ => Err("usage: cargo xtask <run [manifest] [relab run flags]|setup|test|lint|bench> [args]".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

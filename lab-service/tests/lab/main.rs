@@ -6,6 +6,7 @@ mod harness;
 mod api;
 mod breaker;
 mod dead_letters;
+mod loadgen;
 mod metrics;
 mod processes;
 mod retry;

@@ -1,0 +1,372 @@
+//! Benchmark (not a test): the load generator next to `wrk`, in one run, on
+//! the same trivial endpoint (the payment mock's `GET /healthz`, served by
+//! a separate `lab-service payment-mock` process, so both tools are outside
+//! clients of the same server). Results are recorded in `docs/benchmarks.md`.
+//!
+//! ```text
+//! cargo bench -p lab-service --bench loadgen         # or: scripts/bench.sh loadgen
+//! ```
+//!
+//! (a) Open loop: hold `RELAB_BENCH_RATE` (5000) requests/s for
+//!     `RELAB_BENCH_OPEN_SECS` (30) s. Target: the achieved rate (answers /
+//!     wall time of the load phase) within 1% of the requested one.
+//! (b) Closed loop: `wrk -t2 -c<N> -d<S>s` and the load generator's closed
+//!     loop with N loops for S s, alternating, `RELAB_BENCH_ROUNDS` (2) rounds
+//!     each; N = `RELAB_BENCH_CONNECTIONS` (64), S = `RELAB_BENCH_CLOSED_SECS`
+//!     (10). Target: the best load-generator round reaches at least 80% of the
+//!     best wrk round. CPU time of client and server per request is shown, as
+//!     it explains the ratio on a small machine.
+//!
+//! Other knobs: `RELAB_BENCH_MAX_IN_FLIGHT` (1024, open loop), `RELAB_WRK`
+//! (the wrk binary). Run by `cargo test --all-targets` (no `--bench`
+//! argument) it only says that it is skipped.
+
+use anyhow::{bail, Context, Result};
+use lab_service::loadgen::{run_load, LoadConfig, LoadReport, LoadStage, Progress, Target};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ; 100 on Linux).
+const CLOCK_TICKS: f64 = 100.0;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid value")),
+        Err(_) => Ok(default),
+    }
+}
+
+struct Settings {
+    rate: f64,
+    open_secs: u64,
+    max_in_flight: usize,
+    connections: usize,
+    closed_secs: u64,
+    rounds: usize,
+    wrk: String,
+}
+
+impl Settings {
+    fn from_env() -> Result<Self> {
+        let s = Self {
+            rate: env_or("RELAB_BENCH_RATE", 5_000.0)?,
+            open_secs: env_or("RELAB_BENCH_OPEN_SECS", 30)?,
+            max_in_flight: env_or("RELAB_BENCH_MAX_IN_FLIGHT", 1_024)?,
+            connections: env_or("RELAB_BENCH_CONNECTIONS", 64)?,
+            closed_secs: env_or("RELAB_BENCH_CLOSED_SECS", 10)?,
+            rounds: env_or("RELAB_BENCH_ROUNDS", 2)?,
+            wrk: std::env::var("RELAB_WRK").unwrap_or_else(|_| "wrk".into()),
+        };
+        if !s.rate.is_finite() || s.rate <= 0.0 || s.open_secs == 0 || s.max_in_flight == 0 {
+            bail!("rate, open seconds and max in flight must be above 0");
+        }
+        if s.connections < 2 || s.closed_secs == 0 || s.rounds == 0 {
+            bail!("connections (at least 2: wrk -t2), closed seconds and rounds must be above 0");
+        }
+        Ok(s)
+    }
+}
+
+/// User + system CPU seconds of a process (a zombie still reports its own).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // fields after the parenthesised command name: state is field 3, utime 14, stime 15
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / CLOCK_TICKS)
+}
+
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].chars().next()
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// The server under load: `lab-service payment-mock`, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    async fn start() -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = Command::new(env!("CARGO_BIN_EXE_lab-service"))
+            .args(["payment-mock", "--mock-listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting lab-service payment-mock")?;
+        let server = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}/healthz"),
+        };
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        while !matches!(http.get(&server.url).send().await, Ok(r) if r.status().is_success()) {
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!("the payment mock did not answer {} within 10 s", server.url);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(server)
+    }
+
+    fn cpu(&self) -> f64 {
+        cpu_seconds(self.child.id()).unwrap_or(0.0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One closed-loop (or open-loop) measurement.
+struct Round {
+    tool: &'static str,
+    requests: u64,
+    seconds: f64,
+    errors: u64,
+    client_cpu: f64,
+    server_cpu: f64,
+}
+
+impl Round {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+
+    /// CPU microseconds per request.
+    fn per_request(&self, cpu: f64) -> f64 {
+        cpu * 1e6 / self.requests.max(1) as f64
+    }
+
+    fn row(&self) -> String {
+        format!(
+            "| {} | {:.0} | {} | {} | {:.1} | {:.1} |",
+            self.tool,
+            self.rate(),
+            self.requests,
+            self.errors,
+            self.per_request(self.client_cpu),
+            self.per_request(self.server_cpu)
+        )
+    }
+}
+
+async fn loadgen(server: &Server, config: LoadConfig) -> Result<(LoadReport, f64, f64)> {
+    let (progress, _watcher) = watch::channel(Progress::default());
+    let target = Target::Get {
+        url: server.url.clone(),
+    };
+    let (client0, server0) = (cpu_seconds(std::process::id()).unwrap_or(0.0), server.cpu());
+    let report = run_load(&target, &config, &progress, &CancellationToken::new()).await?;
+    let client = cpu_seconds(std::process::id()).unwrap_or(0.0) - client0;
+    Ok((report, client, server.cpu() - server0))
+}
+
+async fn closed_loadgen(s: &Settings, server: &Server) -> Result<Round> {
+    let config = LoadConfig::closed_loop(s.connections, Duration::from_secs(s.closed_secs));
+    let (report, client_cpu, server_cpu) = loadgen(server, config).await?;
+    Ok(Round {
+        tool: "relab loadgen (closed loop)",
+        requests: report.sent,
+        seconds: report.elapsed.as_secs_f64(),
+        errors: report.errors + report.rejected + report.shed,
+        client_cpu,
+        server_cpu,
+    })
+}
+
+fn wrk_command(s: &Settings, server: &Server, secs: u64, connections: usize) -> Vec<String> {
+    vec![
+        s.wrk.clone(),
+        "-t2".into(),
+        format!("-c{connections}"),
+        format!("-d{secs}s"),
+        server.url.clone(),
+    ]
+}
+
+/// Run wrk to completion; its CPU time is read from its zombie before reaping.
+async fn wrk(s: &Settings, server: &Server, secs: u64, connections: usize) -> Result<Round> {
+    let argv = wrk_command(s, server, secs, connections);
+    let server0 = server.cpu();
+    let child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", argv[0]))?;
+    let pid = child.id();
+    let mut client_cpu = 0.0;
+    loop {
+        match process_state(pid) {
+            Some('Z') | None => break,
+            _ => {
+                client_cpu = cpu_seconds(pid).unwrap_or(client_cpu);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    client_cpu = cpu_seconds(pid).unwrap_or(client_cpu);
+    let server_cpu = server.cpu() - server0;
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "{} failed: {text}{}",
+            argv.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
+    };
+    let rate: f64 = field("Requests/sec:")
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk's output: {text}"))?;
+    let requests: u64 = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no request count in wrk's output: {text}"))?;
+    let non_2xx: u64 = field("Non-2xx or 3xx responses:")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let socket_errors = field("Socket errors:").is_some() as u64;
+    Ok(Round {
+        tool: "wrk",
+        requests,
+        seconds: requests as f64 / rate,
+        errors: non_2xx + socket_errors,
+        client_cpu,
+        server_cpu,
+    })
+}
+
+async fn open_loop(s: &Settings, server: &Server) -> Result<()> {
+    let mut config = LoadConfig::open_loop(vec![LoadStage {
+        rate_per_sec: s.rate,
+        duration: Duration::from_secs(s.open_secs),
+    }]);
+    config.max_in_flight = s.max_in_flight;
+    let (report, client_cpu, server_cpu) = loadgen(server, config).await?;
+    let planned = (s.rate * s.open_secs as f64).round() as u64;
+    let achieved = report.achieved_rate();
+    let error = (achieved - s.rate) / s.rate * 100.0;
+    let lag = |q: f64| report.send_lag.value_at_quantile(q) as f64 / 1000.0;
+    let latency = report.latency_ms();
+    let per_second: Vec<u64> = report.seconds.iter().map(|x| x.sent).collect();
+    println!("\n### (a) open loop: {} req/s for {} s", s.rate, s.open_secs);
+    println!();
+    println!("| requested | achieved | error | sent / planned | errors | late sends (>5 ms) | send lag p50 / p99 / max | latency p50 / p99 / max (from intended time) | client CPU | server CPU |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {:.0}/s | {achieved:.1}/s | {error:+.3}% | {} / {planned} | {} | {} | {:.2} / {:.2} / {:.2} ms | {:.2} / {:.2} / {:.2} ms | {:.1} µs/req | {:.1} µs/req |",
+        s.rate,
+        report.sent,
+        report.errors + report.shed + report.rejected,
+        report.late_sends,
+        lag(0.5),
+        lag(0.99),
+        report.send_lag.max() as f64 / 1000.0,
+        latency.p50,
+        latency.p99,
+        latency.max,
+        client_cpu * 1e6 / report.sent.max(1) as f64,
+        server_cpu * 1e6 / report.sent.max(1) as f64,
+    );
+    println!(
+        "\nload phase {:.3} s; sends per intended second: min {} max {}; target within 1%: {}",
+        report.elapsed.as_secs_f64(),
+        per_second.iter().min().unwrap_or(&0),
+        per_second.iter().max().unwrap_or(&0),
+        if error.abs() <= 1.0 && report.sent == planned {
+            "MET"
+        } else {
+            "MISSED"
+        }
+    );
+    Ok(())
+}
+
+async fn closed_loops(s: &Settings, server: &Server) -> Result<()> {
+    let mut rounds = Vec::new();
+    for round in 0..s.rounds {
+        eprintln!("[bench] closed loop round {}/{}: wrk", round + 1, s.rounds);
+        rounds.push(wrk(s, server, s.closed_secs, s.connections).await?);
+        eprintln!("[bench] closed loop round {}/{}: relab loadgen", round + 1, s.rounds);
+        rounds.push(closed_loadgen(s, server).await?);
+    }
+    println!(
+        "\n### (b) closed loop: {} connections for {} s, {} rounds each (alternating)",
+        s.connections, s.closed_secs, s.rounds
+    );
+    println!();
+    println!("| tool | req/s | requests | errors | client CPU µs/req | server CPU µs/req |");
+    println!("|---|---|---|---|---|---|");
+    for r in &rounds {
+        println!("{}", r.row());
+    }
+    let best = |tool: &str| {
+        rounds
+            .iter()
+            .filter(|r| r.tool.starts_with(tool))
+            .map(Round::rate)
+            .fold(0.0, f64::max)
+    };
+    let (wrk_best, ours_best) = (best("wrk"), best("relab"));
+    let ratio = ours_best / wrk_best * 100.0;
+    println!(
+        "\nbest rounds: relab loadgen {ours_best:.0} req/s vs wrk {wrk_best:.0} req/s = {ratio:.1}% of wrk; target >= 80%: {}",
+        if ratio >= 80.0 { "MET" } else { "MISSED" }
+    );
+    println!(
+        "wrk command: {}",
+        wrk_command(s, server, s.closed_secs, s.connections).join(" ")
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("loadgen bench: skipped (not a test; run `cargo bench -p lab-service --bench loadgen`)");
+        return Ok(());
+    }
+    let s = Settings::from_env()?;
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load_before = loadavg();
+    let server = Server::start().await?;
+    println!("## loadgen vs wrk on GET {}", server.url);
+    println!(
+        "\nmachine: {cores} cores, load average before {load_before}; server: `lab-service payment-mock` (release), own process"
+    );
+    // warm up the server and both clients' code paths; not recorded
+    wrk(&s, &server, 2, s.connections).await?;
+    loadgen(&server, LoadConfig::closed_loop(s.connections, Duration::from_secs(2))).await?;
+
+    open_loop(&s, &server).await?;
+    closed_loops(&s, &server).await?;
+    println!("\nload average after: {}", loadavg());
+    Ok(())
+}

@@ -1,0 +1,607 @@
+//! Benchmark (not a test): end-to-end paid orders per second of the lab with a
+//! healthy payment mock, side by side in one run with `pgbench` running the
+//! same three database transactions per order (`bench/pgbench/order_pipeline.sql`)
+//! against the same Postgres server. Target: the lab reaches at least 50% of
+//! pgbench's rate. Results are recorded in `docs/benchmarks.md`.
+//!
+//! ```text
+//! cargo bench -p lab-service --bench pipeline        # or: cargo xtask bench pipeline
+//! ```
+//!
+//! 1. Lab: a fresh database; payment mock (default, healthy `FaultPlan`), order
+//!    API and workers in this process on loopback, as the integration tests
+//!    start them. A warm-up, then `RELAB_BENCH_ORDERS` orders POSTed by
+//!    `RELAB_BENCH_CLIENTS` concurrent HTTP clients; the time runs from the
+//!    first POST until the last of them is `paid` (its `finished_at`).
+//! 2. pgbench: a second fresh database with the same schema (the app's
+//!    migrations), the custom script with the same client count.
+//! 3. A markdown table row, the commands and the machine; both databases are dropped.
+//!
+//! Knobs (environment): `RELAB_BENCH_ORDERS` (20000), `RELAB_BENCH_CLIENTS` (32),
+//! `RELAB_BENCH_WORKERS` (worker concurrency, 16), `RELAB_BENCH_BULKHEAD` (32),
+//! `RELAB_BENCH_POOL` (DB pool of the API + workers, 32), `RELAB_BENCH_WARMUP`
+//! (1000 orders), `RELAB_BENCH_PGBENCH_SECS` (20), `RELAB_BENCH_DATABASE_URL` /
+//! `RELAB_TEST_DATABASE_URL` (server to create the databases on), `RELAB_PGBENCH`
+//! (pgbench binary), `RUST_LOG` (default `warn,sqlx::query=error`: sqlx's
+//! slow-statement warnings would flood the output under this load).
+//!
+//! Run by `cargo test --all-targets` (no `--bench` argument) it only says that
+//! it is skipped: it needs minutes and a quiet machine.
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use lab_service::app::{ApiServer, MockServer, WorkerServer};
+use lab_service::config::{ApiConfig, WorkerConfig};
+use lab_service::metrics::LabMetrics;
+use lab_service::payment_mock::FaultPlan;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const ORDER_BODY: &str = r#"{"customerId":"c-1","amountCents":1234,"currency":"EUR"}"#;
+/// Initial values of the variables the script's claim sets with `\aset`.
+const PGBENCH_DEFAULTS: [&str; 4] = [
+    "-D",
+    "c_job_id=0",
+    "-D",
+    "c_lease_token=00000000-0000-0000-0000-000000000000",
+];
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid value")),
+        Err(_) => Ok(default),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    admin_url: String,
+    orders: usize,
+    clients: usize,
+    workers: usize,
+    bulkhead: usize,
+    pool: u32,
+    warmup: usize,
+    pgbench_secs: u64,
+    pgbench: String,
+}
+
+impl Settings {
+    fn from_env() -> Result<Self> {
+        let admin_url = std::env::var("RELAB_BENCH_DATABASE_URL")
+            .or_else(|_| std::env::var("RELAB_TEST_DATABASE_URL"))
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let s = Self {
+            admin_url,
+            orders: env_or("RELAB_BENCH_ORDERS", 20_000)?,
+            clients: env_or("RELAB_BENCH_CLIENTS", 32)?,
+            workers: env_or("RELAB_BENCH_WORKERS", 16)?,
+            bulkhead: env_or("RELAB_BENCH_BULKHEAD", 32)?,
+            pool: env_or("RELAB_BENCH_POOL", 32)?,
+            warmup: env_or("RELAB_BENCH_WARMUP", 1_000)?,
+            pgbench_secs: env_or("RELAB_BENCH_PGBENCH_SECS", 20)?,
+            pgbench: std::env::var("RELAB_PGBENCH").unwrap_or_else(|_| "pgbench".into()),
+        };
+        if s.orders == 0 || s.clients == 0 || s.workers == 0 || s.bulkhead == 0 || s.pool == 0 || s.pgbench_secs == 0 {
+            bail!("orders, clients, workers, bulkhead, pool and pgbench seconds must all be at least 1");
+        }
+        Ok(s)
+    }
+
+    /// The URL of database `name` on the admin server.
+    fn db_url(&self, name: &str) -> Result<String> {
+        match self.admin_url.rsplit_once('/') {
+            Some((base, _)) => Ok(format!("{base}/{name}")),
+            None => bail!("the database URL must end in /<database>: {}", self.admin_url),
+        }
+    }
+}
+
+/// CPU time used so far: (this process, the whole machine), in seconds.
+struct CpuClock {
+    ticks_per_sec: f64,
+}
+
+impl CpuClock {
+    fn new() -> Self {
+        let ticks = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+            .unwrap_or(100.0);
+        Self { ticks_per_sec: ticks }
+    }
+
+    fn now(&self) -> (f64, f64) {
+        let own = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| {
+                // fields after the parenthesised command name; utime and stime are 14 and 15
+                let rest = s.rsplit_once(')')?.1;
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+            })
+            .unwrap_or(0.0);
+        let busy = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().next()?;
+                let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+                // user nice system idle iowait irq softirq steal (guest is inside user)
+                let total: f64 = v.iter().take(8).sum();
+                Some(total - v.get(3)? - v.get(4)?)
+            })
+            .unwrap_or(0.0);
+        (own / self.ticks_per_sec, busy / self.ticks_per_sec)
+    }
+}
+
+async fn admin_pool(s: &Settings) -> Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&s.admin_url)
+        .await
+        .with_context(|| format!("cannot reach Postgres at {} (run scripts/setup.sh)", s.admin_url))
+}
+
+async fn create_database(s: &Settings, name: &str) -> Result<String> {
+    let admin = admin_pool(s).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
+    admin.close().await;
+    s.db_url(name)
+}
+
+async fn drop_database(s: &Settings, name: &str) {
+    match admin_pool(s).await {
+        Ok(admin) => {
+            if let Err(e) = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&admin)
+                .await
+            {
+                eprintln!("pipeline bench: could not drop database {name}: {e}");
+            }
+            admin.close().await;
+        }
+        Err(e) => eprintln!("pipeline bench: could not drop database {name}: {e}"),
+    }
+}
+
+struct LabRun {
+    seconds: f64,
+    paid_per_sec: f64,
+    /// Until the last POST of the measured phase was answered.
+    post_seconds: f64,
+    e2e_p50_ms: f64,
+    e2e_p99_ms: f64,
+    max_queued: i64,
+    mean_queued: f64,
+    mean_running: f64,
+    mean_idle_conns: f64,
+    own_cpu_cores: f64,
+    machine_cpu_cores: f64,
+    payment_calls: u64,
+    post_retries: usize,
+}
+
+struct Lab {
+    api_url: String,
+    http: reqwest::Client,
+    metrics: LabMetrics,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<lab_service::Result<()>>>,
+}
+
+impl Lab {
+    async fn start(s: &Settings, url: &str) -> Result<(Self, PgPool)> {
+        let pool = lab_service::db::connect_and_migrate(url, s.pool).await?;
+        let metrics = LabMetrics::new()?;
+        let stop = CancellationToken::new();
+        let mock = MockServer::build("127.0.0.1:0".parse()?, FaultPlan::default(), &metrics).await?;
+        let mock_url = format!("http://{}", mock.local_addr());
+        let api = ApiServer::build(
+            pool.clone(),
+            ApiConfig {
+                listen: "127.0.0.1:0".parse()?,
+                // throughput, not shedding: the whole batch may sit in the queue
+                max_queue_depth: (s.warmup + s.orders) as i64 + 1_000,
+                ..ApiConfig::default()
+            },
+            &metrics,
+        )
+        .await?;
+        let api_url = format!("http://{}", api.local_addr());
+        let worker = WorkerServer::build(
+            pool.clone(),
+            WorkerConfig {
+                concurrency: s.workers,
+                bulkhead_max_concurrent: s.bulkhead,
+                payment_url: mock_url,
+                ..WorkerConfig::default()
+            },
+            None,
+            &metrics,
+        )
+        .await?;
+        let tasks = vec![
+            tokio::spawn(mock.run_until_stopped(stop.clone())),
+            tokio::spawn(api.run_until_stopped(stop.clone())),
+            tokio::spawn(worker.run_until_stopped(stop.clone())),
+        ];
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        Ok((
+            Self {
+                api_url,
+                http,
+                metrics,
+                stop,
+                tasks,
+            },
+            pool,
+        ))
+    }
+
+    /// POST `n` orders from `clients` concurrent clients; the number of
+    /// re-sent requests (same key) is returned.
+    async fn post_orders(&self, n: usize, clients: usize) -> Result<usize> {
+        let next = Arc::new(AtomicUsize::new(0));
+        let retries = Arc::new(AtomicUsize::new(0));
+        let url = format!("{}/orders", self.api_url);
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..clients {
+            let (http, url, next, retries) = (self.http.clone(), url.clone(), next.clone(), retries.clone());
+            set.spawn(async move {
+                while next.fetch_add(1, Ordering::Relaxed) < n {
+                    let key = Uuid::new_v4().to_string();
+                    let mut tries = 0;
+                    loop {
+                        let sent = http
+                            .post(&url)
+                            .header("idempotency-key", &key)
+                            .header("content-type", "application/json")
+                            .body(ORDER_BODY)
+                            .send()
+                            .await;
+                        let problem = match sent {
+                            Ok(r) if r.status() == 201 => break,
+                            Ok(r) => format!("HTTP {}: {}", r.status(), r.text().await.unwrap_or_default()),
+                            Err(e) => e.to_string(),
+                        };
+                        tries += 1;
+                        if tries >= 5 {
+                            bail!("POST /orders failed 5 times: {problem}");
+                        }
+                        retries.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                Ok(())
+            });
+        }
+        while let Some(joined) = set.join_next().await {
+            joined??;
+        }
+        Ok(retries.load(Ordering::Relaxed))
+    }
+
+    async fn stop(self) -> Result<()> {
+        self.stop.cancel();
+        for t in self.tasks {
+            t.await??;
+        }
+        Ok(())
+    }
+}
+
+/// One observation while the lab drains: jobs queued, jobs running, idle connections in the app's pool.
+type Sample = (i64, i64, usize);
+
+async fn wait_until_paid(
+    observer: &PgPool,
+    app_pool: &PgPool,
+    total: i64,
+    timeout: Duration,
+    samples: &mut Vec<Sample>,
+) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let (paid, queued, running): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM orders WHERE status = 'paid'),
+                    (SELECT count(*) FROM jobs WHERE status = 'queued'),
+                    (SELECT count(*) FROM jobs WHERE status = 'running')",
+        )
+        .fetch_one(observer)
+        .await?;
+        samples.push((queued, running, app_pool.num_idle()));
+        if paid >= total {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            bail!("only {paid} of {total} orders paid after {timeout:?} ({queued} jobs queued, {running} running)");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn run_lab(s: &Settings, url: &str, cpu: &CpuClock) -> Result<LabRun> {
+    let (lab, pool) = Lab::start(s, url).await?;
+    let observer = PgPoolOptions::new().max_connections(1).connect(url).await?;
+    let mut samples = Vec::new();
+
+    eprintln!("pipeline bench: lab warm-up, {} orders", s.warmup);
+    if s.warmup > 0 {
+        lab.post_orders(s.warmup, s.clients).await?;
+        wait_until_paid(&observer, &pool, s.warmup as i64, Duration::from_secs(60), &mut samples).await?;
+    }
+    let calls_before = lab.metrics.pipeline.payment_calls.get();
+    samples.clear();
+
+    eprintln!(
+        "pipeline bench: lab, {} orders from {} clients ({} workers, bulkhead {}, pool {})",
+        s.orders, s.clients, s.workers, s.bulkhead, s.pool
+    );
+    let cpu_before = cpu.now();
+    let start_wall: DateTime<Utc> = Utc::now();
+    let started = Instant::now();
+    let posting = {
+        let lab = &lab;
+        async move {
+            let retries = lab.post_orders(s.orders, s.clients).await?;
+            Ok::<_, anyhow::Error>((retries, started.elapsed()))
+        }
+    };
+    let total = (s.warmup + s.orders) as i64;
+    let (posted, paid) = tokio::join!(
+        posting,
+        wait_until_paid(&observer, &pool, total, Duration::from_secs(300), &mut samples)
+    );
+    let (post_retries, post_elapsed) = posted?;
+    paid?;
+    let cpu_after = cpu.now();
+    let polled = started.elapsed().as_secs_f64();
+
+    // exact end: when the last measured order was marked paid (same machine clock)
+    let (last_paid, p50, p99): (Option<DateTime<Utc>>, Option<f64>, Option<f64>) = sqlx::query_as(
+        "SELECT max(finished_at),
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - created_at)),
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - created_at))
+         FROM orders WHERE created_at >= $1 AND status = 'paid'",
+    )
+    .bind(start_wall)
+    .fetch_one(&observer)
+    .await?;
+    let seconds = last_paid
+        .map(|t| (t - start_wall).num_microseconds().unwrap_or(0) as f64 / 1e6)
+        .filter(|s| *s > 0.0)
+        .unwrap_or(polled);
+    let payment_calls = lab.metrics.pipeline.payment_calls.get() - calls_before;
+    observer.close().await;
+    lab.stop().await?;
+
+    let n = samples.len().max(1) as f64;
+    Ok(LabRun {
+        seconds,
+        paid_per_sec: s.orders as f64 / seconds,
+        post_seconds: post_elapsed.as_secs_f64(),
+        e2e_p50_ms: p50.unwrap_or(0.0) * 1e3,
+        e2e_p99_ms: p99.unwrap_or(0.0) * 1e3,
+        max_queued: samples.iter().map(|s| s.0).max().unwrap_or(0),
+        mean_queued: samples.iter().map(|s| s.0 as f64).sum::<f64>() / n,
+        mean_running: samples.iter().map(|s| s.1 as f64).sum::<f64>() / n,
+        mean_idle_conns: samples.iter().map(|s| s.2 as f64).sum::<f64>() / n,
+        own_cpu_cores: (cpu_after.0 - cpu_before.0) / polled,
+        machine_cpu_cores: (cpu_after.1 - cpu_before.1) / polled,
+        payment_calls,
+        post_retries,
+    })
+}
+
+struct PgbenchRun {
+    tps: f64,
+    transactions: u64,
+    failed: String,
+    latency_ms: String,
+    paid: i64,
+    machine_cpu_cores: f64,
+    command: String,
+}
+
+fn script_path() -> Result<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/pgbench/order_pipeline.sql");
+    p.canonicalize()
+        .with_context(|| format!("pgbench script {} not found", p.display()))
+}
+
+fn pgbench_args(s: &Settings, script: &str, db: &str) -> Vec<String> {
+    let mut args: Vec<String> = ["-n", "-M", "prepared", "-f", script, "-c"]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    args.push(s.clients.to_string());
+    args.extend(["-j".into(), "2".into(), "-T".into(), s.pgbench_secs.to_string()]);
+    args.push("--no-vacuum".into());
+    args.extend(PGBENCH_DEFAULTS.iter().map(|a| a.to_string()));
+    args.push(db.to_string());
+    args
+}
+
+fn field<'a>(out: &'a str, prefix: &str) -> Option<&'a str> {
+    out.lines().find_map(|l| l.trim().strip_prefix(prefix)).map(str::trim)
+}
+
+async fn run_pgbench(s: &Settings, url: &str, cpu: &CpuClock) -> Result<PgbenchRun> {
+    // the schema: the app's own migrations
+    lab_service::db::connect_and_migrate(url, 1).await?.close().await;
+    let script = script_path()?;
+    let args = pgbench_args(s, &script.to_string_lossy(), url);
+    eprintln!(
+        "pipeline bench: pgbench, {} clients for {} s",
+        s.clients, s.pgbench_secs
+    );
+    let before = cpu.now();
+    let started = Instant::now();
+    let out = tokio::process::Command::new(&s.pgbench)
+        .args(&args)
+        .output()
+        .await
+        .with_context(|| format!("cannot run {} (set RELAB_PGBENCH)", s.pgbench))?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = cpu.now();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    if !out.status.success() {
+        bail!("pgbench failed ({}):\n{stdout}\n{stderr}", out.status);
+    }
+    let tps = field(&stdout, "tps = ")
+        .filter(|_| stdout.contains("(without initial connection time)"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .with_context(|| format!("no `tps = ... (without initial connection time)` line in:\n{stdout}"))?;
+    let transactions = field(&stdout, "number of transactions actually processed:")
+        .and_then(|v| v.split('/').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let failed = field(&stdout, "number of failed transactions:")
+        .unwrap_or("?")
+        .to_string();
+    let latency_ms = field(&stdout, "latency average =").unwrap_or("?").to_string();
+    let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
+    let paid: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'paid'")
+        .fetch_one(&pool)
+        .await?;
+    pool.close().await;
+    let mut shown = pgbench_args(
+        s,
+        "bench/pgbench/order_pipeline.sql",
+        "<fresh database with the lab schema>",
+    );
+    shown.insert(0, "pgbench".into());
+    Ok(PgbenchRun {
+        tps,
+        transactions,
+        failed,
+        latency_ms,
+        paid,
+        machine_cpu_cores: (after.1 - before.1) / elapsed,
+        command: shown.join(" "),
+    })
+}
+
+async fn server_version(s: &Settings) -> String {
+    match admin_pool(s).await {
+        Ok(p) => {
+            let v: Option<String> = sqlx::query_scalar("SHOW server_version").fetch_one(&p).await.ok();
+            p.close().await;
+            v.unwrap_or_else(|| "?".into())
+        }
+        Err(_) => "?".into(),
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("pipeline bench: skipped (not a test; run `cargo bench -p lab-service --bench pipeline`)");
+        return Ok(());
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx::query=error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+
+    let s = Settings::from_env()?;
+    let cpu = CpuClock::new();
+    let run_started = Instant::now();
+    let load_before = loadavg();
+    let suffix = Uuid::new_v4().simple().to_string();
+    let (lab_db, pgb_db) = (format!("relab_bench_lab_{suffix}"), format!("relab_bench_pgb_{suffix}"));
+
+    let lab = async {
+        let url = create_database(&s, &lab_db).await?;
+        run_lab(&s, &url, &cpu).await
+    }
+    .await;
+    // pgbench only after the lab has stopped: one at a time on the same server
+    let pgb = match &lab {
+        Ok(_) => {
+            async {
+                let url = create_database(&s, &pgb_db).await?;
+                run_pgbench(&s, &url, &cpu).await
+            }
+            .await
+        }
+        Err(_) => Err(anyhow::anyhow!("skipped: the lab run failed")),
+    };
+    drop_database(&s, &lab_db).await;
+    drop_database(&s, &pgb_db).await;
+    let lab = lab.context("lab run")?;
+    let pgb = pgb.context("pgbench run")?;
+
+    let ratio = lab.paid_per_sec / pgb.tps;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let version = server_version(&s).await;
+    println!();
+    println!("| lab paid orders/s | pgbench tps (orders/s) | ratio | target |");
+    println!("|---:|---:|---:|---|");
+    println!(
+        "| {:.0} | {:.0} | {:.0}% | >= 50%: {} |",
+        lab.paid_per_sec,
+        pgb.tps,
+        ratio * 100.0,
+        if ratio >= 0.5 { "met" } else { "NOT met" }
+    );
+    println!();
+    println!(
+        "lab:     {} orders in {:.2} s (first POST -> last paid), {} clients, {} workers, bulkhead {}, pool {}, warm-up {}",
+        s.orders, lab.seconds, s.clients, s.workers, s.bulkhead, s.pool, s.warmup
+    );
+    println!(
+        "         POSTs answered after {:.2} s ({:.0}/s, {} re-sent); e2e p50 {:.1} ms, p99 {:.1} ms; {} payment calls",
+        lab.post_seconds,
+        s.orders as f64 / lab.post_seconds,
+        lab.post_retries,
+        lab.e2e_p50_ms,
+        lab.e2e_p99_ms,
+        lab.payment_calls
+    );
+    println!(
+        "         jobs queued: mean {:.1}, max {}; running: mean {:.1} of {} workers; idle pool connections: mean {:.1} of {}",
+        lab.mean_queued, lab.max_queued, lab.mean_running, s.workers, lab.mean_idle_conns, s.pool
+    );
+    println!(
+        "         CPU: lab process (API + workers + mock + clients) {:.2} cores, machine {:.2} of {cores}",
+        lab.own_cpu_cores, lab.machine_cpu_cores
+    );
+    println!(
+        "pgbench: {} transactions ({} paid orders), failed {}, latency average {}; CPU: machine {:.2} of {cores}",
+        pgb.transactions, pgb.paid, pgb.failed, pgb.latency_ms, pgb.machine_cpu_cores
+    );
+    println!();
+    println!("commands:");
+    println!("  cargo bench -p lab-service --bench pipeline   (RELAB_BENCH_ORDERS={} RELAB_BENCH_CLIENTS={} RELAB_BENCH_WORKERS={} RELAB_BENCH_BULKHEAD={} RELAB_BENCH_POOL={} RELAB_BENCH_PGBENCH_SECS={})",
+        s.orders, s.clients, s.workers, s.bulkhead, s.pool, s.pgbench_secs);
+    println!("  {}", pgb.command);
+    println!(
+        "machine: {cores} cores (nproc), PostgreSQL {version}, load average before {load_before}, after {}",
+        loadavg()
+    );
+    println!("run took {:.0} s", run_started.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -1,0 +1,477 @@
+//! One experiment run end to end: baseline, faults, load, drain, audit, and
+//! the [`RunResults`] that the local runner prints and the operator puts in
+//! `status.results`.
+//!
+//! 1. connect to the database, take the observer's baseline;
+//! 2. `PUT {payment_url}/faults` when a plan is given (restarts the mock's
+//!    schedule clock, so fault phases line up with the load);
+//! 3. run the open-loop load against `POST {api_url}/orders`, observing
+//!    once a second;
+//! 4. wait, bounded, until none of the accepted orders is pending (phase `drain`);
+//! 5. audit database against ledger, read the mock's injected-fault stats and
+//!    the orders' end-to-end latency, and fill every field of the results.
+//!
+//! Cancelling `stop` ends the load early; what was accepted is still
+//! drained (for at most [`STOPPED_DRAIN_LIMIT`]) and audited.
+
+use crate::audit::{self, AuditReport};
+use crate::error::{Error, Result};
+use crate::loadgen::{self, latency_histogram, LoadConfig, LoadReport, Phase, Progress, Target};
+use crate::observe::{self, Observer, Snapshot};
+use crate::payment_mock::{FaultPlan, MockStats};
+use crate::summary::{
+    BreakerResults, InjectedFaults, InvariantResults, OrderCounts, PaymentResults, Percentiles, RetryResults,
+    RunResults, TimelinePoint,
+};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// After a stop request the drain waits at most this long (or the drain timeout, if shorter).
+pub const STOPPED_DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Kubernetes keeps at most this many bytes of a container's termination message.
+pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
+
+/// Everything one run needs.
+#[derive(Debug, Clone)]
+pub struct ExperimentRun {
+    pub load: LoadConfig,
+    /// Base URL of the order API.
+    pub api_url: String,
+    pub database_url: String,
+    /// Base URL of the payment mock (`/faults`, `/ledger`, `/stats`).
+    pub payment_url: String,
+    /// Prometheus endpoints of the lab's processes (each once; summed).
+    pub metrics_urls: Vec<String>,
+    /// Installed with `PUT /faults` right before the load.
+    pub faults: Option<FaultPlan>,
+    /// Longest wait for accepted orders to reach a final state.
+    pub drain_timeout: Duration,
+}
+
+/// The results plus one timeline point per second.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunOutput {
+    pub results: RunResults,
+    pub timeline: Vec<TimelinePoint>,
+}
+
+/// Run one experiment; see the module docs for the steps.
+pub async fn run_experiment(
+    run: ExperimentRun,
+    progress: watch::Sender<Progress>,
+    stop: CancellationToken,
+) -> Result<RunOutput> {
+    run.load.validate()?;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let pool = crate::db::connect_and_migrate(&run.database_url, 4).await?;
+    let observer = Observer::new(pool.clone(), http.clone(), run.metrics_urls.clone());
+    let payment_url = run.payment_url.trim_end_matches('/').to_string();
+
+    let baseline = observer.snapshot(Duration::ZERO).await?;
+    if let Some(plan) = &run.faults {
+        install_faults(&http, &payment_url, plan).await?;
+    }
+    let mock_before = mock_stats(&http, &payment_url).await?;
+
+    // load, observed once a second
+    let start = Instant::now();
+    let observing = CancellationToken::new();
+    let sampler = {
+        let (observer, baseline, progress, observing) =
+            (observer.clone(), baseline.clone(), progress.clone(), observing.clone());
+        tokio::spawn(async move { observer.every_second(&baseline, start, &progress, &observing).await })
+    };
+    let target = Target::Orders {
+        api_url: run.api_url.clone(),
+    };
+    let load = match loadgen::run_load(&target, &run.load, &progress, &stop).await {
+        Ok(load) => load,
+        Err(e) => {
+            observing.cancel();
+            return Err(e);
+        }
+    };
+    tracing::info!(
+        sent = load.sent,
+        accepted = load.accepted,
+        stopped_early = load.stopped_early,
+        "load phase over"
+    );
+
+    // drain
+    progress.send_modify(|p| p.phase = Phase::Drain);
+    let limit = if stop.is_cancelled() {
+        run.drain_timeout.min(STOPPED_DRAIN_LIMIT)
+    } else {
+        run.drain_timeout
+    };
+    let drain_started = Instant::now();
+    let drained = wait_for_drain(&pool, &load.accepted_ids, limit, &progress, start).await?;
+    let drain_seconds = drain_started.elapsed().as_secs_f64();
+    observing.cancel();
+    let mut samples = sampler.await.map_err(|e| Error::Other(format!("observer task: {e}")))?;
+    let last = observer
+        .snapshot_or_previous(start.elapsed(), samples.last().unwrap_or(&baseline))
+        .await;
+    observe::publish(&progress, &baseline, &last, start);
+    samples.push(last);
+
+    // audit
+    progress.send_modify(|p| p.phase = Phase::Audit);
+    let ledger = audit::fetch_ledger(&http, &payment_url).await?;
+    let report = audit::audit(&pool, &ledger, Some(&load.accepted_ids)).await?;
+    let mock_after = mock_stats(&http, &payment_url).await?;
+    let outcomes = RunOutcomes::fetch(&pool, &load.accepted_ids).await?;
+
+    let results = assemble(Assembly {
+        load: &load,
+        drain_seconds,
+        drained,
+        outcomes: &outcomes,
+        baseline: &baseline,
+        samples: &samples,
+        mock_before: &mock_before,
+        mock_after: &mock_after,
+        audit: &report,
+    });
+    let timeline = observe::timeline(&load, &baseline, &samples);
+    progress.send_modify(|p| {
+        p.phase = Phase::Done;
+        p.paid = results.orders.paid;
+        p.failed = results.orders.failed;
+        p.dead_lettered = results.orders.dead_lettered;
+    });
+    pool.close().await;
+    Ok(RunOutput { results, timeline })
+}
+
+async fn install_faults(http: &reqwest::Client, payment_url: &str, plan: &FaultPlan) -> Result<()> {
+    let resp = http.put(format!("{payment_url}/faults")).json(plan).send().await?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        return Err(Error::Other(format!("PUT {payment_url}/faults: {status}: {body}")));
+    }
+    Ok(())
+}
+
+async fn mock_stats(http: &reqwest::Client, payment_url: &str) -> Result<MockStats> {
+    Ok(http
+        .get(format!("{payment_url}/stats"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
+/// Wait until none of `ids` is pending, or `limit`; keeps `progress.elapsed` moving.
+async fn wait_for_drain(
+    pool: &PgPool,
+    ids: &[Uuid],
+    limit: Duration,
+    progress: &watch::Sender<Progress>,
+    start: Instant,
+) -> Result<bool> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (pending,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM orders WHERE status = 'pending' AND id = ANY($1)")
+                .bind(ids)
+                .fetch_one(pool)
+                .await?;
+        progress.send_modify(|p| p.elapsed = start.elapsed());
+        if pending == 0 {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(pending, ?limit, "drain timed out");
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What became of this run's accepted orders, from the database.
+#[derive(Debug, Clone, Default)]
+struct RunOutcomes {
+    paid: u64,
+    failed: u64,
+    dead_lettered: u64,
+    pending: u64,
+    /// Jobs of this run's orders that are dead.
+    dead_jobs: u64,
+    end_to_end: Percentiles,
+}
+
+impl RunOutcomes {
+    async fn fetch(pool: &PgPool, ids: &[Uuid]) -> Result<Self> {
+        let mut out = Self::default();
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, count(*) FROM orders WHERE id = ANY($1) GROUP BY status")
+                .bind(ids)
+                .fetch_all(pool)
+                .await?;
+        for (status, n) in rows {
+            let n = n as u64;
+            match status.as_str() {
+                "paid" => out.paid = n,
+                "failed" => out.failed = n,
+                "dead_lettered" => out.dead_lettered = n,
+                _ => out.pending += n,
+            }
+        }
+        let (dead,): (i64,) = sqlx::query_as("SELECT count(*) FROM jobs WHERE status = 'dead' AND order_id = ANY($1)")
+            .bind(ids)
+            .fetch_one(pool)
+            .await?;
+        out.dead_jobs = dead as u64;
+        let micros: Vec<(i64,)> = sqlx::query_as(
+            "SELECT (EXTRACT(EPOCH FROM (finished_at - created_at)) * 1000000)::bigint
+             FROM orders WHERE id = ANY($1) AND finished_at IS NOT NULL",
+        )
+        .bind(ids)
+        .fetch_all(pool)
+        .await?;
+        let mut hist = latency_histogram(3);
+        for (us,) in micros {
+            hist.saturating_record(us.max(1) as u64);
+        }
+        out.end_to_end = Percentiles::from_micros(&hist);
+        Ok(out)
+    }
+}
+
+/// Inputs of [`assemble`].
+struct Assembly<'a> {
+    load: &'a LoadReport,
+    drain_seconds: f64,
+    drained: bool,
+    outcomes: &'a RunOutcomes,
+    baseline: &'a Snapshot,
+    samples: &'a [Snapshot],
+    mock_before: &'a MockStats,
+    mock_after: &'a MockStats,
+    audit: &'a AuditReport,
+}
+
+fn assemble(a: Assembly<'_>) -> RunResults {
+    let (load, outcomes) = (a.load, a.outcomes);
+    let then = &a.baseline.counters;
+    let now = a.samples.last().map_or(then, |s| &s.counters);
+    let loops = observe::delta_map(&now.retry_loops, &then.retry_loops);
+    let loop_count = |result: &str| loops.get(result).copied().unwrap_or(0);
+    RunResults {
+        load_seconds: load.elapsed.as_secs_f64(),
+        drain_seconds: a.drain_seconds,
+        drained: a.drained,
+        orders: OrderCounts {
+            sent: load.sent,
+            accepted: load.accepted,
+            shed: load.shed,
+            rejected: load.rejected,
+            errors: load.errors,
+            late_sends: load.late_sends,
+            paid: outcomes.paid,
+            failed: outcomes.failed,
+            dead_lettered: outcomes.dead_lettered,
+            pending: outcomes.pending,
+        },
+        success_ratio: if load.accepted == 0 {
+            0.0
+        } else {
+            outcomes.paid as f64 / load.accepted as f64
+        },
+        api_latency_ms: load.latency_ms(),
+        end_to_end_latency_ms: outcomes.end_to_end.clone(),
+        payment: PaymentResults {
+            calls: observe::delta(now.payment_calls, then.payment_calls),
+            failures_by_reason: observe::delta_map(&now.payment_failures, &then.payment_failures),
+            charges: a.mock_after.charges.saturating_sub(a.mock_before.charges),
+            injected: injected_faults(a.mock_before, a.mock_after),
+        },
+        retries: RetryResults {
+            succeeded: loop_count("succeeded"),
+            gave_up: loop_count("gave_up"),
+            permanent: loop_count("permanent"),
+            breaker_rejected: loop_count("breaker_rejected"),
+            retries: observe::delta(now.retries, then.retries),
+        },
+        breaker: BreakerResults {
+            transitions: observe::delta_map(&now.breaker_transitions, &then.breaker_transitions),
+            rejections: observe::delta_map(&now.breaker_rejections, &then.breaker_rejections),
+            seconds_not_closed: a.samples.iter().filter(|s| s.counters.breaker_state != 0).count() as f64,
+        },
+        max_queue_depth: a.samples.iter().map(|s| s.queue_depth).max().unwrap_or(0),
+        dead_letters: outcomes.dead_jobs as i64,
+        invariants: InvariantResults {
+            lost_orders: a.audit.lost_orders.max(0) as u64,
+            stuck_orders: a.audit.stuck_orders.max(0) as u64,
+            double_charges: a.audit.double_charged_orders.max(0) as u64,
+            charges_without_order: a.audit.charges_without_order.max(0) as u64,
+            paid_without_charge: a.audit.paid_without_charge.max(0) as u64,
+        },
+    }
+}
+
+/// The share of the mock's calls (during this run) that got each fault.
+pub fn injected_faults(before: &MockStats, after: &MockStats) -> InjectedFaults {
+    let calls = after.calls.saturating_sub(before.calls);
+    let (b, a) = (&before.by_outcome, &after.by_outcome);
+    let rate = |now: u64, then: u64| {
+        if calls == 0 {
+            0.0
+        } else {
+            now.saturating_sub(then) as f64 / calls as f64
+        }
+    };
+    InjectedFaults {
+        calls,
+        failure_rate: rate(a.failure, b.failure),
+        decline_rate: rate(a.declined, b.declined),
+        rate_limit_rate: rate(a.rate_limited, b.rate_limited),
+        timeout_rate: rate(a.timeout, b.timeout),
+        lost_response_rate: rate(a.lost_response, b.lost_response),
+    }
+}
+
+/// `results` as compact JSON of at most [`TERMINATION_MESSAGE_LIMIT`] bytes.
+/// Normal results are far below it; if the keyed maps (failure reasons,
+/// breaker transitions and rejections) ever make it too long they are
+/// emptied, largest first, so the message stays valid JSON of the same shape.
+pub fn termination_message(results: &RunResults) -> String {
+    let encode = |r: &RunResults| serde_json::to_string(r).expect("results serialize");
+    let mut message = encode(results);
+    if message.len() <= TERMINATION_MESSAGE_LIMIT {
+        return message;
+    }
+    let mut trimmed = results.clone();
+    let weight = |m: &std::collections::BTreeMap<String, u64>| m.keys().map(|k| k.len() + 24).sum::<usize>();
+    let mut order = [
+        (0, weight(&trimmed.payment.failures_by_reason)),
+        (1, weight(&trimmed.breaker.transitions)),
+        (2, weight(&trimmed.breaker.rejections)),
+    ];
+    order.sort_by_key(|&(_, w)| std::cmp::Reverse(w));
+    for (map, _) in order {
+        match map {
+            0 => trimmed.payment.failures_by_reason.clear(),
+            1 => trimmed.breaker.transitions.clear(),
+            _ => trimmed.breaker.rejections.clear(),
+        }
+        message = encode(&trimmed);
+        if message.len() <= TERMINATION_MESSAGE_LIMIT {
+            break;
+        }
+    }
+    tracing::warn!(bytes = message.len(), "results trimmed to fit the termination message");
+    assert!(
+        message.len() <= TERMINATION_MESSAGE_LIMIT,
+        "results without their keyed maps are a fixed, small shape"
+    );
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payment_mock::OutcomeCounts;
+
+    #[test]
+    fn injected_rates_are_shares_of_this_runs_calls() {
+        let before = MockStats {
+            calls: 100,
+            by_outcome: OutcomeCounts {
+                failure: 50,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let after = MockStats {
+            calls: 300,
+            by_outcome: OutcomeCounts {
+                failure: 110,
+                declined: 20,
+                timeout: 2,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let injected = injected_faults(&before, &after);
+        assert_eq!(injected.calls, 200);
+        assert!((injected.failure_rate - 0.3).abs() < 1e-9);
+        assert!((injected.decline_rate - 0.1).abs() < 1e-9);
+        assert!((injected.timeout_rate - 0.01).abs() < 1e-9);
+        assert_eq!(injected_faults(&after, &after).failure_rate, 0.0, "no calls, no rate");
+    }
+
+    fn realistic_results() -> RunResults {
+        let mut r = RunResults::default();
+        r.orders.sent = u64::MAX;
+        r.api_latency_ms.p99 = 123_456.789;
+        for reason in [
+            "timeout",
+            "connect",
+            "status_5xx",
+            "rate_limited",
+            "declined",
+            "rejected",
+        ] {
+            r.payment.failures_by_reason.insert(reason.into(), u64::MAX);
+        }
+        for t in [
+            "closed->open",
+            "open->half_open",
+            "half_open->open",
+            "half_open->closed",
+        ] {
+            r.breaker.transitions.insert(t.into(), u64::MAX);
+        }
+        for s in ["open", "half_open"] {
+            r.breaker.rejections.insert(s.into(), u64::MAX);
+        }
+        r
+    }
+
+    #[test]
+    fn the_termination_message_of_full_results_fits_kubernetes_limit() {
+        let results = realistic_results();
+        let message = termination_message(&results);
+        assert!(message.len() < TERMINATION_MESSAGE_LIMIT, "{} bytes", message.len());
+        let back: RunResults = serde_json::from_str(&message).unwrap();
+        assert_eq!(back, results, "nothing trimmed when it fits");
+    }
+
+    #[test]
+    fn oversized_results_are_trimmed_to_valid_json_under_the_limit() {
+        let mut results = realistic_results();
+        for i in 0..200 {
+            results
+                .payment
+                .failures_by_reason
+                .insert(format!("an-unexpectedly-long-failure-reason-{i}"), 1);
+        }
+        let message = termination_message(&results);
+        assert!(message.len() <= TERMINATION_MESSAGE_LIMIT, "{} bytes", message.len());
+        let back: RunResults = serde_json::from_str(&message).expect("still valid results JSON");
+        assert!(
+            back.payment.failures_by_reason.is_empty(),
+            "the oversized map went first"
+        );
+        assert_eq!(
+            back.breaker.transitions, results.breaker.transitions,
+            "the rest is kept"
+        );
+        assert_eq!(back.orders, results.orders);
+    }
+}

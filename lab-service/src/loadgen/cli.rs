@@ -1,0 +1,358 @@
+//! `lab-service loadgen`: run one experiment against a running lab (load,
+//! drain, audit), print progress to stderr and the results JSON to stdout,
+//! and optionally write the full output and a Kubernetes termination message.
+
+use super::schedule::{parse_stages, stage};
+use super::{LoadConfig, Phase, Progress};
+use crate::config::ConfigError;
+use crate::experiment::{run_experiment, termination_message, ExperimentRun, RunOutput};
+use crate::payment_mock::FaultPlan;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Flags of `lab-service loadgen` (each also a `RELAB_*` variable).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadgenArgs {
+    /// Base URL of the order API.
+    #[arg(long, env = "RELAB_API_URL", default_value = "http://127.0.0.1:8080")]
+    pub api_url: String,
+    /// postgres:// URL of the lab database (for observing and auditing).
+    #[arg(long, env = "RELAB_DATABASE_URL")]
+    pub database_url: String,
+    /// Base URL of the payment mock (faults, ledger, stats).
+    #[arg(long, env = "RELAB_PAYMENT_URL", default_value = "http://127.0.0.1:8081")]
+    pub payment_url: String,
+    /// A Prometheus endpoint of the lab (repeat per process; default: {api-url}/metrics).
+    #[arg(long = "metrics-url", env = "RELAB_METRICS_URLS", value_delimiter = ',')]
+    pub metrics_urls: Vec<String>,
+    /// Orders per second (with --duration-secs; or use --stages).
+    #[arg(long, env = "RELAB_LOAD_RATE")]
+    pub rate: Option<f64>,
+    /// Length of the load at --rate, in seconds.
+    #[arg(long, env = "RELAB_LOAD_DURATION_SECS")]
+    pub duration_secs: Option<f64>,
+    /// Stages as rate:seconds pairs, e.g. 50:10,100:20 (instead of --rate/--duration-secs).
+    #[arg(long, env = "RELAB_LOAD_STAGES")]
+    pub stages: Option<String>,
+    /// Requests outstanding at most; later sends wait (and count as late).
+    #[arg(long, env = "RELAB_MAX_IN_FLIGHT", default_value_t = 256)]
+    pub max_in_flight: usize,
+    /// Per-request deadline of the load generator.
+    #[arg(long, env = "RELAB_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+    /// Longest wait after the load for accepted orders to finish.
+    #[arg(long, env = "RELAB_DRAIN_TIMEOUT_SECS", default_value_t = 60)]
+    pub drain_timeout_secs: u64,
+    /// Seed of generated customers and amounts.
+    #[arg(long = "load-seed", env = "RELAB_LOAD_SEED", default_value_t = 1)]
+    pub seed: u64,
+    /// Fault plan to install on the payment mock before the load: JSON, or @path to a JSON file.
+    #[arg(long, env = "RELAB_FAULTS")]
+    pub faults: Option<String>,
+    /// Write the full output (results and timeline) as JSON here.
+    #[arg(long, env = "RELAB_OUTPUT")]
+    pub output: Option<PathBuf>,
+    /// Write only the results as compact JSON (< 4096 bytes) here, e.g. /dev/termination-log.
+    #[arg(long, env = "RELAB_TERMINATION_LOG")]
+    pub termination_log: Option<PathBuf>,
+}
+
+fn problem(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+fn check_url(field: &str, url: &str) -> Result<String, ConfigError> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) || reqwest::Url::parse(url).is_err() {
+        return Err(problem(
+            field,
+            format!("must be an http:// or https:// URL, got {url:?}"),
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+impl LoadgenArgs {
+    /// Check every flag and build the run; the error names the flag.
+    pub fn into_run(self) -> Result<ExperimentRun, ConfigError> {
+        const STAGES: &str = "--stages (RELAB_LOAD_STAGES)";
+        const RATE: &str = "--rate (RELAB_LOAD_RATE)";
+        const DURATION: &str = "--duration-secs (RELAB_LOAD_DURATION_SECS)";
+        let stages = match (&self.stages, self.rate, self.duration_secs) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                return Err(problem(
+                    STAGES,
+                    "give either --stages or --rate with --duration-secs, not both",
+                ))
+            }
+            (Some(raw), None, None) => parse_stages(raw).map_err(|m| problem(STAGES, m))?,
+            (None, Some(rate), Some(secs)) => {
+                if !rate.is_finite() || rate <= 0.0 {
+                    return Err(problem(RATE, format!("must be above 0 orders per second, got {rate}")));
+                }
+                vec![stage(rate, secs).map_err(|m| problem(DURATION, m))?]
+            }
+            (None, Some(_), None) => return Err(problem(DURATION, "is required with --rate")),
+            (None, None, Some(_)) => return Err(problem(RATE, "is required with --duration-secs")),
+            (None, None, None) => return Err(problem(STAGES, "give --stages, or --rate and --duration-secs")),
+        };
+        if self.max_in_flight == 0 {
+            return Err(problem("--max-in-flight (RELAB_MAX_IN_FLIGHT)", "must be at least 1"));
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(problem(
+                "--request-timeout-ms (RELAB_REQUEST_TIMEOUT_MS)",
+                "must be above 0",
+            ));
+        }
+        let api_url = check_url("--api-url (RELAB_API_URL)", &self.api_url)?;
+        let payment_url = check_url("--payment-url (RELAB_PAYMENT_URL)", &self.payment_url)?;
+        let mut metrics_urls = self
+            .metrics_urls
+            .iter()
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| check_url("--metrics-url (RELAB_METRICS_URLS)", u.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if metrics_urls.is_empty() {
+            metrics_urls.push(format!("{api_url}/metrics"));
+        }
+        if !self.database_url.starts_with("postgres://") && !self.database_url.starts_with("postgresql://") {
+            return Err(problem(
+                "--database-url (RELAB_DATABASE_URL)",
+                "must be a postgres:// URL",
+            ));
+        }
+        let faults = self.faults.as_deref().map(parse_faults).transpose()?;
+        let mut load = LoadConfig::open_loop(stages);
+        load.max_in_flight = self.max_in_flight;
+        load.request_timeout = Duration::from_millis(self.request_timeout_ms);
+        load.seed = self.seed;
+        load.validate().map_err(|e| problem(STAGES, e.to_string()))?;
+        Ok(ExperimentRun {
+            load,
+            api_url,
+            database_url: self.database_url,
+            payment_url,
+            metrics_urls,
+            faults,
+            drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+        })
+    }
+}
+
+/// A fault plan from JSON or `@path`, validated.
+fn parse_faults(raw: &str) -> Result<FaultPlan, ConfigError> {
+    const FIELD: &str = "--faults (RELAB_FAULTS)";
+    let text = match raw.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| problem(FIELD, format!("cannot read {path}: {e}")))?,
+        None => raw.to_string(),
+    };
+    let plan: FaultPlan = serde_json::from_str(&text).map_err(|e| problem(FIELD, e.to_string()))?;
+    plan.validate().map_err(|errors| {
+        let all = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        problem(FIELD, all)
+    })?;
+    Ok(plan)
+}
+
+/// Run `lab-service loadgen`. Completing the run is success (exit 0) whatever
+/// the results say; verdicts are decided elsewhere.
+pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
+    let output = args.output.clone();
+    let termination_log = args.termination_log.clone();
+    let run = args.into_run()?;
+    let (progress, watcher) = watch::channel(Progress::default());
+    let last = watcher.clone();
+    let printer = tokio::spawn(print_progress(watcher));
+    let result = run_experiment(run, progress, crate::cli::shutdown_signal()).await;
+    printer.abort();
+    let last = last.borrow().clone();
+    if std::io::stderr().is_terminal() {
+        eprintln!("\r\x1b[2K{}", progress_bar(&last));
+    } else {
+        eprintln!("{}", progress_line(&last));
+    }
+    let out: RunOutput = result?;
+    if let Some(path) = &output {
+        let json = serde_json::to_vec_pretty(&out)?;
+        std::fs::write(path, json).map_err(|e| anyhow::anyhow!("writing --output {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &termination_log {
+        std::fs::write(path, termination_message(&out.results))
+            .map_err(|e| anyhow::anyhow!("writing --termination-log {}: {e}", path.display()))?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut stdout, &out.results)?;
+    writeln!(stdout)?;
+    Ok(())
+}
+
+/// One line per second on a log (not a TTY); a redrawn bar on a terminal.
+async fn print_progress(mut watcher: watch::Receiver<Progress>) {
+    let tty = std::io::stderr().is_terminal();
+    let every = if tty {
+        Duration::from_millis(250)
+    } else {
+        Duration::from_secs(1)
+    };
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if watcher.has_changed().is_err() {
+            return;
+        }
+        let p = watcher.borrow_and_update().clone();
+        if p.phase == Phase::Starting {
+            continue;
+        }
+        if tty {
+            eprint!("\r\x1b[2K{}", progress_bar(&p));
+        } else {
+            eprintln!("{}", progress_line(&p));
+        }
+    }
+}
+
+fn breaker_name(state: i64) -> &'static str {
+    match state {
+        0 => "closed",
+        1 => "open",
+        2 => "half-open",
+        _ => "?",
+    }
+}
+
+/// `[load] 12.0s/30.0s sent=600 accepted=598 ...`
+pub fn progress_line(p: &Progress) -> String {
+    format!(
+        "[{}] {:.1}s/{:.1}s sent={} accepted={} shed={} errors={} paid={} failed={} dead_lettered={} queue={} breaker={}",
+        p.phase,
+        p.elapsed.as_secs_f64(),
+        p.planned.as_secs_f64(),
+        p.sent,
+        p.accepted,
+        p.shed,
+        p.errors,
+        p.paid,
+        p.failed,
+        p.dead_lettered,
+        p.queue_depth,
+        breaker_name(p.breaker_state)
+    )
+}
+
+fn progress_bar(p: &Progress) -> String {
+    const WIDTH: usize = 30;
+    let planned = p.planned.as_secs_f64();
+    let share = if planned > 0.0 {
+        (p.elapsed.as_secs_f64() / planned).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let filled = (share * WIDTH as f64).round() as usize;
+    format!(
+        "{:<5} [{}{}] {:>5.1}s sent {} ok {} shed {} err {} | paid {} failed {} dead {} | queue {} breaker {}",
+        p.phase.to_string(),
+        "#".repeat(filled),
+        "-".repeat(WIDTH - filled),
+        p.elapsed.as_secs_f64(),
+        p.sent,
+        p.accepted,
+        p.shed,
+        p.errors,
+        p.paid,
+        p.failed,
+        p.dead_lettered,
+        p.queue_depth,
+        breaker_name(p.breaker_state)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct L {
+        #[command(flatten)]
+        args: LoadgenArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<ExperimentRun, ConfigError> {
+        let mut argv = vec!["l", "--database-url", "postgres://postgres@127.0.0.1/x"];
+        argv.extend_from_slice(extra);
+        L::try_parse_from(argv).expect("parses").args.into_run()
+    }
+
+    #[test]
+    fn rate_and_duration_make_one_stage_and_metrics_default_to_the_api() {
+        let run = parse(&["--rate", "50", "--duration-secs", "10", "--api-url", "http://a:1/"]).unwrap();
+        assert_eq!(run.load.planned_duration(), Duration::from_secs(10));
+        assert_eq!(run.load.max_in_flight, 256);
+        assert_eq!(run.drain_timeout, Duration::from_secs(60));
+        assert_eq!(run.api_url, "http://a:1");
+        assert_eq!(run.metrics_urls, ["http://a:1/metrics"]);
+        assert!(run.faults.is_none());
+    }
+
+    #[test]
+    fn stages_faults_and_repeated_metrics_urls_are_taken() {
+        let run = parse(&[
+            "--stages",
+            "50:10,100:20",
+            "--metrics-url",
+            "http://a/metrics",
+            "--metrics-url",
+            "http://b/metrics",
+            "--faults",
+            r#"{"base": {"failureRate": 0.3}}"#,
+        ])
+        .unwrap();
+        assert_eq!(run.load.planned_duration(), Duration::from_secs(30));
+        assert_eq!(run.metrics_urls.len(), 2);
+        assert_eq!(run.faults.unwrap().base.failure_rate, 0.3);
+    }
+
+    #[test]
+    fn bad_flags_are_named() {
+        let field = |extra: &[&str]| parse(extra).unwrap_err().field;
+        assert!(field(&["--stages", "50:x"]).contains("--stages"));
+        assert!(field(&["--stages", "50:1", "--rate", "5"]).contains("--stages"));
+        assert!(field(&["--rate", "5"]).contains("--duration-secs"));
+        assert!(field(&["--rate", "0", "--duration-secs", "5"]).contains("--rate"));
+        assert!(field(&[]).contains("--stages"));
+        assert!(field(&["--rate", "5", "--duration-secs", "5", "--max-in-flight", "0"]).contains("--max-in-flight"));
+        assert!(field(&["--rate", "5", "--duration-secs", "5", "--api-url", "localhost:1"]).contains("--api-url"));
+        assert!(field(&[
+            "--rate",
+            "5",
+            "--duration-secs",
+            "5",
+            "--faults",
+            r#"{"base":{"failureRate":2}}"#
+        ])
+        .contains("--faults"));
+        assert!(field(&["--rate", "5", "--duration-secs", "5", "--faults", "@/nonexistent"]).contains("--faults"));
+    }
+
+    #[test]
+    fn the_progress_line_names_phase_and_counts() {
+        let p = Progress {
+            phase: Phase::Drain,
+            elapsed: Duration::from_millis(12_500),
+            planned: Duration::from_secs(10),
+            sent: 500,
+            breaker_state: 1,
+            ..Progress::default()
+        };
+        let line = progress_line(&p);
+        assert!(line.starts_with("[drain] 12.5s/10.0s sent=500"), "{line}");
+        assert!(line.ends_with("breaker=open"), "{line}");
+        assert!(progress_bar(&p).contains(&"#".repeat(30)));
+    }
+}

@@ -1,0 +1,217 @@
+//! Running the load: the open-loop dispatcher and the closed loops. Every
+//! finished request records itself into one shared [`Recorder`] (a short,
+//! rarely contended lock); a publisher task copies its totals into the
+//! progress channel a few times a second.
+
+use super::record::{Recorder, Sample};
+use super::request::Requester;
+use super::schedule::Schedule;
+use super::{LoadConfig, LoadMode, LoadReport, LoadStage, Phase, Progress, Target, LATE_SEND_THRESHOLD};
+use crate::error::Result;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How often the collector publishes [`Progress`].
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Run the load described by `config` against `target` until its schedule
+/// (or duration) is done, or `stop` is cancelled; then wait for the answers
+/// still outstanding (each bounded by the request timeout) and report.
+/// Sets `progress.phase` to `Load` and keeps its request counts current.
+pub async fn run_load(
+    target: &Target,
+    config: &LoadConfig,
+    progress: &watch::Sender<Progress>,
+    stop: &CancellationToken,
+) -> Result<LoadReport> {
+    config.validate()?;
+    let requester = Arc::new(Requester::new(target, config.request_timeout).await?);
+    let shared = Arc::new(Shared {
+        recorder: Mutex::new(Recorder::new(LATE_SEND_THRESHOLD)),
+        sent: AtomicU64::new(0),
+    });
+    let start = Instant::now();
+    progress.send_modify(|p| {
+        p.phase = Phase::Load;
+        p.planned = config.planned_duration();
+        p.elapsed = Duration::ZERO;
+    });
+    let finished = CancellationToken::new();
+    let publisher = tokio::spawn(publish_progress(
+        shared.clone(),
+        progress.clone(),
+        start,
+        finished.clone(),
+    ));
+    let stopped_early = match &config.mode {
+        LoadMode::OpenLoop { stages } => open_loop(stages, config, requester, &shared, start, stop).await,
+        LoadMode::ClosedLoop { concurrency, duration } => {
+            closed_loop(*concurrency, *duration, config.seed, requester, &shared, start, stop).await
+        }
+    };
+    let elapsed = start.elapsed();
+    finished.cancel();
+    publisher
+        .await
+        .map_err(|e| crate::Error::Other(format!("load progress publisher: {e}")))?;
+    let recorder = std::mem::replace(&mut *shared.lock(), Recorder::new(LATE_SEND_THRESHOLD));
+    Ok(LoadReport {
+        sent: recorder.totals.sent,
+        accepted: recorder.totals.accepted,
+        replayed: recorder.totals.replayed,
+        shed: recorder.totals.shed,
+        rejected: recorder.totals.rejected,
+        errors: recorder.totals.errors,
+        late_sends: recorder.late_sends,
+        accepted_ids: recorder.accepted_ids,
+        latency: recorder.latency,
+        send_lag: recorder.send_lag,
+        seconds: recorder.seconds,
+        elapsed,
+        stopped_early,
+    })
+}
+
+/// What every request of a run writes to.
+struct Shared {
+    recorder: Mutex<Recorder>,
+    /// Requests that have left (the recorder only sees finished ones).
+    sent: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recorder> {
+        self.recorder.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn record(&self, sample: Sample) {
+        self.lock().record(sample);
+    }
+}
+
+/// Dispatch every scheduled request at its intended time, at most
+/// `max_in_flight` outstanding. Returns whether `stop` cut it short.
+async fn open_loop(
+    stages: &[LoadStage],
+    config: &LoadConfig,
+    requester: Arc<Requester>,
+    shared: &Arc<Shared>,
+    start: Instant,
+    stop: &CancellationToken,
+) -> bool {
+    let slots = Arc::new(Semaphore::new(config.max_in_flight));
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let mut stopped = false;
+    for (seq, offset) in Schedule::new(stages).enumerate() {
+        let intended = start + offset;
+        if Instant::now() < intended {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => { stopped = true; break; }
+                _ = tokio::time::sleep_until(intended) => {}
+            }
+        }
+        let slot = tokio::select! {
+            biased;
+            _ = stop.cancelled() => { stopped = true; break; }
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        let body = requester.draw_body(&mut rng);
+        let (requester, shared) = (requester.clone(), shared.clone());
+        let second = offset.as_secs() as u32;
+        tokio::spawn(async move {
+            let left = Instant::now();
+            shared.sent.fetch_add(1, Ordering::Relaxed);
+            let (class, order_id) = requester.send(seq as u64, body).await;
+            let done = Instant::now();
+            shared.record(Sample {
+                second,
+                latency: done.saturating_duration_since(intended),
+                send_lag: left.saturating_duration_since(intended),
+                class,
+                order_id,
+            });
+            drop(slot);
+        });
+    }
+    // every slot back: every request has finished and recorded itself
+    let all = u32::try_from(config.max_in_flight).unwrap_or(u32::MAX);
+    let _ = slots.acquire_many(all).await;
+    stopped
+}
+
+/// `concurrency` loops sending back to back until `duration` is over.
+async fn closed_loop(
+    concurrency: usize,
+    duration: Duration,
+    seed: u64,
+    requester: Arc<Requester>,
+    shared: &Arc<Shared>,
+    start: Instant,
+    stop: &CancellationToken,
+) -> bool {
+    let deadline = start + duration;
+    let seq = Arc::new(AtomicU64::new(0));
+    let mut loops = tokio::task::JoinSet::new();
+    for n in 0..concurrency {
+        let (requester, shared, seq, stop) = (requester.clone(), shared.clone(), seq.clone(), stop.clone());
+        loops.spawn(async move {
+            let mut rng = StdRng::seed_from_u64(seed.wrapping_add(n as u64));
+            loop {
+                let left = Instant::now();
+                if left >= deadline || stop.is_cancelled() {
+                    break;
+                }
+                let body = requester.draw_body(&mut rng);
+                shared.sent.fetch_add(1, Ordering::Relaxed);
+                let (class, order_id) = requester.send(seq.fetch_add(1, Ordering::Relaxed), body).await;
+                shared.record(Sample {
+                    second: left.duration_since(start).as_secs() as u32,
+                    latency: left.elapsed(),
+                    send_lag: Duration::ZERO,
+                    class,
+                    order_id,
+                });
+            }
+        });
+    }
+    while loops.join_next().await.is_some() {}
+    stop.is_cancelled() && Instant::now() < deadline
+}
+
+/// Copy the totals into `progress` every [`PROGRESS_INTERVAL`] until `finished`, and once more then.
+async fn publish_progress(
+    shared: Arc<Shared>,
+    progress: watch::Sender<Progress>,
+    start: Instant,
+    finished: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let done = tokio::select! {
+            _ = finished.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        let (accepted, shed, errors) = {
+            let r = shared.lock();
+            (r.totals.accepted, r.totals.shed, r.totals.errors)
+        };
+        progress.send_modify(|p| {
+            p.elapsed = start.elapsed();
+            p.sent = shared.sent.load(Ordering::Relaxed);
+            p.accepted = accepted;
+            p.shed = shed;
+            p.errors = errors;
+        });
+        if done {
+            return;
+        }
+    }
+}

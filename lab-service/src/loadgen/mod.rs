@@ -1,0 +1,259 @@
+//! The load generator: open-loop constant arrival rate in stages (no
+//! coordinated omission), or closed-loop for benchmarks.
+//!
+//! **Open loop.** Every request has an *intended* send time computed from
+//! the stages alone ([`schedule::Schedule`]); its latency is measured from
+//! that time, not from when it actually left. When `max_in_flight` requests
+//! are outstanding the next send waits for a slot, leaves late (counted in
+//! `late_sends` when more than [`LATE_SEND_THRESHOLD`] late) and the wait
+//! shows up in its latency, so a slow server cannot hide its slowness by
+//! slowing the client down.
+//!
+//! **Closed loop.** `concurrency` loops send back to back for a duration;
+//! latency is measured from the actual send (there is no schedule to fall
+//! behind). This is what `wrk` does; it measures capacity, not latency.
+//!
+//! Targets: `POST {api_url}/orders` with a unique `Idempotency-Key` and a
+//! seeded body (201 accepted, 200 replayed, 503/429 shed, other 4xx
+//! rejected, everything else an error), or any `GET` URL (2xx accepted).
+//!
+//! Live counts go to a [`tokio::sync::watch`] channel of [`Progress`]
+//! (about five times a second) for a progress bar.
+
+pub mod cli;
+mod driver;
+pub mod http1;
+mod record;
+mod request;
+pub mod schedule;
+
+pub use driver::run_load;
+pub use record::{latency_histogram, ResponseClass, SecondStats};
+
+use crate::config::ConfigError;
+use crate::summary::Percentiles;
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A send that leaves more than this after its intended time is a late send.
+pub const LATE_SEND_THRESHOLD: Duration = Duration::from_millis(5);
+
+/// One stage of an open-loop run: a constant arrival rate for a while.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadStage {
+    /// Requests per second (0: a pause).
+    pub rate_per_sec: f64,
+    pub duration: Duration,
+}
+
+/// How requests are paced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoadMode {
+    /// Constant arrival rate per stage, whatever the server does.
+    OpenLoop { stages: Vec<LoadStage> },
+    /// `concurrency` loops, each sending its next request when the last one answered.
+    ClosedLoop { concurrency: usize, duration: Duration },
+}
+
+/// Where requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `POST {api_url}/orders` with a unique `Idempotency-Key` per request.
+    Orders { api_url: String },
+    /// `GET {url}` (benchmarks: a trivial endpoint).
+    Get { url: String },
+}
+
+/// Load settings independent of the target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadConfig {
+    pub mode: LoadMode,
+    /// Open loop: requests outstanding at most (the next send waits for a slot).
+    pub max_in_flight: usize,
+    /// A request without a complete answer by then is an error.
+    pub request_timeout: Duration,
+    /// Seed of the customers and amounts of generated orders.
+    pub seed: u64,
+}
+
+impl LoadConfig {
+    /// Open loop over `stages`, 256 in flight, 10 s request timeout.
+    pub fn open_loop(stages: Vec<LoadStage>) -> Self {
+        Self {
+            mode: LoadMode::OpenLoop { stages },
+            max_in_flight: 256,
+            request_timeout: Duration::from_secs(10),
+            seed: 1,
+        }
+    }
+
+    /// `concurrency` closed loops for `duration`.
+    pub fn closed_loop(concurrency: usize, duration: Duration) -> Self {
+        Self {
+            mode: LoadMode::ClosedLoop { concurrency, duration },
+            max_in_flight: concurrency.max(1),
+            request_timeout: Duration::from_secs(10),
+            seed: 1,
+        }
+    }
+
+    /// How long the load is meant to last.
+    pub fn planned_duration(&self) -> Duration {
+        match &self.mode {
+            LoadMode::OpenLoop { stages } => schedule::total_duration(stages),
+            LoadMode::ClosedLoop { duration, .. } => *duration,
+        }
+    }
+
+    /// Check the settings; the error names the field (`stages[1].ratePerSec`, `maxInFlight`, ...).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let problem = |field: &str, message: String| ConfigError {
+            field: field.to_string(),
+            message,
+        };
+        match &self.mode {
+            LoadMode::OpenLoop { stages } => {
+                if stages.is_empty() {
+                    return Err(problem("stages", "at least one stage is required".into()));
+                }
+                for (i, s) in stages.iter().enumerate() {
+                    if !s.rate_per_sec.is_finite() || s.rate_per_sec < 0.0 {
+                        return Err(problem(
+                            &format!("stages[{i}].ratePerSec"),
+                            format!("must be a finite number >= 0, got {}", s.rate_per_sec),
+                        ));
+                    }
+                    if s.duration.is_zero() {
+                        return Err(problem(&format!("stages[{i}].duration"), "must be above 0".into()));
+                    }
+                }
+                if schedule::total_sends(stages) == 0 {
+                    return Err(problem("stages", "the stages send nothing".into()));
+                }
+            }
+            LoadMode::ClosedLoop { concurrency, duration } => {
+                if *concurrency == 0 {
+                    return Err(problem("concurrency", "must be at least 1".into()));
+                }
+                if duration.is_zero() {
+                    return Err(problem("duration", "must be above 0".into()));
+                }
+            }
+        }
+        if self.max_in_flight == 0 {
+            return Err(problem("maxInFlight", "must be at least 1".into()));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(problem("requestTimeout", "must be above 0".into()));
+        }
+        Ok(())
+    }
+}
+
+/// What an experiment is doing right now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Phase {
+    #[default]
+    Starting,
+    Load,
+    Drain,
+    Audit,
+    Done,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Starting => "starting",
+            Phase::Load => "load",
+            Phase::Drain => "drain",
+            Phase::Audit => "audit",
+            Phase::Done => "done",
+        })
+    }
+}
+
+/// Live counts of a run, for a progress bar. The load generator fills the
+/// request counts; the observer the order outcomes, breaker and queue.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    /// Since the load started.
+    #[serde(rename = "elapsedSeconds", with = "secs_f64")]
+    pub elapsed: Duration,
+    /// Planned length of the load phase (the progress bar's 100%).
+    #[serde(rename = "plannedSeconds", with = "secs_f64")]
+    pub planned: Duration,
+    pub phase: Phase,
+    pub sent: u64,
+    pub accepted: u64,
+    pub shed: u64,
+    pub errors: u64,
+    pub paid: u64,
+    pub failed: u64,
+    pub dead_lettered: u64,
+    /// 0 closed, 1 open, 2 half-open.
+    pub breaker_state: i64,
+    pub queue_depth: i64,
+}
+
+mod secs_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What the load generator saw.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    /// Requests sent (every one got an answer, an error or a timeout).
+    pub sent: u64,
+    pub accepted: u64,
+    pub replayed: u64,
+    pub shed: u64,
+    pub rejected: u64,
+    pub errors: u64,
+    /// Open loop: sends that left more than [`LATE_SEND_THRESHOLD`] after their intended time.
+    pub late_sends: u64,
+    /// Ids of the orders the API accepted (201), in answer order.
+    pub accepted_ids: Vec<Uuid>,
+    /// Latency of every answer in microseconds (open loop: from the intended send time).
+    pub latency: Histogram<u64>,
+    /// Actual minus intended send time, in microseconds (closed loop: ~0).
+    pub send_lag: Histogram<u64>,
+    /// Counts and latency per second of intended send time.
+    pub seconds: Vec<SecondStats>,
+    /// From the start of the load until the last answer came in.
+    pub elapsed: Duration,
+    /// The load ended early because it was asked to stop.
+    pub stopped_early: bool,
+}
+
+impl LoadReport {
+    /// Answers per second of wall time over the whole load phase.
+    pub fn achieved_rate(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.sent as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// Latency percentiles in milliseconds.
+    pub fn latency_ms(&self) -> Percentiles {
+        Percentiles::from_micros(&self.latency)
+    }
+}

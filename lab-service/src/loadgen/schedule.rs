@@ -1,0 +1,158 @@
+//! The open-loop schedule: when each request is meant to leave, computed
+//! from the stages alone (never from how fast earlier requests came back),
+//! and the `rate:seconds,...` form of stages used on the command line.
+
+use super::LoadStage;
+use std::time::Duration;
+
+/// Number of sends a stage makes: every `i >= 0` with `i / rate < duration`.
+pub fn sends_in(stage: &LoadStage) -> u64 {
+    if !stage.rate_per_sec.is_finite() || stage.rate_per_sec <= 0.0 {
+        return 0;
+    }
+    let exact = stage.rate_per_sec * stage.duration.as_secs_f64();
+    // 100/s for 3 s is 300 sends even when the product is 300.00000000000006
+    (exact - 1e-9).ceil().max(0.0) as u64
+}
+
+/// Total sends of a schedule.
+pub fn total_sends(stages: &[LoadStage]) -> u64 {
+    stages.iter().map(sends_in).sum()
+}
+
+/// Total length of a schedule.
+pub fn total_duration(stages: &[LoadStage]) -> Duration {
+    stages.iter().map(|s| s.duration).sum()
+}
+
+/// The intended send offsets (since the load started) of an open-loop run,
+/// stage after stage, in order.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    stages: Vec<LoadStage>,
+    stage: usize,
+    index: u64,
+    stage_start: Duration,
+}
+
+impl Schedule {
+    pub fn new(stages: &[LoadStage]) -> Self {
+        Self {
+            stages: stages.to_vec(),
+            stage: 0,
+            index: 0,
+            stage_start: Duration::ZERO,
+        }
+    }
+}
+
+impl Iterator for Schedule {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        loop {
+            let stage = self.stages.get(self.stage)?;
+            if self.index < sends_in(stage) {
+                let offset = self.stage_start + Duration::from_secs_f64(self.index as f64 / stage.rate_per_sec);
+                self.index += 1;
+                return Some(offset);
+            }
+            self.stage_start += stage.duration;
+            self.stage += 1;
+            self.index = 0;
+        }
+    }
+}
+
+/// Parse `rate:seconds` pairs separated by commas (`50:10,100:20`). The
+/// error says which pair is wrong and why; callers prefix the flag name.
+pub fn parse_stages(raw: &str) -> Result<Vec<LoadStage>, String> {
+    let mut stages = Vec::new();
+    for (i, pair) in raw.split(',').enumerate() {
+        let pair = pair.trim();
+        let n = i + 1;
+        let (rate, secs) = pair
+            .split_once(':')
+            .ok_or_else(|| format!("stage {n} ({pair:?}) must be rate:seconds, e.g. 50:10"))?;
+        let rate: f64 = rate
+            .trim()
+            .parse()
+            .map_err(|_| format!("stage {n} ({pair:?}): rate {rate:?} is not a number"))?;
+        let secs: f64 = secs
+            .trim()
+            .parse()
+            .map_err(|_| format!("stage {n} ({pair:?}): seconds {secs:?} is not a number"))?;
+        let stage = stage(rate, secs).map_err(|m| format!("stage {n} ({pair:?}): {m}"))?;
+        stages.push(stage);
+    }
+    if total_sends(&stages) == 0 {
+        return Err("the stages send nothing: at least one needs a rate above 0".into());
+    }
+    Ok(stages)
+}
+
+/// One checked stage from a rate (per second) and a length (seconds).
+pub fn stage(rate_per_sec: f64, seconds: f64) -> Result<LoadStage, String> {
+    if !rate_per_sec.is_finite() || rate_per_sec < 0.0 {
+        return Err(format!(
+            "rate must be a number of requests per second >= 0, got {rate_per_sec}"
+        ));
+    }
+    if !seconds.is_finite() || seconds <= 0.0 || seconds > 7.0 * 24.0 * 3600.0 {
+        return Err(format!("seconds must be above 0 and at most a week, got {seconds}"));
+    }
+    Ok(LoadStage {
+        rate_per_sec,
+        duration: Duration::from_secs_f64(seconds),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(rate: f64, secs: f64) -> LoadStage {
+        stage(rate, secs).unwrap()
+    }
+
+    #[test]
+    fn a_constant_rate_sends_evenly_from_time_zero() {
+        let offsets: Vec<Duration> = Schedule::new(&[st(100.0, 3.0)]).collect();
+        assert_eq!(offsets.len(), 300);
+        assert_eq!(offsets[0], Duration::ZERO);
+        assert_eq!(offsets[1], Duration::from_millis(10));
+        assert_eq!(offsets[299], Duration::from_millis(2990));
+    }
+
+    #[test]
+    fn stages_follow_each_other_at_their_own_rate() {
+        let offsets: Vec<Duration> = Schedule::new(&[st(2.0, 1.0), st(0.0, 1.0), st(4.0, 1.0)]).collect();
+        let ms: Vec<u128> = offsets.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [0, 500, 2000, 2250, 2500, 2750]);
+        assert_eq!(total_sends(&[st(2.0, 1.0), st(0.0, 1.0), st(4.0, 1.0)]), 6);
+    }
+
+    #[test]
+    fn fractional_products_round_up_to_the_sends_that_fit() {
+        assert_eq!(sends_in(&st(0.5, 3.0)), 2); // at 0 s and 2 s
+        assert_eq!(sends_in(&st(3.0, 0.1)), 1);
+        assert_eq!(sends_in(&st(0.1, 30.0)), 3);
+    }
+
+    #[test]
+    fn stages_parse_from_rate_seconds_pairs() {
+        let stages = parse_stages("50:10, 100:20").unwrap();
+        assert_eq!(stages, vec![st(50.0, 10.0), st(100.0, 20.0)]);
+        assert_eq!(total_duration(&stages), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn bad_stages_say_which_pair_is_wrong() {
+        assert!(parse_stages("50").unwrap_err().contains("stage 1"));
+        assert!(parse_stages("50:10,x:5").unwrap_err().contains("stage 2"));
+        assert!(parse_stages("50:10,5:0").unwrap_err().contains("seconds"));
+        assert!(parse_stages("-1:10").unwrap_err().contains("rate"));
+        assert!(parse_stages("0:10").unwrap_err().contains("send nothing"));
+        assert!(parse_stages("").is_err());
+    }
+}

@@ -1,0 +1,486 @@
+//! The observer: once a second during a run (and at the end) it samples the
+//! database (orders by status, queue depth) and the lab's Prometheus
+//! `/metrics` endpoints (payment calls and failures, retries, breaker),
+//! summed across endpoints (the breaker state: the maximum). Counters are
+//! reported as deltas from a baseline taken before the load, so a
+//! long-lived lab gives per-run numbers.
+//!
+//! Point it at each process's endpoint once: in a single-process lab
+//! (`lab-service all`, the in-process test lab) the API's `/metrics`
+//! already holds the workers' series.
+
+use crate::error::Result;
+use crate::loadgen::{LoadReport, Progress};
+use crate::summary::TimelinePoint;
+use sqlx::PgPool;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use prom::{parse_text, ParseError, PromSample};
+
+/// The lab's counters and gauges read from its `/metrics` endpoints.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LabCounters {
+    /// `relab_payment_calls_total`
+    pub payment_calls: f64,
+    /// `relab_payment_failures_total` by `reason`
+    pub payment_failures: BTreeMap<String, f64>,
+    /// `relab_retry_loops_total` by `result`
+    pub retry_loops: BTreeMap<String, f64>,
+    /// `relab_retries_total`
+    pub retries: f64,
+    /// `relab_breaker_transitions_total`, keyed `from->to`
+    pub breaker_transitions: BTreeMap<String, f64>,
+    /// `relab_breaker_rejections_total` by `state`
+    pub breaker_rejections: BTreeMap<String, f64>,
+    /// `relab_breaker_state`, the maximum across endpoints (0 closed, 1 open, 2 half-open)
+    pub breaker_state: i64,
+}
+
+impl LabCounters {
+    /// Add one endpoint's samples to these totals.
+    pub fn add(&mut self, samples: &[PromSample]) {
+        for s in samples {
+            match s.name.as_str() {
+                "relab_payment_calls_total" => self.payment_calls += s.value,
+                "relab_payment_failures_total" => {
+                    *self.payment_failures.entry(s.label("reason")).or_default() += s.value
+                }
+                "relab_retry_loops_total" => *self.retry_loops.entry(s.label("result")).or_default() += s.value,
+                "relab_retries_total" => self.retries += s.value,
+                "relab_breaker_transitions_total" => {
+                    let key = format!("{}->{}", s.label("from"), s.label("to"));
+                    *self.breaker_transitions.entry(key).or_default() += s.value;
+                }
+                "relab_breaker_rejections_total" => {
+                    *self.breaker_rejections.entry(s.label("state")).or_default() += s.value
+                }
+                "relab_breaker_state" if s.value.is_finite() => {
+                    self.breaker_state = self.breaker_state.max(s.value as i64)
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Counter `now - then`, never negative (a restarted process resets its counters).
+pub fn delta(now: f64, then: f64) -> u64 {
+    (now - then).max(0.0).round() as u64
+}
+
+/// Per-key deltas, keeping only keys that moved.
+pub fn delta_map(now: &BTreeMap<String, f64>, then: &BTreeMap<String, f64>) -> BTreeMap<String, u64> {
+    now.iter()
+        .map(|(k, v)| (k.clone(), delta(*v, then.get(k).copied().unwrap_or(0.0))))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+/// One observation of the lab.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Since the load started (zero for the baseline).
+    pub offset: Duration,
+    /// Every order in the database by status (cumulative).
+    pub orders_by_status: BTreeMap<String, i64>,
+    /// Jobs queued or running.
+    pub queue_depth: i64,
+    pub counters: LabCounters,
+}
+
+impl Snapshot {
+    pub fn orders(&self, status: &str) -> i64 {
+        self.orders_by_status.get(status).copied().unwrap_or(0)
+    }
+}
+
+/// Samples the database and the metrics endpoints.
+#[derive(Debug, Clone)]
+pub struct Observer {
+    pool: PgPool,
+    http: reqwest::Client,
+    metrics_urls: Vec<String>,
+}
+
+impl Observer {
+    pub fn new(pool: PgPool, http: reqwest::Client, metrics_urls: Vec<String>) -> Self {
+        Self {
+            pool,
+            http,
+            metrics_urls,
+        }
+    }
+
+    /// Read and sum every metrics endpoint; an unreachable or unparsable one is an error.
+    pub async fn scrape(&self) -> Result<LabCounters> {
+        let mut counters = LabCounters::default();
+        for url in &self.metrics_urls {
+            let text = self
+                .http
+                .get(url)
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| crate::Error::Other(format!("metrics endpoint {url}: {e}")))?
+                .text()
+                .await?;
+            let samples = parse_text(&text).map_err(|e| crate::Error::Other(format!("metrics endpoint {url}: {e}")))?;
+            counters.add(&samples);
+        }
+        Ok(counters)
+    }
+
+    /// Orders by status and the queue depth, from the database.
+    pub async fn sample_database(&self) -> Result<(BTreeMap<String, i64>, i64)> {
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, count(*) FROM orders GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        let (depth,): (i64,) = sqlx::query_as("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((rows.into_iter().collect(), depth))
+    }
+
+    /// One full observation; any failure is an error (use for the baseline).
+    pub async fn snapshot(&self, offset: Duration) -> Result<Snapshot> {
+        let (orders_by_status, queue_depth) = self.sample_database().await?;
+        let counters = self.scrape().await?;
+        Ok(Snapshot {
+            offset,
+            orders_by_status,
+            queue_depth,
+            counters,
+        })
+    }
+
+    /// One observation during the run: a part that cannot be read keeps the
+    /// previous value (and logs a warning) rather than ending the run.
+    pub async fn snapshot_or_previous(&self, offset: Duration, previous: &Snapshot) -> Snapshot {
+        let mut next = previous.clone();
+        next.offset = offset;
+        match self.sample_database().await {
+            Ok((orders, depth)) => {
+                next.orders_by_status = orders;
+                next.queue_depth = depth;
+            }
+            Err(e) => tracing::warn!(error = %e, "sampling the database failed"),
+        }
+        match self.scrape().await {
+            Ok(counters) => next.counters = counters,
+            Err(e) => tracing::warn!(error = %e, "scraping metrics failed"),
+        }
+        next
+    }
+
+    /// Observe once a second from `start` until `done` is cancelled; keeps
+    /// `progress` current (order outcomes since `baseline`, breaker, queue).
+    /// Returns one snapshot per second.
+    pub async fn every_second(
+        &self,
+        baseline: &Snapshot,
+        start: Instant,
+        progress: &watch::Sender<Progress>,
+        done: &CancellationToken,
+    ) -> Vec<Snapshot> {
+        let mut samples: Vec<Snapshot> = Vec::new();
+        let mut tick = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = done.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let previous = samples.last().unwrap_or(baseline);
+            let next = self.snapshot_or_previous(start.elapsed(), previous).await;
+            publish(progress, baseline, &next, start);
+            samples.push(next);
+        }
+        samples
+    }
+}
+
+/// Copy an observation into the live progress.
+pub fn publish(progress: &watch::Sender<Progress>, baseline: &Snapshot, now: &Snapshot, start: Instant) {
+    let since = |status: &str| (now.orders(status) - baseline.orders(status)).max(0) as u64;
+    progress.send_modify(|p| {
+        p.elapsed = start.elapsed();
+        p.paid = since("paid");
+        p.failed = since("failed");
+        p.dead_lettered = since("dead_lettered");
+        p.breaker_state = now.counters.breaker_state;
+        p.queue_depth = now.queue_depth;
+    });
+}
+
+/// One point per second: request counts and API latency from the load
+/// generator (by intended send second), order outcomes, payment calls,
+/// breaker state and queue depth from the snapshots (each the change since
+/// the one before; the first since `baseline`). As long as the longer of the two.
+pub fn timeline(load: &LoadReport, baseline: &Snapshot, samples: &[Snapshot]) -> Vec<TimelinePoint> {
+    let len = load.seconds.len().max(samples.len());
+    (0..len)
+        .map(|i| {
+            let mut point = TimelinePoint {
+                second: i as u32,
+                ..TimelinePoint::default()
+            };
+            if let Some(s) = load.seconds.get(i) {
+                point.sent = s.sent;
+                point.accepted = s.accepted;
+                point.shed = s.shed;
+                point.errors = s.errors;
+                point.api_p50_ms = s.latency_ms(0.5);
+                point.api_p99_ms = s.latency_ms(0.99);
+            }
+            if let Some(now) = samples.get(i) {
+                let before = if i == 0 { baseline } else { &samples[i - 1] };
+                let moved = |status: &str| (now.orders(status) - before.orders(status)).max(0) as u64;
+                point.paid = moved("paid");
+                point.failed = moved("failed");
+                point.dead_lettered = moved("dead_lettered");
+                point.payment_calls = delta(now.counters.payment_calls, before.counters.payment_calls);
+                point.breaker_state = now.counters.breaker_state;
+                point.queue_depth = now.queue_depth;
+            }
+            point
+        })
+        .collect()
+}
+
+/// A small parser of the Prometheus text exposition format (0.0.4): one
+/// sample per line, `name{label="value",...} value [timestamp]`; comments
+/// (`# HELP`, `# TYPE`, anything after `#`) and blank lines are skipped.
+mod prom {
+    use std::fmt;
+
+    /// One sample line.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct PromSample {
+        pub name: String,
+        pub labels: Vec<(String, String)>,
+        pub value: f64,
+    }
+
+    impl PromSample {
+        /// A label's value, empty when absent.
+        pub fn label(&self, name: &str) -> String {
+            self.labels
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        }
+    }
+
+    /// A line that is not a sample, with its 1-based number.
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    #[error("line {line}: {message}")]
+    pub struct ParseError {
+        pub line: usize,
+        pub message: String,
+    }
+
+    /// Parse a whole exposition.
+    pub fn parse_text(text: &str) -> Result<Vec<PromSample>, ParseError> {
+        let mut out = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            out.push(parse_line(line).map_err(|message| ParseError { line: i + 1, message })?);
+        }
+        Ok(out)
+    }
+
+    fn is_name_char(c: char, first: bool) -> bool {
+        c.is_ascii_alphabetic() || c == '_' || c == ':' || (!first && c.is_ascii_digit())
+    }
+
+    fn parse_line(line: &str) -> Result<PromSample, String> {
+        let name_end = line
+            .char_indices()
+            .find(|&(i, c)| !is_name_char(c, i == 0))
+            .map_or(line.len(), |(i, _)| i);
+        if name_end == 0 {
+            return Err(format!("expected a metric name in {line:?}"));
+        }
+        let name = line[..name_end].to_string();
+        let mut rest = &line[name_end..];
+        let mut labels = Vec::new();
+        if let Some(after) = rest.strip_prefix('{') {
+            rest = parse_labels(after, &mut labels)?;
+        }
+        let mut fields = rest.split_whitespace();
+        let raw = fields.next().ok_or_else(|| format!("{name}: missing value"))?;
+        let value = parse_value(raw).ok_or_else(|| format!("{name}: {raw:?} is not a number"))?;
+        if let Some(ts) = fields.next() {
+            ts.parse::<i64>().map_err(|_| format!("{name}: bad timestamp {ts:?}"))?;
+        }
+        if fields.next().is_some() {
+            return Err(format!("{name}: unexpected text after the value"));
+        }
+        Ok(PromSample { name, labels, value })
+    }
+
+    /// Labels after the `{`; returns what follows the closing `}`.
+    fn parse_labels<'a>(mut s: &'a str, labels: &mut Vec<(String, String)>) -> Result<&'a str, String> {
+        loop {
+            s = s.trim_start();
+            if let Some(after) = s.strip_prefix('}') {
+                return Ok(after);
+            }
+            let eq = s.find('=').ok_or("label without '='")?;
+            let key = s[..eq].trim();
+            if key.is_empty()
+                || !key
+                    .chars()
+                    .enumerate()
+                    .all(|(i, c)| is_name_char(c, i == 0) && c != ':')
+            {
+                return Err(format!("bad label name {key:?}"));
+            }
+            s = s[eq + 1..].trim_start();
+            s = s
+                .strip_prefix('"')
+                .ok_or_else(|| format!("label {key}: value must be quoted"))?;
+            let mut value = String::new();
+            let mut chars = s.char_indices();
+            let end = loop {
+                match chars.next() {
+                    None => return Err(format!("label {key}: unterminated value")),
+                    Some((i, '"')) => break i,
+                    Some((_, '\\')) => match chars.next() {
+                        Some((_, 'n')) => value.push('\n'),
+                        Some((_, c @ ('\\' | '"'))) => value.push(c),
+                        Some((_, c)) => {
+                            value.push('\\');
+                            value.push(c);
+                        }
+                        None => return Err(format!("label {key}: unterminated value")),
+                    },
+                    Some((_, c)) => value.push(c),
+                }
+            };
+            labels.push((key.to_string(), value));
+            s = s[end + 1..].trim_start();
+            if let Some(after) = s.strip_prefix(',') {
+                s = after;
+            } else if !s.starts_with('}') {
+                return Err(format!("label {key}: expected ',' or '}}'"));
+            }
+        }
+    }
+
+    fn parse_value(raw: &str) -> Option<f64> {
+        match raw {
+            "NaN" => Some(f64::NAN),
+            "+Inf" | "Inf" => Some(f64::INFINITY),
+            "-Inf" => Some(f64::NEG_INFINITY),
+            _ => raw.parse().ok(),
+        }
+    }
+
+    impl fmt::Display for PromSample {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{}{:?} {}", self.name, self.labels, self.value)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXPOSITION: &str = r#"# HELP relab_payment_calls_total Payment calls made (each attempt)
+# TYPE relab_payment_calls_total counter
+relab_payment_calls_total 17
+# HELP relab_payment_failures_total Failed payment calls by reason
+# TYPE relab_payment_failures_total counter
+relab_payment_failures_total{reason="status_5xx"} 5
+relab_payment_failures_total{reason="timeout"} 2
+relab_breaker_transitions_total{from="closed",to="open"} 1
+relab_breaker_transitions_total{to="half_open", from="open",} 1
+relab_breaker_state 2
+relab_http_request_duration_seconds_bucket{route="/orders",method="POST",le="+Inf"} 40 1700000000000
+relab_http_request_duration_seconds_sum{route="/orders",method="POST"} 1.5e-2
+
+"#;
+
+    #[test]
+    fn parses_names_labels_values_and_skips_comments() {
+        let samples = parse_text(EXPOSITION).unwrap();
+        assert_eq!(samples.len(), 8);
+        assert_eq!(samples[0].name, "relab_payment_calls_total");
+        assert!(samples[0].labels.is_empty());
+        assert_eq!(samples[0].value, 17.0);
+        assert_eq!(samples[1].label("reason"), "status_5xx");
+        assert_eq!(samples[4].label("from"), "open", "labels in any order, trailing comma");
+        assert_eq!(samples[6].label("le"), "+Inf");
+        assert_eq!(samples[6].value, 40.0, "the timestamp is not the value");
+        assert_eq!(samples[7].value, 0.015);
+    }
+
+    #[test]
+    fn label_values_may_hold_escapes_commas_and_braces() {
+        let s = parse_text(r#"m{path="/a,b}",msg="say \"hi\"\n",back="c:\\x"} NaN"#).unwrap();
+        assert_eq!(s[0].label("path"), "/a,b}");
+        assert_eq!(s[0].label("msg"), "say \"hi\"\n");
+        assert_eq!(s[0].label("back"), "c:\\x");
+        assert!(s[0].value.is_nan());
+        let inf = parse_text("a +Inf\nb -Inf\nc{} 3").unwrap();
+        assert_eq!(
+            inf.iter().map(|s| s.value).collect::<Vec<_>>(),
+            [f64::INFINITY, f64::NEG_INFINITY, 3.0]
+        );
+    }
+
+    #[test]
+    fn malformed_lines_are_errors_with_their_line_number() {
+        for bad in [
+            "m{a=\"1\" 2",
+            "m{a=1} 2",
+            "m{a=\"1\"",
+            "m",
+            "m abc",
+            "{a=\"1\"} 2",
+            "m 1 2 3",
+        ] {
+            let text = format!("# comment\n{bad}");
+            let err = parse_text(&text).unwrap_err();
+            assert_eq!(err.line, 2, "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn counters_sum_across_endpoints_and_the_breaker_state_is_the_maximum() {
+        let mut c = LabCounters::default();
+        c.add(&parse_text(EXPOSITION).unwrap());
+        c.add(
+            &parse_text(
+                "relab_payment_calls_total 3\nrelab_breaker_state 0\nrelab_retry_loops_total{result=\"gave_up\"} 4",
+            )
+            .unwrap(),
+        );
+        assert_eq!(c.payment_calls, 20.0);
+        assert_eq!(c.payment_failures["timeout"], 2.0);
+        assert_eq!(c.breaker_transitions["closed->open"], 1.0);
+        assert_eq!(c.breaker_transitions["open->half_open"], 1.0);
+        assert_eq!(c.retry_loops["gave_up"], 4.0);
+        assert_eq!(c.breaker_state, 2);
+    }
+
+    #[test]
+    fn deltas_are_per_run_and_never_negative() {
+        assert_eq!(delta(10.0, 4.0), 6);
+        assert_eq!(delta(1.0, 4.0), 0, "a restarted process");
+        let then = BTreeMap::from([("timeout".to_string(), 2.0)]);
+        let now = BTreeMap::from([("timeout".to_string(), 2.0), ("status_5xx".to_string(), 3.0)]);
+        assert_eq!(delta_map(&now, &then), BTreeMap::from([("status_5xx".to_string(), 3)]));
+    }
+}
