@@ -176,6 +176,26 @@ async fn drop_database(s: &Settings, name: &str) {
     }
 }
 
+/// Transactions committed or rolled back in this database so far (the
+/// cumulative statistics; backends report them at exit at the latest).
+async fn db_xacts(pool: &PgPool) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Let backends that just exited report their statistics.
+async fn xacts_after_exit(url: &str) -> Result<i64> {
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
+    sqlx::query("SELECT pg_stat_clear_snapshot()").execute(&pool).await?;
+    let n = db_xacts(&pool).await;
+    pool.close().await;
+    n
+}
+
 struct LabRun {
     seconds: f64,
     paid_per_sec: f64,
@@ -191,6 +211,8 @@ struct LabRun {
     machine_cpu_cores: f64,
     payment_calls: u64,
     post_retries: usize,
+    /// Database transactions per paid order (every session of the lab, including the bench's observer).
+    xacts_per_order: f64,
 }
 
 struct Lab {
@@ -343,6 +365,8 @@ async fn run_lab(s: &Settings, url: &str, cpu: &CpuClock) -> Result<LabRun> {
         wait_until_paid(&observer, &pool, s.warmup as i64, Duration::from_secs(60), &mut samples).await?;
     }
     let calls_before = lab.metrics.pipeline.payment_calls.get();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let xacts_before = db_xacts(&observer).await?;
     samples.clear();
 
     eprintln!(
@@ -386,6 +410,8 @@ async fn run_lab(s: &Settings, url: &str, cpu: &CpuClock) -> Result<LabRun> {
     let payment_calls = lab.metrics.pipeline.payment_calls.get() - calls_before;
     observer.close().await;
     lab.stop().await?;
+    pool.close().await;
+    let xacts = xacts_after_exit(url).await? - xacts_before;
 
     let n = samples.len().max(1) as f64;
     Ok(LabRun {
@@ -402,6 +428,7 @@ async fn run_lab(s: &Settings, url: &str, cpu: &CpuClock) -> Result<LabRun> {
         machine_cpu_cores: (cpu_after.1 - cpu_before.1) / polled,
         payment_calls,
         post_retries,
+        xacts_per_order: xacts as f64 / s.orders as f64,
     })
 }
 
@@ -411,6 +438,7 @@ struct PgbenchRun {
     failed: String,
     latency_ms: String,
     paid: i64,
+    xacts_per_order: f64,
     machine_cpu_cores: f64,
     command: String,
 }
@@ -441,6 +469,7 @@ fn field<'a>(out: &'a str, prefix: &str) -> Option<&'a str> {
 async fn run_pgbench(s: &Settings, url: &str, cpu: &CpuClock) -> Result<PgbenchRun> {
     // the schema: the app's own migrations
     lab_service::db::connect_and_migrate(url, 1).await?.close().await;
+    let xacts_before = xacts_after_exit(url).await?;
     let script = script_path()?;
     let args = pgbench_args(s, &script.to_string_lossy(), url);
     eprintln!(
@@ -474,6 +503,7 @@ async fn run_pgbench(s: &Settings, url: &str, cpu: &CpuClock) -> Result<PgbenchR
         .unwrap_or("?")
         .to_string();
     let latency_ms = field(&stdout, "latency average =").unwrap_or("?").to_string();
+    let xacts = xacts_after_exit(url).await? - xacts_before;
     let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
     let paid: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'paid'")
         .fetch_one(&pool)
@@ -491,6 +521,7 @@ async fn run_pgbench(s: &Settings, url: &str, cpu: &CpuClock) -> Result<PgbenchR
         failed,
         latency_ms,
         paid,
+        xacts_per_order: xacts as f64 / transactions.max(1) as f64,
         machine_cpu_cores: (after.1 - before.1) / elapsed,
         command: shown.join(" "),
     })
@@ -573,13 +604,14 @@ async fn main() -> Result<()> {
         s.orders, lab.seconds, s.clients, s.workers, s.bulkhead, s.pool, s.warmup
     );
     println!(
-        "         POSTs answered after {:.2} s ({:.0}/s, {} re-sent); e2e p50 {:.1} ms, p99 {:.1} ms; {} payment calls",
+        "         POSTs answered after {:.2} s ({:.0}/s, {} re-sent); e2e p50 {:.1} ms, p99 {:.1} ms; {} payment calls; {:.2} DB transactions per order",
         lab.post_seconds,
         s.orders as f64 / lab.post_seconds,
         lab.post_retries,
         lab.e2e_p50_ms,
         lab.e2e_p99_ms,
-        lab.payment_calls
+        lab.payment_calls,
+        lab.xacts_per_order
     );
     println!(
         "         jobs queued: mean {:.1}, max {}; running: mean {:.1} of {} workers; idle pool connections: mean {:.1} of {}",
@@ -590,8 +622,8 @@ async fn main() -> Result<()> {
         lab.own_cpu_cores, lab.machine_cpu_cores
     );
     println!(
-        "pgbench: {} transactions ({} paid orders), failed {}, latency average {}; CPU: machine {:.2} of {cores}",
-        pgb.transactions, pgb.paid, pgb.failed, pgb.latency_ms, pgb.machine_cpu_cores
+        "pgbench: {} transactions ({} paid orders), failed {}, latency average {}; {:.2} DB transactions per order; CPU: machine {:.2} of {cores}",
+        pgb.transactions, pgb.paid, pgb.failed, pgb.latency_ms, pgb.xacts_per_order, pgb.machine_cpu_cores
     );
     println!();
     println!("commands:");

@@ -48,7 +48,17 @@ fn main() -> ExitCode {
             let args: Vec<&str> = rest.collect();
             let manifest = args.first().copied().unwrap_or("deploy/examples/flaky-payments.yaml");
             let status = cargo()
-                .args(["run", "--quiet", "-p", "relab-operator", "--bin", "relab", "--", "run", manifest])
+                .args([
+                    "run",
+                    "--quiet",
+                    "-p",
+                    "relab-operator",
+                    "--bin",
+                    "relab",
+                    "--",
+                    "run",
+                    manifest,
+                ])
                 .args(args.iter().skip(1))
                 .current_dir(root())
                 .status();

@@ -217,6 +217,14 @@ pub fn render(
     let pts = |f: &dyn Fn(&TimelinePoint) -> f64| -> Vec<(f64, f64)> {
         timeline.iter().map(|p| (f64::from(p.second) + 1.0, f(p))).collect()
     };
+    // latency exists only for seconds in which requests were sent (none while draining)
+    let sampled = |f: &dyn Fn(&TimelinePoint) -> f64| -> Vec<(f64, f64)> {
+        timeline
+            .iter()
+            .filter(|p| p.sent > 0)
+            .map(|p| (f64::from(p.second) + 1.0, f(p)))
+            .collect()
+    };
     let latency = line_chart(
         "Order API latency (from intended send time)",
         "ms",
@@ -225,13 +233,13 @@ pub fn render(
             Series {
                 name: "p50",
                 color: "#2e86ab",
-                points: pts(&|p| p.api_p50_ms),
+                points: sampled(&|p| p.api_p50_ms),
                 step: false,
             },
             Series {
                 name: "p99",
                 color: "#a23b72",
-                points: pts(&|p| p.api_p99_ms),
+                points: sampled(&|p| p.api_p99_ms),
                 step: false,
             },
         ],
