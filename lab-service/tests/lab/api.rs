@@ -200,25 +200,9 @@ async fn orders_are_read_one_by_one_and_in_filtered_pages() {
     let one = lab.get_order(ids[0]).await;
     assert_eq!(one.amount_cents, 100);
 
-    let page1: Value = lab
-        .http
-        .get(format!("{}/orders?limit=2", lab.api_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page1: Value = lab.get_json("/orders?limit=2").await;
     let after = page1["nextAfter"].as_str().expect("more pages");
-    let page2: Value = lab
-        .http
-        .get(format!("{}/orders?limit=2&after={after}", lab.api_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page2: Value = lab.get_json(&format!("/orders?limit=2&after={after}")).await;
     let got: Vec<&str> = page1["items"]
         .as_array()
         .unwrap()
@@ -229,38 +213,15 @@ async fn orders_are_read_one_by_one_and_in_filtered_pages() {
     let want: Vec<String> = ids[..4].iter().map(|i| i.to_string()).collect();
     assert_eq!(got, want, "pages follow creation order");
 
-    let failed: Value = lab
-        .http
-        .get(format!("{}/orders?status=failed", lab.api_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let failed: Value = lab.get_json("/orders?status=failed").await;
     assert_eq!(failed["items"].as_array().unwrap().len(), 1);
     assert!(failed.get("nextAfter").is_none());
 
-    let missing = lab
-        .http
-        .get(format!("{}/orders/{}", lab.api_url, Uuid::new_v4()))
-        .send()
-        .await
-        .unwrap();
+    let missing = lab.get(&format!("/orders/{}", Uuid::new_v4())).await;
     assert_eq!(missing.status(), 404);
-    let bad = lab
-        .http
-        .get(format!("{}/orders/not-a-uuid", lab.api_url))
-        .send()
-        .await
-        .unwrap();
+    let bad = lab.get("/orders/not-a-uuid").await;
     assert_eq!(bad.status(), 400);
-    let bad_status = lab
-        .http
-        .get(format!("{}/orders?status=lost", lab.api_url))
-        .send()
-        .await
-        .unwrap();
+    let bad_status = lab.get("/orders?status=lost").await;
     assert_eq!(bad_status.status(), 400);
     let v: Value = bad_status.json().await.unwrap();
     assert_eq!(v["error"]["field"], "status");

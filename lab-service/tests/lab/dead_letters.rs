@@ -21,15 +21,7 @@ async fn exhausted_jobs_are_dead_lettered_listed_and_replayed_to_paid() {
     lab.wait_for_status(order.id, "dead_lettered", Duration::from_secs(15))
         .await;
 
-    let list: Value = lab
-        .http
-        .get(format!("{}/dead-letters", lab.api_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = lab.get_json("/dead-letters").await;
     let items = list["items"].as_array().unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["orderId"], order.id.to_string());
@@ -46,40 +38,17 @@ async fn exhausted_jobs_are_dead_lettered_listed_and_replayed_to_paid() {
 
     // the dependency recovers; the operator replays the dead letter
     lab.set_faults(json!({"base": {}})).await;
-    let replay = lab
-        .http
-        .post(format!("{}/dead-letters/{}/replay", lab.api_url, order.id))
-        .send()
-        .await
-        .unwrap();
+    let replay = lab.post(&format!("/dead-letters/{}/replay", order.id)).await;
     assert_eq!(replay.status(), 202);
     lab.wait_for_status(order.id, "paid", Duration::from_secs(10)).await;
 
     let ledger = lab.ledger().await;
     assert_eq!(ledger.iter().filter(|c| c.order_id == order.id).count(), 1);
-    let list: Value = lab
-        .http
-        .get(format!("{}/dead-letters", lab.api_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = lab.get_json("/dead-letters").await;
     assert!(list["items"].as_array().unwrap().is_empty());
-    let again = lab
-        .http
-        .post(format!("{}/dead-letters/{}/replay", lab.api_url, order.id))
-        .send()
-        .await
-        .unwrap();
+    let again = lab.post(&format!("/dead-letters/{}/replay", order.id)).await;
     assert_eq!(again.status(), 409, "a paid order is not a dead letter");
-    let unknown = lab
-        .http
-        .post(format!("{}/dead-letters/{}/replay", lab.api_url, Uuid::new_v4()))
-        .send()
-        .await
-        .unwrap();
+    let unknown = lab.post(&format!("/dead-letters/{}/replay", Uuid::new_v4())).await;
     assert_eq!(unknown.status(), 404);
     lab.stop().await;
 }

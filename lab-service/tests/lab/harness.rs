@@ -234,6 +234,29 @@ impl TestLab {
         }
     }
 
+    /// `GET {api}{path}`.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.api_url))
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    /// `GET {api}{path}` as JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.get(path).await.json().await.expect("JSON body")
+    }
+
+    /// `POST {api}{path}` without a body.
+    pub async fn post(&self, path: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.api_url))
+            .send()
+            .await
+            .expect("POST")
+    }
+
     pub async fn set_faults(&self, faults: Value) {
         let resp = self
             .http

@@ -25,15 +25,7 @@ async fn a_thousand_distinct_orders_make_one_series_per_route_and_promtool_accep
             l.get_order(*id).await;
         })
         .await;
-    let text = lab
-        .http
-        .get(format!("{}/metrics", lab.api_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = lab.get("/metrics").await.text().await.unwrap();
 
     let series: Vec<&str> = text
         .lines()
