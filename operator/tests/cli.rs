@@ -102,3 +102,85 @@ fn the_readme_command_runs_an_example_on_an_ephemeral_postgres_and_writes_the_re
     assert!(!html.contains("<script"), "the report needs no scripts or network");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_missing_postgres_is_exit_2_with_a_message_that_says_how_to_install_it() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/baseline.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_relab"))
+        .args(["run", example, "--quiet"])
+        .env("RELAB_PG_BIN", "/nonexistent")
+        .env_remove("RELAB_DATABASE_URL")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("PostgreSQL server binaries") && stderr.contains("scripts/setup.sh"),
+        "{stderr}"
+    );
+}
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
+#[test]
+fn ctrl_c_stops_the_run_and_removes_the_ephemeral_postgres() {
+    let tmp = std::env::temp_dir().join(format!("relab-sigint-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    // runuser'd postgres must be able to reach its data directory
+    Command::new("chmod")
+        .args(["755", tmp.to_str().unwrap()])
+        .status()
+        .unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/baseline.yaml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relab"))
+        .args(["run", example, "--quiet", "--output", tmp.join("out").to_str().unwrap()])
+        .env("TMPDIR", &tmp)
+        .env_remove("RELAB_DATABASE_URL")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // wait until the ephemeral server is up, then interrupt mid-load
+    let started = std::time::Instant::now();
+    while processes_mentioning(tmp.to_str().unwrap())
+        .iter()
+        .all(|c| !c.contains("postgres"))
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "postgres never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().starts_with("relab-pg-"))
+        .collect();
+    assert!(left.is_empty(), "ephemeral Postgres directory left behind: {left:?}");
+    assert!(
+        processes_mentioning(tmp.to_str().unwrap()).is_empty(),
+        "processes left behind"
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+}

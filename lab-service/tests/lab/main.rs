@@ -5,6 +5,7 @@ mod harness;
 
 mod api;
 mod breaker;
+mod bulkhead;
 mod dead_letters;
 mod loadgen;
 mod metrics;

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 #[derive(Debug, thiserror::Error)]
 pub enum PostgresError {
     #[error(
-        "PostgreSQL server binaries (initdb, pg_ctl) not found in /usr/lib/postgresql/*/bin or PATH: \
+        "PostgreSQL server binaries (initdb, pg_ctl) not found in $RELAB_PG_BIN, /usr/lib/postgresql/*/bin or PATH: \
          install them with `bash scripts/setup.sh` (Debian: apt-get install postgresql) or pass --database-url"
     )]
     NotInstalled,
@@ -26,7 +26,12 @@ pub struct EphemeralPostgres {
     port: u16,
 }
 
+/// `RELAB_PG_BIN` names the directory of initdb/pg_ctl explicitly.
 fn find_bin_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("RELAB_PG_BIN") {
+        let dir = PathBuf::from(dir);
+        return (dir.join("initdb").exists() && dir.join("pg_ctl").exists()).then_some(dir);
+    }
     let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
