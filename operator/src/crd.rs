@@ -493,7 +493,7 @@ fn default_secret_key() -> String {
 }
 
 /// The SLOs that decide the verdict. Absent objectives are not checked.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ObjectivesSpec {
     /// Minimum share of accepted orders that end paid.
@@ -518,18 +518,6 @@ pub struct ObjectivesSpec {
 
 fn zero() -> u64 {
     0
-}
-
-impl Default for ObjectivesSpec {
-    fn default() -> Self {
-        Self {
-            success_ratio: None,
-            api_latency: Vec::new(),
-            end_to_end_latency: Vec::new(),
-            max_double_charges: 0,
-            max_lost_orders: 0,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

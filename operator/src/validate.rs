@@ -322,7 +322,7 @@ pub fn validate(spec: &ReliabilityExperimentSpec) -> Vec<FieldError> {
         ("endToEndLatency", &spec.objectives.end_to_end_latency),
     ] {
         for (i, o) in list.iter().enumerate() {
-            if !(o.max_ms >= 0.0) {
+            if o.max_ms.is_nan() || o.max_ms < 0.0 {
                 p.add(
                     format!("spec.objectives.{name}[{i}].maxMs"),
                     format!("must be at least 0, got {}", o.max_ms),

@@ -141,7 +141,7 @@ fn ctrl_c_stops_the_run_and_removes_the_ephemeral_postgres() {
         .status()
         .unwrap();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/baseline.yaml");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_relab"))
+    let child = Command::new(env!("CARGO_BIN_EXE_relab"))
         .args(["run", example, "--quiet", "--output", tmp.join("out").to_str().unwrap()])
         .env("TMPDIR", &tmp)
         .env_remove("RELAB_DATABASE_URL")
