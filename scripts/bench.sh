@@ -5,6 +5,7 @@
 #
 #   scripts/bench.sh            # every bench
 #   scripts/bench.sh pipeline   # order pipeline vs pgbench (same SQL, same server)
+#   scripts/bench.sh loadgen    # load generator vs wrk (same endpoint, same run)
 #
 # Knobs are environment variables, documented in each bench (e.g.
 # RELAB_BENCH_ORDERS, RELAB_BENCH_CLIENTS for the pipeline bench).
@@ -18,17 +19,21 @@ pipeline() {
   cargo bench -p lab-service --bench pipeline
 }
 
-# loadgen() { ... }   # placeholder: load generator vs wrk (added by the load generator work)
+loadgen() {
+  say "load generator vs wrk on the same endpoint (lab-service/benches/loadgen.rs)"
+  command -v "${RELAB_WRK:-wrk}" >/dev/null 2>&1 || { say "wrk not found: run scripts/setup.sh"; exit 2; }
+  cargo bench -p lab-service --bench loadgen
+}
 
 case "${1:-all}" in
   pipeline) pipeline ;;
-  # loadgen) loadgen ;;   # placeholder, see above
+  loadgen) loadgen ;;
   all)
     pipeline
-    # loadgen   # placeholder, see above
+    loadgen
     ;;
   *)
-    say "unknown bench ${1:-}; known: pipeline"
+    say "unknown bench ${1:-}; known: pipeline, loadgen"
     exit 2
     ;;
 esac

@@ -15,11 +15,14 @@
 //!    first POST until the last of them is `paid` (its `finished_at`).
 //! 2. pgbench: a second fresh database with the same schema (the app's
 //!    migrations), the custom script with the same client count.
-//! 3. A markdown table row, the commands and the machine; both databases are dropped.
+//! 3. A markdown table row (rates and ratio), the same comparison in CPU per
+//!    order, probes of where the lab spends its time, the commands and the
+//!    machine; both databases are dropped (also on failure, SIGINT, SIGTERM).
 //!
 //! Knobs (environment): `RELAB_BENCH_ORDERS` (20000), `RELAB_BENCH_CLIENTS` (32),
 //! `RELAB_BENCH_WORKERS` (worker concurrency, 16), `RELAB_BENCH_BULKHEAD` (32),
-//! `RELAB_BENCH_POOL` (DB pool of the API + workers, 32), `RELAB_BENCH_WARMUP`
+//! `RELAB_BENCH_POOL` (the one DB pool of API + workers, 48: a connection per
+//! client plus one per worker loop; see docs/benchmarks.md), `RELAB_BENCH_WARMUP`
 //! (1000 orders), `RELAB_BENCH_PGBENCH_SECS` (20), `RELAB_BENCH_DATABASE_URL` /
 //! `RELAB_TEST_DATABASE_URL` (server to create the databases on), `RELAB_PGBENCH`
 //! (pgbench binary), `RUST_LOG` (default `warn,sqlx::query=error`: sqlx's
@@ -36,6 +39,7 @@ use lab_service::metrics::LabMetrics;
 use lab_service::payment_mock::FaultPlan;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -86,7 +90,7 @@ impl Settings {
             clients: env_or("RELAB_BENCH_CLIENTS", 32)?,
             workers: env_or("RELAB_BENCH_WORKERS", 16)?,
             bulkhead: env_or("RELAB_BENCH_BULKHEAD", 32)?,
-            pool: env_or("RELAB_BENCH_POOL", 32)?,
+            pool: env_or("RELAB_BENCH_POOL", 48)?,
             warmup: env_or("RELAB_BENCH_WARMUP", 1_000)?,
             pgbench_secs: env_or("RELAB_BENCH_PGBENCH_SECS", 20)?,
             pgbench: std::env::var("RELAB_PGBENCH").unwrap_or_else(|_| "pgbench".into()),
@@ -123,15 +127,7 @@ impl CpuClock {
     }
 
     fn now(&self) -> (f64, f64) {
-        let own = std::fs::read_to_string("/proc/self/stat")
-            .ok()
-            .and_then(|s| {
-                // fields after the parenthesised command name; utime and stime are 14 and 15
-                let rest = s.rsplit_once(')')?.1;
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
-            })
-            .unwrap_or(0.0);
+        let own = process_ticks(std::process::id()).unwrap_or(0.0);
         let busy = std::fs::read_to_string("/proc/stat")
             .ok()
             .and_then(|s| {
@@ -144,6 +140,69 @@ impl CpuClock {
             .unwrap_or(0.0);
         (own / self.ticks_per_sec, busy / self.ticks_per_sec)
     }
+}
+
+/// CPU time of one process so far, in clock ticks (utime + stime).
+fn process_ticks(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // fields after the parenthesised command name; utime and stime are 14 and 15
+    let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+}
+
+/// CPU spent by a set of processes during a phase: the client side (this
+/// process or pgbench) and the Postgres backends serving one database (they
+/// come and go, so they are sampled while they live; one first seen after
+/// the start counts from zero).
+struct CpuAccount {
+    ticks_per_sec: f64,
+    client: u32,
+    base: HashMap<u32, f64>,
+    last: HashMap<u32, f64>,
+}
+
+impl CpuAccount {
+    fn start(cpu: &CpuClock, client: u32, backends: &[i32]) -> Self {
+        let mut a = Self {
+            ticks_per_sec: cpu.ticks_per_sec,
+            client,
+            base: HashMap::new(),
+            last: HashMap::new(),
+        };
+        for pid in std::iter::once(client).chain(backends.iter().map(|p| *p as u32)) {
+            if let Some(t) = process_ticks(pid) {
+                a.base.insert(pid, t);
+                a.last.insert(pid, t);
+            }
+        }
+        a
+    }
+
+    fn sample(&mut self, backends: &[i32]) {
+        for pid in std::iter::once(self.client).chain(backends.iter().map(|p| *p as u32)) {
+            if let Some(t) = process_ticks(pid) {
+                self.base.entry(pid).or_insert(0.0);
+                self.last.insert(pid, t);
+            }
+        }
+    }
+
+    /// (client, Postgres backends) CPU seconds.
+    fn seconds(&self) -> (f64, f64) {
+        let used = |pid: &u32| self.last[pid] - self.base.get(pid).copied().unwrap_or(0.0);
+        let client = self.last.get(&self.client).map(|_| used(&self.client)).unwrap_or(0.0);
+        let backends: f64 = self.last.keys().filter(|p| **p != self.client).map(used).sum();
+        (client / self.ticks_per_sec, backends / self.ticks_per_sec)
+    }
+}
+
+/// Backends connected to the observer's database, the observer excluded.
+async fn backend_pids(observer: &PgPool) -> Result<Vec<i32>> {
+    Ok(sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(observer)
+    .await?)
 }
 
 async fn admin_pool(s: &Settings) -> Result<PgPool> {
@@ -176,24 +235,53 @@ async fn drop_database(s: &Settings, name: &str) {
     }
 }
 
-/// Transactions committed or rolled back in this database so far (the
-/// cumulative statistics; backends report them at exit at the latest).
-async fn db_xacts(pool: &PgPool) -> Result<i64> {
-    Ok(sqlx::query_scalar(
-        "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = current_database()",
-    )
-    .fetch_one(pool)
-    .await?)
+/// What the database did, from its cumulative statistics (backends report
+/// them at least when they exit): transactions, and scans and updates of `jobs`.
+#[derive(Debug, Clone, Copy, Default)]
+struct DbWork {
+    xacts: i64,
+    jobs_index_scans: i64,
+    jobs_seq_scans: i64,
+    jobs_updates: i64,
 }
 
-/// Let backends that just exited report their statistics.
-async fn xacts_after_exit(url: &str) -> Result<i64> {
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
-    sqlx::query("SELECT pg_stat_clear_snapshot()").execute(&pool).await?;
-    let n = db_xacts(&pool).await;
-    pool.close().await;
-    n
+impl DbWork {
+    async fn read(pool: &PgPool) -> Result<Self> {
+        let (xacts, jobs_index_scans, jobs_seq_scans, jobs_updates): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = current_database()),
+                    coalesce(idx_scan, 0)::bigint, seq_scan::bigint, n_tup_upd::bigint
+             FROM pg_stat_user_tables WHERE relname = 'jobs'",
+        )
+        .fetch_one(pool)
+        .await?;
+        Ok(Self {
+            xacts,
+            jobs_index_scans,
+            jobs_seq_scans,
+            jobs_updates,
+        })
+    }
+
+    /// After the sessions of a phase have exited.
+    async fn read_after_exit(url: &str) -> Result<Self> {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
+        let w = Self::read(&pool).await;
+        pool.close().await;
+        w
+    }
+
+    /// Per order since `before`, as text.
+    fn per_order(&self, before: &Self, orders: f64) -> String {
+        let per = |a: i64, b: i64| (a - b) as f64 / orders.max(1.0);
+        format!(
+            "{:.2} DB transactions, {:.2} jobs index scans, {:.3} jobs seq scans, {:.2} jobs row updates per order",
+            per(self.xacts, before.xacts),
+            per(self.jobs_index_scans, before.jobs_index_scans),
+            per(self.jobs_seq_scans, before.jobs_seq_scans),
+            per(self.jobs_updates, before.jobs_updates)
+        )
+    }
 }
 
 struct LabRun {
@@ -208,11 +296,15 @@ struct LabRun {
     mean_running: f64,
     mean_idle_conns: f64,
     own_cpu_cores: f64,
+    /// CPU per paid order: this process (API, workers, mock, HTTP clients) and the lab's Postgres backends.
+    client_ms_per_order: f64,
+    pg_ms_per_order: f64,
     machine_cpu_cores: f64,
     payment_calls: u64,
     post_retries: usize,
-    /// Database transactions per paid order (every session of the lab, including the bench's observer).
-    xacts_per_order: f64,
+    /// Database work per paid order, warm-up included (every session of the
+    /// lab, the bench's observer too).
+    db_work: String,
 }
 
 struct Lab {
@@ -333,9 +425,13 @@ async fn wait_until_paid(
     total: i64,
     timeout: Duration,
     samples: &mut Vec<Sample>,
+    mut cpu: Option<&mut CpuAccount>,
 ) -> Result<()> {
     let started = Instant::now();
     loop {
+        if let Some(cpu) = cpu.as_deref_mut() {
+            cpu.sample(&backend_pids(observer).await?);
+        }
         let (paid, queued, running): (i64, i64, i64) = sqlx::query_as(
             "SELECT (SELECT count(*) FROM orders WHERE status = 'paid'),
                     (SELECT count(*) FROM jobs WHERE status = 'queued'),
@@ -362,11 +458,17 @@ async fn run_lab(s: &Settings, url: &str, cpu: &CpuClock) -> Result<LabRun> {
     eprintln!("pipeline bench: lab warm-up, {} orders", s.warmup);
     if s.warmup > 0 {
         lab.post_orders(s.warmup, s.clients).await?;
-        wait_until_paid(&observer, &pool, s.warmup as i64, Duration::from_secs(60), &mut samples).await?;
+        wait_until_paid(
+            &observer,
+            &pool,
+            s.warmup as i64,
+            Duration::from_secs(60),
+            &mut samples,
+            None,
+        )
+        .await?;
     }
     let calls_before = lab.metrics.pipeline.payment_calls.get();
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let xacts_before = db_xacts(&observer).await?;
     samples.clear();
 
     eprintln!(
@@ -374,6 +476,7 @@ async fn run_lab(s: &Settings, url: &str, cpu: &CpuClock) -> Result<LabRun> {
         s.orders, s.clients, s.workers, s.bulkhead, s.pool
     );
     let cpu_before = cpu.now();
+    let mut account = CpuAccount::start(cpu, std::process::id(), &backend_pids(&observer).await?);
     let start_wall: DateTime<Utc> = Utc::now();
     let started = Instant::now();
     let posting = {
@@ -386,11 +489,20 @@ async fn run_lab(s: &Settings, url: &str, cpu: &CpuClock) -> Result<LabRun> {
     let total = (s.warmup + s.orders) as i64;
     let (posted, paid) = tokio::join!(
         posting,
-        wait_until_paid(&observer, &pool, total, Duration::from_secs(300), &mut samples)
+        wait_until_paid(
+            &observer,
+            &pool,
+            total,
+            Duration::from_secs(300),
+            &mut samples,
+            Some(&mut account)
+        )
     );
     let (post_retries, post_elapsed) = posted?;
     paid?;
     let cpu_after = cpu.now();
+    account.sample(&backend_pids(&observer).await?);
+    let (client_cpu, pg_cpu) = account.seconds();
     let polled = started.elapsed().as_secs_f64();
 
     // exact end: when the last measured order was marked paid (same machine clock)
@@ -411,7 +523,11 @@ async fn run_lab(s: &Settings, url: &str, cpu: &CpuClock) -> Result<LabRun> {
     observer.close().await;
     lab.stop().await?;
     pool.close().await;
-    let xacts = xacts_after_exit(url).await? - xacts_before;
+    let db_work = DbWork::read_after_exit(url)
+        .await?
+        // from the fresh database on, warm-up included: a busy backend reports its
+        // statistics only every second or so, an idle one after ~10 s
+        .per_order(&DbWork::default(), (s.warmup + s.orders) as f64);
 
     let n = samples.len().max(1) as f64;
     Ok(LabRun {
@@ -425,10 +541,12 @@ async fn run_lab(s: &Settings, url: &str, cpu: &CpuClock) -> Result<LabRun> {
         mean_running: samples.iter().map(|s| s.1 as f64).sum::<f64>() / n,
         mean_idle_conns: samples.iter().map(|s| s.2 as f64).sum::<f64>() / n,
         own_cpu_cores: (cpu_after.0 - cpu_before.0) / polled,
+        client_ms_per_order: client_cpu * 1e3 / s.orders as f64,
+        pg_ms_per_order: pg_cpu * 1e3 / s.orders as f64,
         machine_cpu_cores: (cpu_after.1 - cpu_before.1) / polled,
         payment_calls,
         post_retries,
-        xacts_per_order: xacts as f64 / s.orders as f64,
+        db_work,
     })
 }
 
@@ -438,8 +556,11 @@ struct PgbenchRun {
     failed: String,
     latency_ms: String,
     paid: i64,
-    xacts_per_order: f64,
+    db_work: String,
     machine_cpu_cores: f64,
+    /// CPU per transaction (= order): pgbench itself and its Postgres backends.
+    client_ms_per_order: f64,
+    pg_ms_per_order: f64,
     command: String,
 }
 
@@ -469,22 +590,36 @@ fn field<'a>(out: &'a str, prefix: &str) -> Option<&'a str> {
 async fn run_pgbench(s: &Settings, url: &str, cpu: &CpuClock) -> Result<PgbenchRun> {
     // the schema: the app's own migrations
     lab_service::db::connect_and_migrate(url, 1).await?.close().await;
-    let xacts_before = xacts_after_exit(url).await?;
+    let work_before = DbWork::read_after_exit(url).await?;
     let script = script_path()?;
     let args = pgbench_args(s, &script.to_string_lossy(), url);
     eprintln!(
         "pipeline bench: pgbench, {} clients for {} s",
         s.clients, s.pgbench_secs
     );
+    let observer = PgPoolOptions::new().max_connections(1).connect(url).await?;
     let before = cpu.now();
     let started = Instant::now();
-    let out = tokio::process::Command::new(&s.pgbench)
+    let child = tokio::process::Command::new(&s.pgbench)
         .args(&args)
-        .output()
-        .await
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
         .with_context(|| format!("cannot run {} (set RELAB_PGBENCH)", s.pgbench))?;
+    let mut account = CpuAccount::start(cpu, child.id().unwrap_or(0), &[]);
+    let output = child.wait_with_output();
+    tokio::pin!(output);
+    let out = loop {
+        tokio::select! {
+            out = &mut output => break out?,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => account.sample(&backend_pids(&observer).await?),
+        }
+    };
     let elapsed = started.elapsed().as_secs_f64();
     let after = cpu.now();
+    observer.close().await;
+    let (client_cpu, pg_cpu) = account.seconds();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     if !out.status.success() {
@@ -503,7 +638,9 @@ async fn run_pgbench(s: &Settings, url: &str, cpu: &CpuClock) -> Result<PgbenchR
         .unwrap_or("?")
         .to_string();
     let latency_ms = field(&stdout, "latency average =").unwrap_or("?").to_string();
-    let xacts = xacts_after_exit(url).await? - xacts_before;
+    let db_work = DbWork::read_after_exit(url)
+        .await?
+        .per_order(&work_before, transactions as f64);
     let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
     let paid: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'paid'")
         .fetch_one(&pool)
@@ -521,8 +658,10 @@ async fn run_pgbench(s: &Settings, url: &str, cpu: &CpuClock) -> Result<PgbenchR
         failed,
         latency_ms,
         paid,
-        xacts_per_order: xacts as f64 / transactions.max(1) as f64,
+        db_work,
         machine_cpu_cores: (after.1 - before.1) / elapsed,
+        client_ms_per_order: client_cpu * 1e3 / transactions.max(1) as f64,
+        pg_ms_per_order: pg_cpu * 1e3 / transactions.max(1) as f64,
         command: shown.join(" "),
     })
 }
@@ -542,6 +681,18 @@ fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())
+}
+
+/// SIGINT or SIGTERM, so that the databases are dropped on the way out.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        _ => std::future::pending().await,
+    }
 }
 
 #[tokio::main]
@@ -564,26 +715,30 @@ async fn main() -> Result<()> {
     let suffix = Uuid::new_v4().simple().to_string();
     let (lab_db, pgb_db) = (format!("relab_bench_lab_{suffix}"), format!("relab_bench_pgb_{suffix}"));
 
-    let lab = async {
-        let url = create_database(&s, &lab_db).await?;
-        run_lab(&s, &url, &cpu).await
-    }
-    .await;
-    // pgbench only after the lab has stopped: one at a time on the same server
-    let pgb = match &lab {
-        Ok(_) => {
-            async {
-                let url = create_database(&s, &pgb_db).await?;
-                run_pgbench(&s, &url, &cpu).await
-            }
-            .await
+    let phases = async {
+        let lab = async {
+            let url = create_database(&s, &lab_db).await?;
+            run_lab(&s, &url, &cpu).await
         }
-        Err(_) => Err(anyhow::anyhow!("skipped: the lab run failed")),
+        .await
+        .context("lab run")?;
+        // pgbench only after the lab has stopped: one at a time on the same server
+        let pgb = async {
+            let url = create_database(&s, &pgb_db).await?;
+            run_pgbench(&s, &url, &cpu).await
+        }
+        .await
+        .context("pgbench run")?;
+        Ok::<_, anyhow::Error>((lab, pgb))
     };
+    let outcome = tokio::select! {
+        r = phases => r,
+        signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
+    };
+    // also after a failure or Ctrl-C (pgbench is killed when its handle drops)
     drop_database(&s, &lab_db).await;
     drop_database(&s, &pgb_db).await;
-    let lab = lab.context("lab run")?;
-    let pgb = pgb.context("pgbench run")?;
+    let (lab, pgb) = outcome?;
 
     let ratio = lab.paid_per_sec / pgb.tps;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
@@ -604,15 +759,15 @@ async fn main() -> Result<()> {
         s.orders, lab.seconds, s.clients, s.workers, s.bulkhead, s.pool, s.warmup
     );
     println!(
-        "         POSTs answered after {:.2} s ({:.0}/s, {} re-sent); e2e p50 {:.1} ms, p99 {:.1} ms; {} payment calls; {:.2} DB transactions per order",
+        "         POSTs answered after {:.2} s ({:.0}/s, {} re-sent); e2e p50 {:.1} ms, p99 {:.1} ms; {} payment calls",
         lab.post_seconds,
         s.orders as f64 / lab.post_seconds,
         lab.post_retries,
         lab.e2e_p50_ms,
         lab.e2e_p99_ms,
-        lab.payment_calls,
-        lab.xacts_per_order
+        lab.payment_calls
     );
+    println!("         {}", lab.db_work);
     println!(
         "         jobs queued: mean {:.1}, max {}; running: mean {:.1} of {} workers; idle pool connections: mean {:.1} of {}",
         lab.mean_queued, lab.max_queued, lab.mean_running, s.workers, lab.mean_idle_conns, s.pool
@@ -622,8 +777,31 @@ async fn main() -> Result<()> {
         lab.own_cpu_cores, lab.machine_cpu_cores
     );
     println!(
-        "pgbench: {} transactions ({} paid orders), failed {}, latency average {}; {:.2} DB transactions per order; CPU: machine {:.2} of {cores}",
-        pgb.transactions, pgb.paid, pgb.failed, pgb.latency_ms, pgb.xacts_per_order, pgb.machine_cpu_cores
+        "pgbench: {} transactions ({} paid orders), failed {}, latency average {}; CPU: machine {:.2} of {cores}",
+        pgb.transactions, pgb.paid, pgb.failed, pgb.latency_ms, pgb.machine_cpu_cores
+    );
+    println!("         {}", pgb.db_work);
+    println!();
+    // the same comparison in CPU per order: what the rates would be if CPU
+    // were the only limit, whatever else the machine was doing meanwhile
+    let (lab_cpu, pgb_cpu) = (
+        lab.client_ms_per_order + lab.pg_ms_per_order,
+        pgb.client_ms_per_order + pgb.pg_ms_per_order,
+    );
+    println!("| CPU per paid order | client side | Postgres backends | total |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| lab (API + workers + mock + HTTP clients) | {:.2} ms | {:.2} ms | {:.2} ms |",
+        lab.client_ms_per_order, lab.pg_ms_per_order, lab_cpu
+    );
+    println!(
+        "| pgbench | {:.2} ms | {:.2} ms | {:.2} ms |",
+        pgb.client_ms_per_order, pgb.pg_ms_per_order, pgb_cpu
+    );
+    println!(
+        "| ratio pgbench / lab (CPU-bound rate ratio) | | {:.0}% | {:.0}% |",
+        pgb.pg_ms_per_order / lab.pg_ms_per_order.max(1e-9) * 100.0,
+        pgb_cpu / lab_cpu.max(1e-9) * 100.0
     );
     println!();
     println!("commands:");

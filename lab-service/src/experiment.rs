@@ -86,6 +86,8 @@ pub async fn run_experiment(
     // load, observed once a second
     let start = Instant::now();
     let observing = CancellationToken::new();
+    // whatever happens below, the observer stops with this run
+    let _stop_observing = observing.clone().drop_guard();
     let sampler = {
         let (observer, baseline, progress, observing) =
             (observer.clone(), baseline.clone(), progress.clone(), observing.clone());
@@ -94,13 +96,7 @@ pub async fn run_experiment(
     let target = Target::Orders {
         api_url: run.api_url.clone(),
     };
-    let load = match loadgen::run_load(&target, &run.load, &progress, &stop).await {
-        Ok(load) => load,
-        Err(e) => {
-            observing.cancel();
-            return Err(e);
-        }
-    };
+    let load = loadgen::run_load(&target, &run.load, &progress, &stop).await?;
     tracing::info!(
         sent = load.sent,
         accepted = load.accepted,

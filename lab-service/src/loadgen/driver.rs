@@ -17,7 +17,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// How often the collector publishes [`Progress`].
+/// How often the publisher copies the totals into [`Progress`].
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Run the load described by `config` against `target` until its schedule

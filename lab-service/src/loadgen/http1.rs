@@ -78,6 +78,8 @@ struct Connection {
     stream: TcpStream,
     /// Bytes read but not consumed yet.
     buf: Vec<u8>,
+    /// Where reads land before they are appended to `buf` (allocated and zeroed once).
+    scratch: Box<[u8]>,
 }
 
 /// Keep-alive connections to one endpoint. Each request takes an idle
@@ -143,6 +145,7 @@ impl Client {
         Ok(Connection {
             stream,
             buf: Vec::with_capacity(READ_CHUNK),
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
         })
     }
 }
@@ -155,11 +158,9 @@ enum Attempt {
 
 /// Read more bytes into `conn.buf`; `Ok(0)` at end of stream.
 async fn fill(conn: &mut Connection) -> io::Result<usize> {
-    let len = conn.buf.len();
-    conn.buf.resize(len + READ_CHUNK, 0);
-    let n = conn.stream.read(&mut conn.buf[len..]).await;
-    conn.buf.truncate(len + *n.as_ref().unwrap_or(&0));
-    n
+    let n = conn.stream.read(&mut conn.scratch).await?;
+    conn.buf.extend_from_slice(&conn.scratch[..n]);
+    Ok(n)
 }
 
 /// Write the request, read one response; returns it and whether the connection may be reused.

@@ -17,12 +17,16 @@
 //! seeded body (201 accepted, 200 replayed, 503/429 shed, other 4xx
 //! rejected, everything else an error), or any `GET` URL (2xx accepted).
 //!
+//! Requests go out through a small keep-alive HTTP/1.1 client of its own
+//! (`http1`: plain `http://`, the calling task does the socket I/O), cheap
+//! enough per request to keep up with `wrk` on the same cores.
+//!
 //! Live counts go to a [`tokio::sync::watch`] channel of [`Progress`]
 //! (about five times a second) for a progress bar.
 
 pub mod cli;
 mod driver;
-pub mod http1;
+mod http1;
 mod record;
 mod request;
 pub mod schedule;

@@ -311,6 +311,36 @@ async fn a_run_against_a_flaky_lab_fills_consistent_results() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_run_ends_its_load_early_and_still_audits_what_was_accepted() {
+    let lab = TestLab::start(LabOptions::default()).await;
+    let (progress, _watcher) = watch::channel(Progress::default());
+    let stop = CancellationToken::new();
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        stopper.cancel();
+    });
+    let started = Instant::now();
+
+    let out = run_experiment(flaky_run(&lab, 20.0, 30), progress, stop)
+        .await
+        .expect("a stopped run still reports");
+
+    let o = &out.results.orders;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!((20..=40).contains(&o.sent), "about 1.5 s of 20/s, sent {}", o.sent);
+    assert!(out.results.load_seconds < 5.0, "{}", out.results.load_seconds);
+    assert!(out.results.drained);
+    assert_eq!(o.accepted, o.paid + o.failed + o.dead_lettered + o.pending, "{o:?}");
+    assert_eq!(out.results.invariants, Default::default());
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_loadgen_command_reports_on_stdout_and_in_a_short_termination_log() {
     let lab = TestLab::start(LabOptions::default()).await;
     let dir = std::env::temp_dir().join(format!("relab-loadgen-{}", Uuid::new_v4().simple()));

@@ -1,0 +1,396 @@
+#!/usr/bin/env bash
+# A real Kubernetes control plane on loopback for relab's API tests: Debian's
+# etcd, plus kube-apiserver and kube-controller-manager v1.20.2 built by
+# scripts/k8s/build.sh. No kubelet, no nodes: objects are stored, validated,
+# defaulted, garbage-collected and reconciled by the controllers (Deployments
+# get ReplicaSets, Jobs get Pods that stay Pending), nothing runs.
+#
+#   bash scripts/k8s/control-plane.sh start    # idempotent; prints `export KUBECONFIG=...`
+#   bash scripts/k8s/control-plane.sh status   # exit 0 when running and ready
+#   bash scripts/k8s/control-plane.sh stop     # stops exactly what start started, removes the run dir
+#
+#   eval "$(bash scripts/k8s/control-plane.sh start)"   # then: cargo test -p relab-operator --test apiserver
+#
+# Environment:
+#   RELAB_K8S_DIR    run dir (default /tmp/relab-k8s): certs, tokens, kubeconfigs, etcd data, logs, PID files
+#   RELAB_CACHE      cache of scripts/k8s/build.sh (default /var/cache/relab); binaries in $RELAB_CACHE/k8s/bin
+#   RELAB_K8S_NO_BUILD=1   fail instead of running build.sh when the binaries are missing
+#   RELAB_K8S_TIMEOUT      seconds to wait for each component (default 90)
+set -euo pipefail
+
+RUN="$(realpath -m "${RELAB_K8S_DIR:-/tmp/relab-k8s}")"
+BIN="${RELAB_CACHE:-/var/cache/relab}/k8s/bin"
+TIMEOUT="${RELAB_K8S_TIMEOUT:-90}"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+MARKER="$RUN/.relab-k8s"
+# stop order (reverse of start order)
+COMPONENTS=(kube-controller-manager kube-apiserver etcd)
+
+say() { printf '[k8s] %s\n' "$*" >&2; }
+die() { say "ERROR: $*"; exit 1; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}'; }
+
+pid_of() { [ -s "$RUN/$1.pid" ] && cat "$RUN/$1.pid"; }
+
+# True if the PID recorded for component $1 is alive and is that binary
+# (guards against a reused PID).
+alive() {
+  local pid exe
+  pid=$(pid_of "$1") || return 1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  # a zombie (exited, not yet reaped by its parent) is not alive
+  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 1
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
+  [ "$(basename "${exe% (deleted)}")" = "$1" ]
+}
+
+load_env() { [ -f "$RUN/env" ] && . "$RUN/env"; }
+
+apiserver_get() { # path -> body on stdout; fails on non-2xx
+  curl -sS --fail --max-time 5 --cacert "$RUN/pki/ca.crt" \
+    -H "Authorization: Bearer $(cat "$RUN/admin.token")" "https://127.0.0.1:$APISERVER_PORT$1"
+}
+
+apiserver_ready() { [ "$(apiserver_get /readyz 2>/dev/null)" = ok ]; }
+etcd_healthy() { curl -sf --max-time 2 "http://127.0.0.1:$ETCD_CLIENT_PORT/health" | grep -q '"health":"true"'; }
+# kube-controller-manager serves /healthz on its own self-signed cert
+kcm_healthy() { [ "$(curl -sk --max-time 3 "https://127.0.0.1:$KCM_PORT/healthz")" = ok ]; }
+
+ready() {
+  load_env || return 1
+  alive etcd && alive kube-apiserver && alive kube-controller-manager || return 1
+  apiserver_ready
+}
+
+tail_log() {
+  local f="$RUN/$1.log"
+  if grep -qE '^[EF][0-9]{4} |"level":"(error|fatal|panic)"' "$f" 2>/dev/null; then
+    say "errors in $f (last 10):"
+    grep -E '^[EF][0-9]{4} |"level":"(error|fatal|panic)"' "$f" | tail -n 10 | cut -c1-400 | sed 's/^/    /' >&2
+  fi
+  say "last lines of $f:"
+  tail -n "${2:-25}" "$f" 2>/dev/null | cut -c1-400 | sed 's/^/    /' >&2 || true
+}
+
+# free_port VAR: sets VAR to a TCP port nobody uses (random, above the usual
+# defaults), distinct from the ones picked before.
+TAKEN=""
+free_port() {
+  local p
+  for _ in $(seq 1 200); do
+    p=$((20000 + RANDOM % 30000))
+    case " $TAKEN " in *" $p "*) continue ;; esac
+    if ! ss -Htan "( sport = :$p )" 2>/dev/null | grep -q .; then
+      TAKEN="$TAKEN $p"
+      printf -v "$1" '%s' "$p"
+      return
+    fi
+  done
+  die "no free port found"
+}
+
+# wait_for NAME DESCRIPTION COMMAND...: until COMMAND succeeds, the
+# component's process is alive, and TIMEOUT is not exceeded.
+wait_for() {
+  local name=$1 what=$2 t0
+  shift 2
+  t0=$(date +%s)
+  until "$@" >/dev/null 2>&1; do
+    if ! alive "$name"; then
+      say "$name exited while waiting for $what"
+      tail_log "$name"
+      return 1
+    fi
+    if [ $(($(date +%s) - t0)) -ge "$TIMEOUT" ]; then
+      say "timed out after ${TIMEOUT}s waiting for $what"
+      tail_log "$name"
+      return 1
+    fi
+    sleep 0.3
+  done
+}
+
+# launch NAME BINARY ARGS...: in its own session, log to $RUN/NAME.log, PID
+# recorded by the process itself before it execs (so the file holds the PID
+# of the binary, not of a wrapper).
+launch() {
+  local name=$1
+  shift
+  # fd 9 (the invocation lock) is closed so that the daemons do not hold it.
+  # shellcheck disable=SC2016
+  setsid bash -c 'echo $$ > "$0"; exec "$@"' "$RUN/$name.pid" "$@" </dev/null >"$RUN/$name.log" 2>&1 9<&- &
+  for _ in $(seq 1 50); do [ -s "$RUN/$name.pid" ] && break; sleep 0.1; done
+  [ -s "$RUN/$name.pid" ] || die "$name did not start"
+  # until the wrapper has exec'd the binary itself
+  for _ in $(seq 1 50); do alive "$name" && return 0; sleep 0.1; done
+  tail_log "$name"
+  die "$name did not start"
+}
+
+# ------------------------------------------------------------------- certs
+gen_pki() {
+  local d="$RUN/pki"
+  mkdir -p "$d"
+  (
+    cd "$d"
+    # ECDSA P-256 throughout: instant to generate (RSA-2048 takes seconds on
+    # a busy 2-core machine); Go, rustls and the token signer all take it.
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -sha256 -days 3650 \
+      -keyout ca.key -out ca.crt -subj "/CN=relab-k8s-ca" \
+      -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -sha256 -keyout apiserver.key -out apiserver.csr \
+      -subj "/CN=kube-apiserver" 2>/dev/null
+    cat > apiserver.ext <<'EOF'
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.0.0.1
+EOF
+    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+      -sha256 -days 3650 -extfile apiserver.ext -out apiserver.crt 2>/dev/null
+    # service-account token signing key pair
+    openssl ecparam -name prime256v1 -genkey -noout -out sa.key
+    openssl ec -in sa.key -pubout -out sa.pub 2>/dev/null
+    chmod 600 ./*.key
+  )
+}
+
+write_kubeconfig() { # file user token
+  cat > "$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: relab
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority-data: $(base64 -w0 "$RUN/pki/ca.crt")
+users:
+- name: $2
+  user:
+    token: $3
+contexts:
+- name: relab
+  context:
+    cluster: relab
+    user: $2
+    namespace: default
+current-context: relab
+EOF
+  chmod 600 "$1"
+}
+
+# -------------------------------------------------------------------- stop
+running() { kill -0 "$1" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+
+stop_all() {
+  local c pid t
+  for c in "${COMPONENTS[@]}"; do
+    alive "$c" || continue
+    pid=$(pid_of "$c")
+    t=$(now)
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 200); do running "$pid" || break; sleep 0.05; done
+    if running "$pid"; then
+      say "$c ($pid) still running after 10s: SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      for _ in $(seq 1 100); do running "$pid" || break; sleep 0.05; done
+    fi
+    say "stopped $c (pid $pid, $(since "$t") s)"
+  done
+}
+
+cmd_stop() {
+  local t0
+  t0=$(now)
+  if [ ! -e "$RUN" ]; then
+    say "not running (no $RUN)"
+    return 0
+  fi
+  [ -f "$MARKER" ] || die "$RUN exists but was not created by this script (no $MARKER): not touching it"
+  stop_all
+  rm -rf "$RUN"
+  say "removed $RUN; stop took $(since "$t0") s"
+}
+
+# ------------------------------------------------------------------ status
+cmd_status() {
+  if [ ! -f "$MARKER" ]; then
+    say "not running (no $RUN)"
+    return 3
+  fi
+  load_env || true
+  local c rc=0
+  for c in etcd kube-apiserver kube-controller-manager; do
+    if alive "$c"; then
+      say "$c: running, pid $(pid_of "$c"), rss $(awk '/VmRSS/{printf "%.0f MiB", $2/1024}' "/proc/$(pid_of "$c")/status")"
+    else
+      say "$c: NOT running"
+      rc=1
+    fi
+  done
+  if [ "$rc" = 0 ] && [ "$(apiserver_get /readyz 2>/dev/null)" = ok ]; then
+    say "apiserver https://127.0.0.1:${APISERVER_PORT:-?} ready; etcd http://127.0.0.1:${ETCD_CLIENT_PORT:-?}"
+    echo "export KUBECONFIG=$RUN/kubeconfig"
+  else
+    say "apiserver not ready"
+    rc=1
+  fi
+  return "$rc"
+}
+
+# ------------------------------------------------------------------- start
+cmd_start() {
+  local t0
+  t0=$(now)
+  if [ -f "$MARKER" ]; then
+    if ready; then
+      say "already running (apiserver https://127.0.0.1:$APISERVER_PORT); nothing to do"
+      echo "export KUBECONFIG=$RUN/kubeconfig"
+      return 0
+    fi
+    say "stale run dir $RUN (a component is down): cleaning it up first"
+    cmd_stop
+  elif [ -e "$RUN" ] && [ -n "$(ls -A "$RUN" 2>/dev/null)" ]; then
+    die "$RUN exists and is not a relab control-plane dir; set RELAB_K8S_DIR or remove it"
+  fi
+
+  # build.sh is a no-op (well under a second) when the binaries are cached
+  # and built by the current recipe; otherwise it builds them (minutes, once).
+  if [ -n "${RELAB_K8S_NO_BUILD:-}" ]; then
+    local b
+    for b in kube-apiserver kube-controller-manager; do
+      [ -x "$BIN/$b" ] || die "$BIN/$b missing: run bash scripts/k8s/build.sh"
+    done
+  else
+    bash "$HERE/build.sh"
+  fi
+  command -v etcd >/dev/null || die "etcd missing: run bash scripts/k8s/build.sh (installs etcd-server)"
+  command -v openssl >/dev/null && command -v curl >/dev/null || die "openssl and curl are needed"
+
+  mkdir -p "$RUN"
+  chmod 700 "$RUN"
+  touch "$MARKER"
+  # From here on, a failure tears down whatever was started.
+  trap 'rc=$?; if [ $rc -ne 0 ]; then say "start failed: stopping what was started"; stop_all; rm -rf "$RUN"; fi' EXIT
+
+  free_port ETCD_CLIENT_PORT
+  free_port ETCD_PEER_PORT
+  free_port APISERVER_PORT
+  free_port KCM_PORT
+  cat > "$RUN/env" <<EOF
+ETCD_CLIENT_PORT=$ETCD_CLIENT_PORT
+ETCD_PEER_PORT=$ETCD_PEER_PORT
+APISERVER_PORT=$APISERVER_PORT
+KCM_PORT=$KCM_PORT
+EOF
+
+  gen_pki
+  local admin_token kcm_token
+  admin_token=$(openssl rand -hex 24)
+  kcm_token=$(openssl rand -hex 24)
+  echo "$admin_token" > "$RUN/admin.token"
+  # token,user,uid,"groups"
+  cat > "$RUN/tokens.csv" <<EOF
+$admin_token,relab-admin,relab-admin,"system:masters"
+$kcm_token,system:kube-controller-manager,system:kube-controller-manager,""
+EOF
+  chmod 600 "$RUN/tokens.csv" "$RUN/admin.token"
+  write_kubeconfig "$RUN/kubeconfig" relab-admin "$admin_token"
+  write_kubeconfig "$RUN/controller-manager.kubeconfig" system:kube-controller-manager "$kcm_token"
+  say "pki, tokens and kubeconfigs in $RUN ($(since "$t0") s)"
+
+  # ---- etcd (Debian's etcd-server; ETCD_* variables of the caller ignored)
+  local t
+  t=$(now)
+  local unset_etcd=() v
+  for v in $(compgen -e | grep '^ETCD_' || true); do unset_etcd+=(-u "$v"); done
+  launch etcd env "${unset_etcd[@]}" "$(command -v etcd)" \
+    --name relab --data-dir "$RUN/etcd-data" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "relab=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster-state new \
+    --quota-backend-bytes $((512 * 1024 * 1024)) \
+    --logger zap --log-level warn
+  wait_for etcd "etcd /health" etcd_healthy
+  say "etcd ready on 127.0.0.1:$ETCD_CLIENT_PORT (pid $(pid_of etcd), $(since "$t") s)"
+
+  # ---- kube-apiserver
+  # --endpoint-reconciler-type=none: the `kubernetes` Service (10.0.0.1) is
+  # still created, but its Endpoints are not, since 127.0.0.1 is refused as an
+  # endpoint ("may not be in the loopback range") and would be logged every
+  # 10 s. Nothing here runs pods that would use them.
+  t=$(now)
+  launch kube-apiserver "$BIN/kube-apiserver" \
+    --advertise-address=127.0.0.1 \
+    --bind-address=127.0.0.1 \
+    --secure-port="$APISERVER_PORT" \
+    --insecure-port=0 \
+    --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --tls-cert-file="$RUN/pki/apiserver.crt" \
+    --tls-private-key-file="$RUN/pki/apiserver.key" \
+    --client-ca-file="$RUN/pki/ca.crt" \
+    --token-auth-file="$RUN/tokens.csv" \
+    --authorization-mode=Node,RBAC \
+    --service-account-key-file="$RUN/pki/sa.pub" \
+    --service-account-signing-key-file="$RUN/pki/sa.key" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-cluster-ip-range=10.0.0.0/24 \
+    --endpoint-reconciler-type=none \
+    --allow-privileged=true \
+    --profiling=false \
+    --v=1
+  wait_for kube-apiserver "kube-apiserver /readyz" apiserver_ready
+  say "kube-apiserver ready on https://127.0.0.1:$APISERVER_PORT (pid $(pid_of kube-apiserver), $(since "$t") s)"
+
+  # ---- kube-controller-manager
+  # --flex-volume-plugin-dir: its default (/usr/libexec/kubernetes/...) would
+  # be created on the host. --port=0: no insecure port (10252 by default).
+  # --controllers='*': everything on by default, among them garbagecollector,
+  # namespace, serviceaccount(-token), deployment, replicaset, job, cronjob.
+  t=$(now)
+  launch kube-controller-manager "$BIN/kube-controller-manager" \
+    --kubeconfig="$RUN/controller-manager.kubeconfig" \
+    --bind-address=127.0.0.1 \
+    --secure-port="$KCM_PORT" \
+    --port=0 \
+    --cert-dir="$RUN/controller-manager-certs" \
+    --flex-volume-plugin-dir="$RUN/flexvolume" \
+    --use-service-account-credentials=true \
+    --root-ca-file="$RUN/pki/ca.crt" \
+    --service-account-private-key-file="$RUN/pki/sa.key" \
+    --cluster-signing-cert-file="$RUN/pki/ca.crt" \
+    --cluster-signing-key-file="$RUN/pki/ca.key" \
+    --service-cluster-ip-range=10.0.0.0/24 \
+    --leader-elect=false \
+    --controllers='*' \
+    --profiling=false \
+    --v=1
+  wait_for kube-controller-manager "kube-controller-manager /healthz" kcm_healthy
+  wait_for kube-controller-manager "namespace default" apiserver_get /api/v1/namespaces/default
+  wait_for kube-controller-manager "serviceaccount default/default" apiserver_get /api/v1/namespaces/default/serviceaccounts/default
+  say "kube-controller-manager ready (pid $(pid_of kube-controller-manager), $(since "$t") s)"
+
+  trap - EXIT
+  say "control plane up in $(since "$t0") s; logs in $RUN/*.log; stop with: bash scripts/k8s/control-plane.sh stop"
+  echo "export KUBECONFIG=$RUN/kubeconfig"
+}
+
+# One invocation at a time (two concurrent `start`s would race for the run
+# dir): lock this script file itself, which leaves nothing behind.
+exec 9<"${BASH_SOURCE[0]}"
+flock 9
+
+case "${1:-}" in
+  start) cmd_start ;;
+  stop) cmd_stop ;;
+  status) cmd_status ;;
+  *)
+    echo "usage: $0 start|stop|status" >&2
+    exit 2
+    ;;
+esac
