@@ -2,7 +2,7 @@
 //!
 //! * `cargo xtask run M`  — install Postgres' binaries if missing, then `relab run M`
 //! * `cargo xtask setup`  — install/start Postgres, promtool, wrk, hyperfine (idempotent)
-//! * `cargo xtask test`   — setup, then the whole test suite
+//! * `cargo xtask test`   — setup, start a real Kubernetes control plane, the whole test suite, stop it
 //! * `cargo xtask lint`   — rustfmt --check and clippy -D warnings
 //! * `cargo xtask bench`  — the benchmarks recorded in docs/benchmarks.md
 
@@ -32,6 +32,30 @@ fn cargo() -> Command {
 
 fn setup() -> Result<(), String> {
     run(Command::new("bash").arg("scripts/setup.sh"))
+}
+
+/// Start the Kubernetes control plane (built once from Debian's source and
+/// cached; see docs/control-plane.md), run every test with it, stop it.
+fn test(args: Vec<&str>) -> Result<(), String> {
+    eprintln!("xtask: $ bash scripts/k8s/control-plane.sh start");
+    let out = Command::new("bash")
+        .args(["scripts/k8s/control-plane.sh", "start"])
+        .current_dir(root())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("control-plane.sh: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("starting the Kubernetes control plane failed: {}", out.status));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let kubeconfig = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("export KUBECONFIG="))
+        .ok_or_else(|| format!("control-plane.sh printed no KUBECONFIG: {stdout}"))?
+        .to_string();
+    let result = run(cargo().args(["test", "--workspace", "--all-targets"]).args(args).env("RELAB_KUBECONFIG", &kubeconfig));
+    let stopped = run(Command::new("bash").args(["scripts/k8s/control-plane.sh", "stop"]));
+    result.and(stopped)
 }
 
 fn main() -> ExitCode {
@@ -70,7 +94,7 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Some("test") => setup().and_then(|()| run(cargo().args(["test", "--workspace", "--all-targets"]).args(rest))),
+        Some("test") => setup().and_then(|()| test(rest.collect())),
         Some("lint") => run(cargo().args(["fmt", "--all", "--check"]))
             .and_then(|()| run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))),
         Some("bench") => setup().and_then(|()| run(Command::new("bash").arg("scripts/bench.sh").args(rest))),

@@ -186,8 +186,13 @@ async fn sigterm_drains_unready_finishes_in_flight_work_and_exits_zero() {
 
     let sent = Instant::now();
     all.proc.signal("-TERM");
-    let ready = http.get(format!("{}/readyz", all.api)).send().await.unwrap();
-    assert_eq!(ready.status(), 503, "not ready while draining");
+    // the signal is handled asynchronously: readiness must turn 503 within the drain delay
+    eventually(
+        Duration::from_millis(700),
+        "/readyz answers 503 while draining",
+        || async { matches!(http.get(format!("{}/readyz", all.api)).send().await, Ok(r) if r.status() == 503) },
+    )
+    .await;
     let status = all.proc.wait_for_exit(Duration::from_secs(15));
 
     assert!(status.success(), "exit status {status}");
