@@ -53,7 +53,10 @@ fn test(args: Vec<&str>) -> Result<(), String> {
         .find_map(|l| l.trim().strip_prefix("export KUBECONFIG="))
         .ok_or_else(|| format!("control-plane.sh printed no KUBECONFIG: {stdout}"))?
         .to_string();
-    let result = run(cargo().args(["test", "--workspace", "--all-targets"]).args(args).env("RELAB_KUBECONFIG", &kubeconfig));
+    let result = run(cargo()
+        .args(["test", "--workspace", "--all-targets"])
+        .args(args)
+        .env("RELAB_KUBECONFIG", &kubeconfig));
     let stopped = run(Command::new("bash").args(["scripts/k8s/control-plane.sh", "stop"]));
     result.and(stopped)
 }
