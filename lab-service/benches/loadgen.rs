@@ -21,7 +21,9 @@
 //! (the wrk binary). Run by `cargo test --all-targets` (no `--bench`
 //! argument) it only says that it is skipped.
 
+mod common;
 use anyhow::{bail, Context, Result};
+use common::env_or;
 use lab_service::loadgen::{run_load, LoadConfig, LoadReport, LoadStage, Progress, Target};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,16 +32,6 @@ use tokio_util::sync::CancellationToken;
 
 /// Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ; 100 on Linux).
 const CLOCK_TICKS: f64 = 100.0;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid value")),
-        Err(_) => Ok(default),
-    }
-}
 
 struct Settings {
     rate: f64,

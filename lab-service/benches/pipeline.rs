@@ -31,8 +31,10 @@
 //! Run by `cargo test --all-targets` (no `--bench` argument) it only says that
 //! it is skipped: it needs minutes and a quiet machine.
 
+mod common;
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
+use common::env_or;
 use lab_service::app::{ApiServer, MockServer, WorkerServer};
 use lab_service::config::{ApiConfig, WorkerConfig};
 use lab_service::metrics::LabMetrics;
@@ -55,16 +57,6 @@ const PGBENCH_DEFAULTS: [&str; 4] = [
     "-D",
     "c_lease_token=00000000-0000-0000-0000-000000000000",
 ];
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid value")),
-        Err(_) => Ok(default),
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Settings {
