@@ -92,14 +92,6 @@ impl Settings {
         }
         Ok(s)
     }
-
-    /// The URL of database `name` on the admin server.
-    fn db_url(&self, name: &str) -> Result<String> {
-        match self.admin_url.rsplit_once('/') {
-            Some((base, _)) => Ok(format!("{base}/{name}")),
-            None => bail!("the database URL must end in /<database>: {}", self.admin_url),
-        }
-    }
 }
 
 /// CPU time used so far: (this process, the whole machine), in seconds.
@@ -206,24 +198,19 @@ async fn admin_pool(s: &Settings) -> Result<PgPool> {
 }
 
 async fn create_database(s: &Settings, name: &str) -> Result<String> {
-    let admin = admin_pool(s).await?;
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
-    admin.close().await;
-    s.db_url(name)
+    lab_service::db::create_database(&s.admin_url, name)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot create database {name} on {} (run scripts/setup.sh)",
+                s.admin_url
+            )
+        })
 }
 
 async fn drop_database(s: &Settings, name: &str) {
-    match admin_pool(s).await {
-        Ok(admin) => {
-            if let Err(e) = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&admin)
-                .await
-            {
-                eprintln!("pipeline bench: could not drop database {name}: {e}");
-            }
-            admin.close().await;
-        }
-        Err(e) => eprintln!("pipeline bench: could not drop database {name}: {e}"),
+    if let Err(e) = lab_service::db::drop_database(&s.admin_url, name).await {
+        eprintln!("pipeline bench: could not drop database {name}: {e}");
     }
 }
 

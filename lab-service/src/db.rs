@@ -21,3 +21,63 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<PgPo
     sqlx::migrate!("./migrations").run(&pool).await?;
     Ok(pool)
 }
+
+/// The URL of database `name` on the server `server_url` points at: its
+/// database path is replaced, the rest (user, host, query) kept.
+pub fn database_url(server_url: &str, name: &str) -> Result<String> {
+    let after_scheme = server_url.find("://").map(|i| i + 3).unwrap_or(0);
+    let (without_query, query) = match server_url.split_once('?') {
+        Some((u, q)) => (u, Some(q)),
+        None => (server_url, None),
+    };
+    let slash = without_query[after_scheme..]
+        .find('/')
+        .map(|i| i + after_scheme)
+        .ok_or_else(|| crate::Error::Other(format!("the database URL must end in /<database>: {server_url}")))?;
+    let base = &without_query[..slash];
+    Ok(match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    })
+}
+
+/// Create database `name` on the server `server_url` points at; returns its URL.
+pub async fn create_database(server_url: &str, name: &str) -> Result<String> {
+    let url = database_url(server_url, name)?;
+    let admin = PgPoolOptions::new().max_connections(1).connect(server_url).await?;
+    let created = sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&admin)
+        .await;
+    admin.close().await;
+    created?;
+    Ok(url)
+}
+
+/// Drop database `name` (if it exists), closing its sessions.
+pub async fn drop_database(server_url: &str, name: &str) -> Result<()> {
+    let admin = PgPoolOptions::new().max_connections(1).connect(server_url).await?;
+    let dropped = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&admin)
+        .await;
+    admin.close().await;
+    dropped?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::database_url;
+
+    #[test]
+    fn database_url_replaces_only_the_database() {
+        assert_eq!(
+            database_url("postgres://postgres@127.0.0.1:5432/postgres", "x").unwrap(),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            database_url("postgres://u:p@h/db?sslmode=disable", "x").unwrap(),
+            "postgres://u:p@h/x?sslmode=disable"
+        );
+        assert!(database_url("postgres://postgres@127.0.0.1:5432", "x").is_err());
+    }
+}

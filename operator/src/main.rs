@@ -131,7 +131,6 @@ async fn run(
         database_url,
         output_dir: Some(output_dir),
         time_scale,
-        progress_bar: !quiet,
     };
     let stop = CancellationToken::new();
     let on_signal = stop.clone();

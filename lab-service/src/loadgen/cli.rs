@@ -255,20 +255,10 @@ fn progress_bar(p: &Progress) -> String {
     };
     let filled = (share * WIDTH as f64).round() as usize;
     format!(
-        "{:<5} [{}{}] {:>5.1}s sent {} ok {} shed {} err {} | paid {} failed {} dead {} | queue {} breaker {}",
-        p.phase.to_string(),
+        "[{}{}] {}",
         "#".repeat(filled),
         "-".repeat(WIDTH - filled),
-        p.elapsed.as_secs_f64(),
-        p.sent,
-        p.accepted,
-        p.shed,
-        p.errors,
-        p.paid,
-        p.failed,
-        p.dead_lettered,
-        p.queue_depth,
-        breaker_name(p.breaker_state)
+        progress_line(p)
     )
 }
 

@@ -1,7 +1,7 @@
 //! The breaker inside the pipeline: every transition happens, and a
 //! rejection in open OR half-open defers the job without spending an attempt.
 
-use crate::harness::{eventually, fast_worker, plan, LabOptions, TestLab};
+use crate::harness::{eventually, fast_worker, TestLab};
 use lab_service::resilience::{BreakerConfig, BreakerMode};
 use serde_json::json;
 use std::time::Duration;
@@ -17,13 +17,12 @@ async fn breaker_walks_every_transition_and_its_rejections_spend_no_attempt() {
         half_open_probes: 1,
     };
     // one retry loop per job: a rejection counted as a failed loop would dead-letter at once
-    let mut opts = LabOptions {
-        worker: Some(worker),
-        faults: plan(json!({"base": {"failureRate": 1.0, "failureStatuses": [503], "latency": {"baseMs": 60}}})),
-        ..LabOptions::default()
-    };
-    opts.api.max_job_attempts = 1;
-    let lab = TestLab::start(opts).await;
+    let lab = TestLab::with_faults(
+        worker,
+        json!({"base": {"failureRate": 1.0, "failureStatuses": [503], "latency": {"baseMs": 60}}}),
+        1,
+    )
+    .await;
     let mut ids = Vec::new();
     for n in 0..8 {
         ids.push(lab.create_order(100 + n).await.id);
@@ -89,13 +88,7 @@ async fn with_the_breaker_open_the_dependency_sees_far_fewer_calls() {
             open_timeout: Duration::from_secs(5),
             half_open_probes: 1,
         };
-        let mut opts = LabOptions {
-            worker: Some(worker),
-            faults: plan(json!({"base": {"failureRate": 1.0}})),
-            ..LabOptions::default()
-        };
-        opts.api.max_job_attempts = 1000;
-        let lab = TestLab::start(opts).await;
+        let lab = TestLab::with_faults(worker, json!({"base": {"failureRate": 1.0}}), 1000).await;
         for n in 0..10 {
             lab.create_order(100 + n).await;
         }

@@ -1,7 +1,7 @@
 //! The bulkhead bounds concurrent payment calls; a full bulkhead defers the
 //! job without spending an attempt.
 
-use crate::harness::{fast_worker, plan, LabOptions, TestLab};
+use crate::harness::{fast_worker, TestLab};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -10,13 +10,7 @@ async fn lab_with_bulkhead(max_concurrent: usize, max_wait: Duration, max_job_at
     worker.concurrency = 8;
     worker.bulkhead_max_concurrent = max_concurrent;
     worker.bulkhead_max_wait = max_wait;
-    let mut opts = LabOptions {
-        worker: Some(worker),
-        faults: plan(json!({"base": {"latency": {"baseMs": 300}}})),
-        ..LabOptions::default()
-    };
-    opts.api.max_job_attempts = max_job_attempts;
-    TestLab::start(opts).await
+    TestLab::with_faults(worker, json!({"base": {"latency": {"baseMs": 300}}}), max_job_attempts).await
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! Dead letters: visible through the API and a metric, and replayable.
 
-use crate::harness::{eventually, fast_worker, plan, LabOptions, TestLab};
+use crate::harness::{eventually, fast_worker, TestLab};
 use serde_json::{json, Value};
 use std::time::Duration;
 use uuid::Uuid;
@@ -9,13 +9,7 @@ use uuid::Uuid;
 async fn exhausted_jobs_are_dead_lettered_listed_and_replayed_to_paid() {
     let mut worker = fast_worker();
     worker.retry_max_attempts = 2;
-    let mut opts = LabOptions {
-        worker: Some(worker),
-        faults: plan(json!({"base": {"failureRate": 1.0}})),
-        ..LabOptions::default()
-    };
-    opts.api.max_job_attempts = 2;
-    let lab = TestLab::start(opts).await;
+    let lab = TestLab::with_faults(worker, json!({"base": {"failureRate": 1.0}}), 2).await;
 
     let order = lab.create_order(4200).await;
     lab.wait_for_status(order.id, "dead_lettered", Duration::from_secs(15))

@@ -9,7 +9,6 @@ use lab_service::orders::Order;
 use lab_service::payment_mock::FaultPlan;
 use lab_service::resilience::{BackoffConfig, BreakerConfig, BreakerMode};
 use serde_json::{json, Value};
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -31,20 +30,9 @@ impl TestDb {
     pub async fn new() -> Self {
         let admin = admin_url();
         let name = format!("relab_t_{}", Uuid::new_v4().simple());
-        let admin_pool = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&admin)
+        let url = lab_service::db::create_database(&admin, &name)
             .await
-            .unwrap_or_else(|e| panic!("cannot reach the test Postgres at {admin} ({e}); run scripts/setup.sh"));
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin_pool)
-            .await
-            .expect("create test database");
-        admin_pool.close().await;
-        let url = match admin.rsplit_once('/') {
-            Some((base, _)) => format!("{base}/{name}"),
-            None => panic!("RELAB_TEST_DATABASE_URL must end in /<database>"),
-        };
+            .unwrap_or_else(|e| panic!("cannot create a test database on {admin} ({e}); run scripts/setup.sh"));
         let pool = lab_service::db::connect_and_migrate(&url, 12)
             .await
             .expect("migrate test database");
@@ -62,11 +50,7 @@ impl Drop for TestDb {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                if let Ok(pool) = PgPoolOptions::new().max_connections(1).connect(&admin_url()).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&pool)
-                        .await;
-                }
+                let _ = lab_service::db::drop_database(&admin_url(), &name).await;
             });
         })
         .join();
@@ -172,6 +156,17 @@ impl TestLab {
             stop,
             tasks,
         }
+    }
+
+    /// A lab with these workers, payment faults (`PUT /faults` JSON) and job-attempt budget.
+    pub async fn with_faults(worker: WorkerConfig, faults: Value, max_job_attempts: i32) -> Self {
+        let mut opts = LabOptions {
+            worker: Some(worker),
+            faults: plan(faults),
+            ..LabOptions::default()
+        };
+        opts.api.max_job_attempts = max_job_attempts;
+        Self::start(opts).await
     }
 
     /// Start (more) in-process workers against this lab's database and mock.

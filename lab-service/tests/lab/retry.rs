@@ -1,7 +1,7 @@
 //! The retry contract end to end: attempts, what is retried, Retry-After,
 //! and the lost-response case with and without idempotency keys.
 
-use crate::harness::{fast_worker, plan, LabOptions, TestLab};
+use crate::harness::{api_config, fast_worker, plan, LabOptions, TestLab};
 use lab_service::resilience::BackoffConfig;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -17,13 +17,7 @@ async fn retry_schedule_spends_exactly_the_configured_calls_then_dead_letters() 
         multiplier: 2.0,
         jitter: 0.0,
     };
-    let mut opts = LabOptions {
-        worker: Some(worker),
-        faults: plan(json!({"base": {"failureRate": 1.0}})),
-        ..LabOptions::default()
-    };
-    opts.api.max_job_attempts = 2;
-    let lab = TestLab::start(opts).await;
+    let lab = TestLab::with_faults(worker, json!({"base": {"failureRate": 1.0}}), 2).await;
     let started = Instant::now();
 
     let order = lab.create_order(1000).await;
@@ -100,17 +94,18 @@ fn lost_responses_then_healthy() -> serde_json::Value {
     })
 }
 
-#[tokio::test]
-async fn lost_responses_are_retried_with_the_same_key_and_charged_once() {
+/// Workers with a 100 ms deadline and room for many retries, against lost responses.
+async fn lost_response_lab(send_idempotency_key: bool) -> TestLab {
     let mut worker = fast_worker();
     worker.payment_timeout = Duration::from_millis(100);
     worker.retry_max_attempts = 10;
-    let lab = TestLab::start(LabOptions {
-        worker: Some(worker),
-        faults: plan(lost_responses_then_healthy()),
-        ..LabOptions::default()
-    })
-    .await;
+    worker.send_idempotency_key = send_idempotency_key;
+    TestLab::with_faults(worker, lost_responses_then_healthy(), api_config().max_job_attempts).await
+}
+
+#[tokio::test]
+async fn lost_responses_are_retried_with_the_same_key_and_charged_once() {
+    let lab = lost_response_lab(true).await;
 
     let order = lab.create_order(1000).await;
     let paid = lab.wait_for_status(order.id, "paid", Duration::from_secs(15)).await;
@@ -132,16 +127,7 @@ async fn lost_responses_are_retried_with_the_same_key_and_charged_once() {
 
 #[tokio::test]
 async fn without_idempotency_keys_lost_responses_double_charge_and_the_audit_says_so() {
-    let mut worker = fast_worker();
-    worker.payment_timeout = Duration::from_millis(100);
-    worker.retry_max_attempts = 10;
-    worker.send_idempotency_key = false;
-    let lab = TestLab::start(LabOptions {
-        worker: Some(worker),
-        faults: plan(lost_responses_then_healthy()),
-        ..LabOptions::default()
-    })
-    .await;
+    let lab = lost_response_lab(false).await;
 
     let order = lab.create_order(1000).await;
     lab.wait_for_status(order.id, "paid", Duration::from_secs(15)).await;

@@ -35,8 +35,6 @@ pub struct RunOptions {
     pub output_dir: Option<PathBuf>,
     /// Multiply every duration (load, stages, fault phases) by this.
     pub time_scale: f64,
-    /// Draw a live progress bar on stderr.
-    pub progress_bar: bool,
 }
 
 impl Default for RunOptions {
@@ -45,7 +43,6 @@ impl Default for RunOptions {
             database_url: None,
             output_dir: None,
             time_scale: 1.0,
-            progress_bar: false,
         }
     }
 }
@@ -119,12 +116,9 @@ impl Database {
             )),
             Some(admin_url) => {
                 let name = format!("relab_run_{}", uuid::Uuid::new_v4().simple());
-                let admin = sqlx::PgPool::connect(admin_url).await?;
-                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
-                admin.close().await;
-                let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin_url);
+                let url = lab_service::db::create_database(admin_url, &name).await?;
                 Ok(Database::Fresh {
-                    url: format!("{base}/{name}"),
+                    url,
                     admin_url: admin_url.clone(),
                     name,
                 })
@@ -141,10 +135,8 @@ impl Database {
 
     async fn close(self) {
         if let Database::Fresh { admin_url, name, .. } = self {
-            if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&admin)
-                    .await;
+            if let Err(e) = lab_service::db::drop_database(&admin_url, &name).await {
+                tracing::warn!(error = %e, database = %name, "could not drop the run's database");
             }
         }
     }

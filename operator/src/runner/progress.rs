@@ -2,6 +2,7 @@
 //! every few seconds otherwise (CI logs).
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lab_service::loadgen::cli::progress_line;
 use lab_service::loadgen::Progress;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -16,30 +17,6 @@ impl ProgressHandle {
         self.done.cancel();
         let _ = self.task.await;
     }
-}
-
-fn breaker(state: i64) -> &'static str {
-    match state {
-        1 => "OPEN",
-        2 => "half-open",
-        _ => "closed",
-    }
-}
-
-fn line(p: &Progress) -> String {
-    format!(
-        "{:<6} sent {:>6} | accepted {:>6} | paid {:>6} | failed {:>4} | dead {:>4} | shed {:>5} | errors {:>4} | breaker {:<9} | queue {:>5}",
-        p.phase.to_string(),
-        p.sent,
-        p.accepted,
-        p.paid,
-        p.failed,
-        p.dead_lettered,
-        p.shed,
-        p.errors,
-        breaker(p.breaker_state),
-        p.queue_depth
-    )
 }
 
 /// Draw `progress` until [`ProgressHandle::finish`].
@@ -60,7 +37,7 @@ pub fn spawn(mut progress: watch::Receiver<Progress>, load_seconds: u64, termina
                 }
                 let p = progress.borrow().clone();
                 bar.set_position(p.elapsed.as_secs().min(load_seconds.max(1)));
-                bar.set_message(line(&p));
+                bar.set_message(progress_line(&p));
             }
             bar.finish();
         } else {
@@ -71,7 +48,7 @@ pub fn spawn(mut progress: watch::Receiver<Progress>, load_seconds: u64, termina
                     _ = tick.tick() => {}
                 }
                 let p = progress.borrow().clone();
-                eprintln!("[{:>5.1}s/{load_seconds}s] {}", p.elapsed.as_secs_f64(), line(&p));
+                eprintln!("{}", progress_line(&p));
             }
         }
     });
