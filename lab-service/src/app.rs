@@ -212,14 +212,7 @@ pub struct MockServer {
 
 impl MockServer {
     pub async fn build(listen: SocketAddr, plan: FaultPlan, metrics: &LabMetrics) -> Result<Self> {
-        if let Err(problems) = plan.validate() {
-            let e = &problems[0];
-            return Err(crate::config::ConfigError {
-                field: format!("faults: {}", e.field),
-                message: e.message.clone(),
-            }
-            .into());
-        }
+        crate::config::check_fault_plan(&plan)?;
         let state = MockState::new(plan, &metrics.registry)?;
         let listener = TcpListener::bind(listen).await?;
         Ok(Self {

@@ -122,13 +122,7 @@ impl MockArgs {
         set!(failure_rate => b.failure_rate, decline_rate => b.decline_rate, rate_limit_rate => b.rate_limit_rate,
              timeout_rate => b.timeout_rate, lost_response_rate => b.lost_response_rate, hang_ms => b.hang_ms,
              latency_base_ms => b.latency.base_ms, latency_jitter_ms => b.latency.jitter_ms);
-        plan.validate().map_err(|errors| {
-            let e = errors.into_iter().next().expect("at least one problem");
-            ConfigError {
-                field: format!("faults: {}", e.field),
-                message: e.message,
-            }
-        })?;
+        crate::config::check_fault_plan(&plan)?;
         Ok(plan)
     }
 }

@@ -23,6 +23,17 @@ fn problem(field: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// A fault plan checked as configuration: the first problem, its field under `faults:`.
+pub fn check_fault_plan(plan: &crate::payment_mock::FaultPlan) -> Result<(), ConfigError> {
+    plan.validate().map_err(|problems| {
+        let e = problems
+            .into_iter()
+            .next()
+            .expect("validate reports at least one problem");
+        problem(&format!("faults: {}", e.field), e.message)
+    })
+}
+
 /// The order API.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
