@@ -149,7 +149,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Api { db, api } => {
             let config = api.into_config()?;
-            let pool = crate::db::connect_and_migrate(&db.database_url, db.database_max_connections).await?;
+            let pool = db.connect().await?;
             let server = ApiServer::build(pool, config, &metrics).await?;
             tracing::info!(addr = %server.local_addr(), "order API listening");
             server.run_until_stopped(shutdown_signal()).await?;
@@ -161,7 +161,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = worker.into_config()?;
             let admin = parse_optional_addr(&admin_listen)?;
-            let pool = crate::db::connect_and_migrate(&db.database_url, db.database_max_connections).await?;
+            let pool = db.connect().await?;
             let server = WorkerServer::build(pool, config, admin, &metrics).await?;
             if let Some(a) = server.admin_addr() {
                 tracing::info!(addr = %a, "worker admin listening");
@@ -177,7 +177,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::All { db, api, worker, mock } => {
             let api = api.into_config()?;
             let plan = mock.plan()?;
-            let pool = crate::db::connect_and_migrate(&db.database_url, db.database_max_connections).await?;
+            let pool = db.connect().await?;
             let mock_server = MockServer::build(mock.mock_listen, plan, &metrics).await?;
             let mut worker = worker;
             worker.payment_url = format!("http://{}", mock_server.local_addr());

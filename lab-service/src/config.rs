@@ -135,6 +135,72 @@ impl Default for WorkerConfig {
     }
 }
 
+fn ms(d: Duration) -> String {
+    d.as_millis().to_string()
+}
+
+impl ApiConfig {
+    /// The `RELAB_*` variables that `lab-service api` reads back into this
+    /// configuration (all but the listen address, which belongs to the pod).
+    pub fn to_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("RELAB_MAX_QUEUE_DEPTH", self.max_queue_depth.to_string()),
+            ("RELAB_SHED_RETRY_AFTER_SECS", self.shed_retry_after_secs.to_string()),
+            ("RELAB_MAX_BODY_BYTES", self.max_body_bytes.to_string()),
+            ("RELAB_MAX_JOB_ATTEMPTS", self.max_job_attempts.to_string()),
+            ("RELAB_API_DRAIN_DELAY_MS", ms(self.drain_delay)),
+            ("RELAB_API_SHUTDOWN_TIMEOUT_MS", ms(self.shutdown_timeout)),
+        ]
+    }
+}
+
+impl WorkerConfig {
+    /// The `RELAB_*` variables that `lab-service worker` reads back into this
+    /// configuration (all but the worker id, which is per process).
+    pub fn to_env(&self) -> Vec<(&'static str, String)> {
+        let (mode, threshold, ratio, min_calls, window) = match self.breaker.mode {
+            BreakerMode::Disabled => ("disabled", 5, 0.5, 20, Duration::from_secs(10)),
+            BreakerMode::ConsecutiveFailures { threshold } => {
+                ("consecutive-failures", threshold, 0.5, 20, Duration::from_secs(10))
+            }
+            BreakerMode::FailureRatio {
+                ratio,
+                min_calls,
+                window,
+            } => ("failure-ratio", 5, ratio, min_calls, window),
+        };
+        vec![
+            ("RELAB_WORKER_CONCURRENCY", self.concurrency.to_string()),
+            ("RELAB_PAYMENT_URL", self.payment_url.clone()),
+            ("RELAB_PAYMENT_TIMEOUT_MS", ms(self.payment_timeout)),
+            ("RELAB_RETRY_MAX_ATTEMPTS", self.retry_max_attempts.to_string()),
+            ("RELAB_RETRY_INITIAL_BACKOFF_MS", ms(self.backoff.initial)),
+            ("RELAB_RETRY_MAX_BACKOFF_MS", ms(self.backoff.max)),
+            ("RELAB_RETRY_MULTIPLIER", self.backoff.multiplier.to_string()),
+            ("RELAB_RETRY_JITTER", self.backoff.jitter.to_string()),
+            ("RELAB_BREAKER_MODE", mode.to_string()),
+            ("RELAB_BREAKER_FAILURE_THRESHOLD", threshold.to_string()),
+            ("RELAB_BREAKER_FAILURE_RATIO", ratio.to_string()),
+            ("RELAB_BREAKER_MINIMUM_CALLS", min_calls.to_string()),
+            ("RELAB_BREAKER_WINDOW_MS", ms(window)),
+            ("RELAB_BREAKER_OPEN_TIMEOUT_MS", ms(self.breaker.open_timeout)),
+            (
+                "RELAB_BREAKER_HALF_OPEN_PROBES",
+                self.breaker.half_open_probes.to_string(),
+            ),
+            (
+                "RELAB_BULKHEAD_MAX_CONCURRENT",
+                self.bulkhead_max_concurrent.to_string(),
+            ),
+            ("RELAB_BULKHEAD_MAX_WAIT_MS", ms(self.bulkhead_max_wait)),
+            ("RELAB_LEASE_MS", ms(self.lease)),
+            ("RELAB_POLL_INTERVAL_MS", ms(self.poll_interval)),
+            ("RELAB_WORKER_SHUTDOWN_DEADLINE_MS", ms(self.shutdown_deadline)),
+            ("RELAB_SEND_IDEMPOTENCY_KEY", self.send_idempotency_key.to_string()),
+        ]
+    }
+}
+
 /// `hostname-pid-random`, unique per process.
 pub fn default_worker_id() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
@@ -371,6 +437,21 @@ pub struct DatabaseArgs {
     pub database_url: String,
     #[arg(long, env = "RELAB_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
+    /// Keep retrying the first connection this long (a pod may start before its database).
+    #[arg(long, env = "RELAB_DATABASE_CONNECT_TIMEOUT_SECS", default_value_t = 0)]
+    pub database_connect_timeout_secs: u64,
+}
+
+impl DatabaseArgs {
+    /// Connect (retrying for `--database-connect-timeout-secs`) and run the migrations.
+    pub async fn connect(&self) -> crate::error::Result<sqlx::PgPool> {
+        crate::db::connect_and_migrate_within(
+            &self.database_url,
+            self.database_max_connections,
+            Duration::from_secs(self.database_connect_timeout_secs),
+        )
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -409,6 +490,87 @@ mod tests {
         assert!(e.field.contains("--payment-url"), "{e}");
         let e = parse(&["--retry-max-attempts", "0"]).unwrap_err();
         assert!(e.message.contains("first call"), "{e}");
+    }
+
+    /// `--flag=value` for each variable, found through clap's own env names,
+    /// so a renamed variable or flag breaks this test.
+    fn env_as_flags(cmd: &clap::Command, env: &[(&'static str, String)]) -> Vec<String> {
+        env.iter()
+            .map(|(key, value)| {
+                let arg = cmd
+                    .get_arguments()
+                    .find(|a| a.get_env().is_some_and(|e| e == *key))
+                    .unwrap_or_else(|| panic!("no flag reads {key}"));
+                format!("--{}={value}", arg.get_long().expect("long flag"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn worker_config_survives_the_trip_through_its_environment() {
+        use clap::CommandFactory;
+        let modes = [
+            BreakerMode::Disabled,
+            BreakerMode::ConsecutiveFailures { threshold: 9 },
+            BreakerMode::FailureRatio {
+                ratio: 0.35,
+                min_calls: 11,
+                window: Duration::from_millis(7_500),
+            },
+        ];
+        for mode in modes {
+            let original = WorkerConfig {
+                worker_id: "w-1".into(),
+                concurrency: 3,
+                payment_url: "http://10.0.0.7:8081".into(),
+                payment_timeout: Duration::from_millis(750),
+                retry_max_attempts: 6,
+                backoff: BackoffConfig {
+                    initial: Duration::from_millis(20),
+                    max: Duration::from_millis(900),
+                    multiplier: 1.5,
+                    jitter: 0.25,
+                },
+                breaker: BreakerConfig {
+                    mode,
+                    open_timeout: Duration::from_millis(1_234),
+                    half_open_probes: 2,
+                },
+                bulkhead_max_concurrent: 5,
+                bulkhead_max_wait: Duration::from_millis(40),
+                lease: Duration::from_secs(12),
+                poll_interval: Duration::from_millis(300),
+                shutdown_deadline: Duration::from_secs(4),
+                send_idempotency_key: false,
+            };
+            let mut args = vec!["w".to_string(), "--worker-id=w-1".to_string()];
+            args.extend(env_as_flags(&W::command(), &original.to_env()));
+            let back = W::try_parse_from(args).expect("parses").w.into_config().expect("valid");
+            assert_eq!(format!("{back:?}"), format!("{original:?}"));
+        }
+    }
+
+    #[test]
+    fn api_config_survives_the_trip_through_its_environment() {
+        use clap::CommandFactory;
+        #[derive(Parser)]
+        struct A {
+            #[command(flatten)]
+            a: ApiArgs,
+        }
+        let original = ApiConfig {
+            max_queue_depth: 77,
+            shed_retry_after_secs: 3,
+            max_body_bytes: 4096,
+            max_job_attempts: 2,
+            drain_delay: Duration::from_millis(1_500),
+            shutdown_timeout: Duration::from_secs(7),
+            ..ApiConfig::default()
+        };
+        let mut args = vec!["a".to_string()];
+        args.extend(env_as_flags(&A::command(), &original.to_env()));
+        let back = A::try_parse_from(args).expect("parses").a.into_config().expect("valid");
+        assert_eq!(format!("{back:?}"), format!("{original:?}"));
     }
 
     #[test]

@@ -11,6 +11,25 @@ pub const JOBS_CHANNEL: &str = "relab_jobs";
 
 /// Connect and run pending migrations (safe from many processes at once:
 /// sqlx takes an advisory lock).
+/// [`connect_and_migrate`], retrying while the server is not reachable yet
+/// (a pod that starts before its database), for at most `patience`. Each
+/// failed attempt is logged; the last error is returned.
+pub async fn connect_and_migrate_within(url: &str, max_connections: u32, patience: Duration) -> Result<PgPool> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match connect_and_migrate(url, max_connections).await {
+            Ok(pool) => return Ok(pool),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(attempt, error = %e, "database not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt.min(4)))).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<PgPool> {
     let options = PgConnectOptions::from_str(url)?.application_name("relab-lab-service");
     let pool = PgPoolOptions::new()

@@ -52,6 +52,9 @@ pub struct ExperimentRun {
     pub faults: Option<FaultPlan>,
     /// Longest wait for accepted orders to reach a final state.
     pub drain_timeout: Duration,
+    /// Before anything else, wait at most this long for the database, the
+    /// order API's `/readyz` and the mock's `/healthz` (zero: expect them up).
+    pub wait_ready: Duration,
 }
 
 /// The results plus one timeline point per second.
@@ -60,6 +63,46 @@ pub struct ExperimentRun {
 pub struct RunOutput {
     pub results: RunResults,
     pub timeline: Vec<TimelinePoint>,
+}
+
+/// Poll the order API's `/readyz` and the mock's `/healthz` until both
+/// answer 200, for at most `run.wait_ready`; the error names what was not ready.
+async fn wait_until_ready(http: &reqwest::Client, run: &ExperimentRun, stop: &CancellationToken) -> Result<()> {
+    let checks = [
+        ("order API", format!("{}/readyz", run.api_url.trim_end_matches('/'))),
+        (
+            "payment mock",
+            format!("{}/healthz", run.payment_url.trim_end_matches('/')),
+        ),
+    ];
+    let start = Instant::now();
+    let mut last_report = start;
+    for (what, url) in &checks {
+        loop {
+            let answer = http.get(url).timeout(Duration::from_secs(2)).send().await;
+            let detail = match answer {
+                Ok(r) if r.status().is_success() => break,
+                Ok(r) => format!("answered {}", r.status()),
+                Err(e) => e.to_string(),
+            };
+            if start.elapsed() >= run.wait_ready {
+                return Err(Error::Other(format!(
+                    "the {what} at {url} was not ready within {:?}: {detail}",
+                    run.wait_ready
+                )));
+            }
+            if stop.is_cancelled() {
+                return Err(Error::Other(format!("stopped while waiting for the {what}")));
+            }
+            if last_report.elapsed() >= Duration::from_secs(5) {
+                tracing::info!(what, url, detail, "waiting for the lab to be ready");
+                last_report = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    tracing::info!(waited_ms = start.elapsed().as_millis() as u64, "lab ready");
+    Ok(())
 }
 
 /// Run one experiment; see the module docs for the steps.
@@ -73,7 +116,10 @@ pub async fn run_experiment(
         .no_proxy()
         .timeout(Duration::from_secs(30))
         .build()?;
-    let pool = crate::db::connect_and_migrate(&run.database_url, 4).await?;
+    if !run.wait_ready.is_zero() {
+        wait_until_ready(&http, &run, &stop).await?;
+    }
+    let pool = crate::db::connect_and_migrate_within(&run.database_url, 4, run.wait_ready).await?;
     let observer = Observer::new(pool.clone(), http.clone(), run.metrics_urls.clone());
     let payment_url = run.payment_url.trim_end_matches('/').to_string();
 

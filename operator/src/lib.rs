@@ -1,10 +1,12 @@
 //! relab operator crate: the `ReliabilityExperiment` custom resource, its
 //! validation and verdict (pure), the local runner behind `relab run`, and
-//! (later) the controller.
+//! the controller behind `relab operator`.
 
+pub mod controller;
 pub mod crd;
 pub mod crdgen;
 pub mod lab_config;
+pub mod status;
 pub mod validate;
 pub mod verdict;
 

@@ -51,6 +51,9 @@ pub struct LoadgenArgs {
     /// Fault plan to install on the payment mock before the load: JSON, or @path to a JSON file.
     #[arg(long, env = "RELAB_FAULTS")]
     pub faults: Option<String>,
+    /// Wait at most this long for the database, the order API and the payment mock before the load.
+    #[arg(long, env = "RELAB_WAIT_READY_SECS", default_value_t = 0)]
+    pub wait_ready_secs: u64,
     /// Write the full output (results and timeline) as JSON here.
     #[arg(long, env = "RELAB_OUTPUT")]
     pub output: Option<PathBuf>,
@@ -140,6 +143,7 @@ impl LoadgenArgs {
             metrics_urls,
             faults,
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+            wait_ready: Duration::from_secs(self.wait_ready_secs),
         })
     }
 }

@@ -243,6 +243,7 @@ fn flaky_run(lab: &TestLab, rate: f64, secs: u64) -> ExperimentRun {
         metrics_urls: vec![format!("{}/metrics", lab.api_url)],
         faults: Some(plan(json!({"seed": 7, "base": {"failureRate": 0.3}}))),
         drain_timeout: Duration::from_secs(15),
+        wait_ready: Duration::ZERO,
     }
 }
 

@@ -13,10 +13,10 @@ pub mod progress;
 pub mod report;
 pub mod table;
 
-use crate::crd::{Condition, Phase, ReliabilityExperiment, ReliabilityExperimentStatus, VerdictResult};
+use crate::crd::{ReliabilityExperiment, ReliabilityExperimentStatus, VerdictResult};
 use crate::lab_config;
+use crate::status;
 use crate::validate::{self, FieldError};
-use crate::verdict;
 use lab_service::app::{ApiServer, MockServer, WorkerServer};
 use lab_service::experiment::{run_experiment, ExperimentRun, RunOutput};
 use lab_service::loadgen::{LoadConfig, LoadStage, Progress};
@@ -167,24 +167,6 @@ fn load_config(rx: &ReliabilityExperiment) -> LoadConfig {
     config
 }
 
-fn condition(
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-    now: &str,
-) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message,
-        observed_generation: generation,
-        last_transition_time: Some(now.to_string()),
-    }
-}
-
 /// Run a validated experiment on this machine.
 pub async fn run_local(
     rx: &ReliabilityExperiment,
@@ -229,6 +211,7 @@ pub async fn run_local(
             metrics_urls: api_urls.iter().map(|u| format!("{u}/metrics")).collect(),
             faults: Some(lab_config::fault_plan(spec)),
             drain_timeout: Duration::from_secs(u64::from(spec.load.drain_timeout_seconds)),
+            wait_ready: Duration::ZERO,
         };
         let output = run_experiment(run, progress, stop.clone()).await;
         lab_stop.cancel();
@@ -245,63 +228,28 @@ pub async fn run_local(
         return Err(RunError::Interrupted);
     }
 
-    let verdict = verdict::judge(spec, &output.results);
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let now = status::timestamp(chrono::Utc::now());
     let gen = rx.metadata.generation;
-    let (met, reason) = match verdict.result {
-        VerdictResult::Passed => ("True", "ObjectivesMet"),
-        VerdictResult::Failed => ("False", "ObjectivesNotMet"),
-        VerdictResult::Inconclusive => ("Unknown", "Inconclusive"),
-    };
-    let failed: Vec<&str> = verdict
-        .objectives
-        .iter()
-        .filter(|o| !o.passed)
-        .map(|o| o.name.as_str())
-        .collect();
+    let judged = status::judge_run(spec, &output.results, gen, &now);
+    let mut conditions = vec![status::condition(
+        "Valid",
+        "True",
+        "SpecValid",
+        "the spec passed validation".into(),
+        gen,
+        &now,
+    )];
+    conditions.extend(judged.conditions);
     let status = ReliabilityExperimentStatus {
-        phase: if verdict.result == VerdictResult::Passed {
-            Phase::Succeeded
-        } else {
-            Phase::Failed
-        },
+        phase: judged.phase,
         observed_generation: gen,
         run_id: spec.run_id.clone(),
-        start_time: Some(started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        start_time: Some(status::timestamp(started)),
         finish_time: Some(now.clone()),
-        conditions: vec![
-            condition(
-                "Valid",
-                "True",
-                "SpecValid",
-                "the spec passed validation".into(),
-                gen,
-                &now,
-            ),
-            condition(
-                "Completed",
-                "True",
-                "RunCompleted",
-                format!("load, drain and audit finished (drained: {})", output.results.drained),
-                gen,
-                &now,
-            ),
-            condition(
-                "ObjectivesMet",
-                met,
-                reason,
-                if failed.is_empty() {
-                    verdict.inconclusive_reasons.join("; ")
-                } else {
-                    format!("not met: {}", failed.join(", "))
-                },
-                gen,
-                &now,
-            ),
-        ],
+        conditions,
         progress: None,
         results: Some(output.results.clone()),
-        verdict: Some(verdict),
+        verdict: Some(judged.verdict),
         dashboard: None,
         history: Vec::new(),
     };

@@ -1,0 +1,205 @@
+//! What the controller reads back from the cluster: the load generator's
+//! pod and Job (where the results arrive, as the container's termination
+//! message), and live progress from the order service's `/metrics`.
+//!
+//! Progress is read through the API server's service proxy
+//! (`/api/v1/namespaces/<ns>/services/<svc>:<port>/proxy/metrics`): it works
+//! whether the operator runs in the cluster or beside it, needs no DNS, and
+//! sends nothing anywhere the API server would not.
+
+use super::children::{Names, LABEL_COMPONENT};
+use super::machine::Loadgen;
+use crate::crd::Progress;
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use kube::Client;
+use lab_service::observe::parse_text;
+use std::time::Duration;
+
+/// The load generator of this run, as its pod (preferred) and Job show it.
+pub async fn loadgen(client: &Client, namespace: &str, names: &Names) -> Result<Loadgen, kube::Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("{},{LABEL_COMPONENT}=loadgen", names.run_selector());
+    let mut list = pods.list(&ListParams::default().labels(&selector)).await?.items;
+    // newest first (backoffLimit is 0, so normally there is one)
+    list.sort_by_key(|p| std::cmp::Reverse(p.metadata.creation_timestamp.clone().map(|t| t.0)));
+    if let Some(state) = list.first().map(pod_state) {
+        if !matches!(state, Loadgen::Missing | Loadgen::Waiting { .. }) {
+            return Ok(state);
+        }
+        if let Some(failed) = job_failure(client, namespace, names).await? {
+            return Ok(failed);
+        }
+        return Ok(state);
+    }
+    Ok(job_failure(client, namespace, names).await?.unwrap_or(Loadgen::Missing))
+}
+
+async fn job_failure(client: &Client, namespace: &str, names: &Names) -> Result<Option<Loadgen>, kube::Error> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let Some(job) = jobs.get_opt(&names.loadgen()).await? else {
+        return Ok(None);
+    };
+    let failed = job
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Failed" && c.status == "True");
+    Ok(failed.map(|c| Loadgen::JobFailed {
+        reason: c.reason.unwrap_or_else(|| "Failed".into()),
+        message: c.message.unwrap_or_default(),
+    }))
+}
+
+/// The `loadgen` container's state.
+pub fn pod_state(pod: &Pod) -> Loadgen {
+    let Some(status) = &pod.status else {
+        return Loadgen::Waiting { reason: None };
+    };
+    let container = status
+        .container_statuses
+        .as_ref()
+        .and_then(|cs| cs.iter().find(|c| c.name == "loadgen"));
+    if let Some(state) = container.and_then(|c| c.state.as_ref()) {
+        if let Some(t) = &state.terminated {
+            return Loadgen::Terminated {
+                exit_code: t.exit_code,
+                reason: t.reason.clone(),
+                message: t.message.clone(),
+            };
+        }
+        if let Some(r) = &state.running {
+            let started_at = r
+                .started_at
+                .as_ref()
+                .and_then(|t| DateTime::parse_from_rfc3339(&t.0.to_string()).ok())
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_else(Utc::now);
+            return Loadgen::Running { started_at };
+        }
+        if let Some(w) = &state.waiting {
+            return Loadgen::Waiting {
+                reason: w.reason.clone(),
+            };
+        }
+    }
+    match status.phase.as_deref() {
+        Some("Succeeded") => Loadgen::Terminated {
+            exit_code: 0,
+            reason: status.reason.clone(),
+            message: None,
+        },
+        Some("Failed") => Loadgen::Terminated {
+            exit_code: -1,
+            reason: status.reason.clone(),
+            message: status.message.clone(),
+        },
+        _ => Loadgen::Waiting {
+            reason: status
+                .conditions
+                .as_ref()
+                .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled" && c.status == "False"))
+                .and_then(|c| c.reason.clone()),
+        },
+    }
+}
+
+/// Live figures from the order service's API and worker metrics, through
+/// the API server's service proxy; `None` when they cannot be read (yet).
+pub async fn progress(client: &Client, namespace: &str, names: &Names) -> Option<Progress> {
+    let service = names.order_service();
+    let mut samples = Vec::new();
+    for port in ["http", "worker-metrics"] {
+        let path = format!("/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/metrics");
+        let request = http::Request::get(path).body(Vec::new()).ok()?;
+        let text = tokio::time::timeout(Duration::from_secs(2), client.request_text(request))
+            .await
+            .ok()?
+            .ok()?;
+        samples.extend(parse_text(&text).ok()?);
+    }
+    Some(progress_from_metrics(&samples))
+}
+
+/// `relab_orders_created_total` is sent (accepted), `relab_worker_jobs_total`
+/// by outcome gives paid and failed, `relab_breaker_state` the breaker.
+pub fn progress_from_metrics(samples: &[lab_service::observe::PromSample]) -> Progress {
+    let mut p = Progress::default();
+    let mut breaker = 0.0_f64;
+    for s in samples {
+        match s.name.as_str() {
+            "relab_orders_created_total" => p.sent += s.value as u64,
+            "relab_worker_jobs_total" => match s.label("outcome").as_str() {
+                "paid" => p.paid += s.value as u64,
+                "failed" | "dead_lettered" => p.failed += s.value as u64,
+                _ => {}
+            },
+            "relab_breaker_state" => breaker = breaker.max(s.value),
+            _ => {}
+        }
+    }
+    p.breaker_state = match breaker as i64 {
+        0 => "closed",
+        1 => "open",
+        _ => "half_open",
+    }
+    .into();
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus};
+
+    #[test]
+    fn progress_counts_orders_jobs_and_the_breaker() {
+        let text = "\
+# TYPE relab_orders_created_total counter
+relab_orders_created_total 120
+relab_worker_jobs_total{outcome=\"paid\"} 100
+relab_worker_jobs_total{outcome=\"failed\"} 3
+relab_worker_jobs_total{outcome=\"dead_lettered\"} 2
+relab_worker_jobs_total{outcome=\"retry_scheduled\"} 40
+relab_breaker_state 1
+";
+        let p = progress_from_metrics(&parse_text(text).unwrap());
+        assert_eq!((p.sent, p.paid, p.failed), (120, 100, 5));
+        assert_eq!(p.breaker_state, "open");
+    }
+
+    #[test]
+    fn the_termination_message_is_read_from_the_container() {
+        let pod = Pod {
+            status: Some(PodStatus {
+                phase: Some("Succeeded".into()),
+                container_statuses: Some(vec![ContainerStatus {
+                    name: "loadgen".into(),
+                    state: Some(ContainerState {
+                        terminated: Some(ContainerStateTerminated {
+                            exit_code: 0,
+                            message: Some("{\"successRatio\":1.0}".into()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            pod_state(&pod),
+            Loadgen::Terminated {
+                exit_code: 0,
+                reason: None,
+                message: Some("{\"successRatio\":1.0}".into())
+            }
+        );
+        assert_eq!(pod_state(&Pod::default()), Loadgen::Waiting { reason: None });
+    }
+}
