@@ -1,4 +1,5 @@
 use clap::{Parser, Subcommand};
+use relab_operator::controller::{self, children::LabDefaults};
 use relab_operator::runner::{self, RunError, RunOptions};
 use relab_operator::{crdgen, validate};
 use std::io::IsTerminal;
@@ -24,6 +25,38 @@ enum Command {
     },
     /// Check a manifest: print every problem with its field path (exit 2 if any).
     Validate { manifest: PathBuf },
+    /// Run the controller: reconcile ReliabilityExperiments in the cluster of the kubeconfig (or in-cluster).
+    ///
+    /// Exit code: 0 after SIGTERM/Ctrl-C, 2 when it cannot start (no cluster, CRD not installed).
+    Operator {
+        /// Watch only this namespace (least privilege: a Role suffices); default: all namespaces.
+        #[arg(long, env = "RELAB_WATCH_NAMESPACE", conflicts_with = "all_namespaces")]
+        namespace: Option<String>,
+        /// Watch every namespace (the default; needs a ClusterRole).
+        #[arg(long)]
+        all_namespaces: bool,
+        /// Address of /metrics, /healthz and /readyz ("off" to disable).
+        #[arg(long, env = "RELAB_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
+        metrics_listen: String,
+        /// Default image of the lab's order service, payment mock and load generator.
+        #[arg(long, env = "RELAB_LAB_IMAGE")]
+        lab_image: Option<String>,
+        /// Default image of the lab's Postgres.
+        #[arg(long, env = "RELAB_POSTGRES_IMAGE")]
+        postgres_image: Option<String>,
+        /// Default imagePullPolicy of the lab's pods (Always, IfNotPresent, Never).
+        #[arg(long, env = "RELAB_IMAGE_PULL_POLICY", value_parser = ["Always", "IfNotPresent", "Never"])]
+        image_pull_policy: Option<String>,
+        /// How long the load generator waits for the lab to become ready.
+        #[arg(long, env = "RELAB_WAIT_READY_SECS", default_value_t = 300)]
+        wait_ready_secs: u64,
+        /// Reconcile running experiments this often (live progress).
+        #[arg(long, env = "RELAB_POLL_INTERVAL_SECS", default_value_t = 5)]
+        poll_interval_secs: u64,
+        /// Log format (RUST_LOG sets the filter).
+        #[arg(long, value_enum, env = "RELAB_LOG_FORMAT", default_value = "json")]
+        log_format: lab_service::telemetry::LogFormat,
+    },
     /// Run an experiment on this machine, without a cluster.
     ///
     /// Exit code: 0 objectives met, 1 not met or inconclusive, 2 invalid manifest or environment error.
@@ -58,6 +91,48 @@ fn main() -> ExitCode {
         } => {
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             rt.block_on(run(manifest, database_url, output, time_scale, quiet))
+        }
+        Command::Operator {
+            namespace,
+            all_namespaces: _,
+            metrics_listen,
+            lab_image,
+            postgres_image,
+            image_pull_policy,
+            wait_ready_secs,
+            poll_interval_secs,
+            log_format,
+        } => {
+            lab_service::telemetry::init(log_format);
+            let metrics_listen = match metrics_listen.as_str() {
+                "off" => None,
+                raw => match raw.parse() {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        eprintln!("relab: --metrics-listen (RELAB_METRICS_LISTEN): {e}: {raw:?}");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            if poll_interval_secs == 0 {
+                eprintln!("relab: --poll-interval-secs (RELAB_POLL_INTERVAL_SECS) must be at least 1");
+                return ExitCode::from(2);
+            }
+            let base = LabDefaults::default();
+            let options = controller::Options {
+                namespace,
+                defaults: LabDefaults {
+                    lab_image: lab_image.unwrap_or(base.lab_image),
+                    postgres_image: postgres_image.unwrap_or(base.postgres_image),
+                    pull_policy: image_pull_policy.unwrap_or(base.pull_policy),
+                    wait_ready_secs,
+                },
+                metrics_listen,
+                poll_interval: std::time::Duration::from_secs(poll_interval_secs),
+                ..controller::Options::default()
+            };
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            rt.block_on(operator(options))
         }
         Command::Crd { write: None } => {
             print!("{}", crdgen::crd_yaml());
@@ -97,6 +172,29 @@ fn main() -> ExitCode {
                 }
                 ExitCode::from(2)
             }
+        }
+    }
+}
+
+async fn operator(options: controller::Options) -> ExitCode {
+    let client = match kube::Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "no Kubernetes client: set KUBECONFIG or run in a cluster");
+            eprintln!("relab: no Kubernetes client ({e}): set KUBECONFIG or run in a cluster");
+            return ExitCode::from(2);
+        }
+    };
+    let stop = lab_service::cli::shutdown_signal();
+    match controller::start(client, options, stop).await {
+        Ok(running) => {
+            let _ = running.task.await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("relab: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -185,20 +185,20 @@ pub fn services(rx: &ReliabilityExperiment) -> Vec<Child> {
         out.push(service(
             names.postgres(),
             "postgres",
-            json!([{ "name": "postgres", "port": POSTGRES_PORT, "targetPort": "postgres" }]),
+            json!([{ "name": "postgres", "port": POSTGRES_PORT, "targetPort": "postgres", "protocol": "TCP" }]),
         ));
     }
     out.push(service(
         names.payment_mock(),
         "payment-mock",
-        json!([{ "name": "http", "port": MOCK_PORT, "targetPort": "http" }]),
+        json!([{ "name": "http", "port": MOCK_PORT, "targetPort": "http", "protocol": "TCP" }]),
     ));
     out.push(service(
         names.order_service(),
         "order-service",
         json!([
-            { "name": "http", "port": API_PORT, "targetPort": "http" },
-            { "name": "worker-metrics", "port": WORKER_ADMIN_PORT, "targetPort": "worker-metrics" },
+            { "name": "http", "port": API_PORT, "targetPort": "http", "protocol": "TCP" },
+            { "name": "worker-metrics", "port": WORKER_ADMIN_PORT, "targetPort": "worker-metrics", "protocol": "TCP" },
         ]),
     ));
     out
@@ -399,7 +399,7 @@ pub fn workloads(rx: &ReliabilityExperiment, ips: &ServiceIps, defaults: &LabDef
                         { "name": "POSTGRES_DB", "value": "relab" },
                         { "name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata" },
                     ],
-                    "ports": [{ "name": "postgres", "containerPort": POSTGRES_PORT }],
+                    "ports": [{ "name": "postgres", "containerPort": POSTGRES_PORT, "protocol": "TCP" }],
                     "readinessProbe": {
                         "exec": { "command": ["pg_isready", "-h", "127.0.0.1", "-U", "postgres", "-d", "relab"] },
                         "periodSeconds": 2, "timeoutSeconds": 2,
@@ -458,7 +458,7 @@ pub fn workloads(rx: &ReliabilityExperiment, ips: &ServiceIps, defaults: &LabDef
                 &["payment-mock"],
                 json!([{ "name": "RELAB_MOCK_LISTEN", "value": format!("0.0.0.0:{MOCK_PORT}") }]),
                 json!({
-                    "ports": [{ "name": "http", "containerPort": MOCK_PORT }],
+                    "ports": [{ "name": "http", "containerPort": MOCK_PORT, "protocol": "TCP" }],
                     "readinessProbe": http_probe("/healthz", "http", 2),
                     "livenessProbe": http_probe("/healthz", "http", 10),
                     "resources": resources("50m", "32Mi", "1", "256Mi"),
@@ -480,7 +480,7 @@ pub fn workloads(rx: &ReliabilityExperiment, ips: &ServiceIps, defaults: &LabDef
                     &["api"],
                     with_env(&db_env, &[("RELAB_API_LISTEN", format!("0.0.0.0:{API_PORT}"))]),
                     json!({
-                        "ports": [{ "name": "http", "containerPort": API_PORT }],
+                        "ports": [{ "name": "http", "containerPort": API_PORT, "protocol": "TCP" }],
                         "readinessProbe": http_probe("/readyz", "http", 2),
                         "livenessProbe": http_probe("/healthz", "http", 10),
                         "resources": resources("100m", "64Mi", "1", "512Mi"),
@@ -494,7 +494,7 @@ pub fn workloads(rx: &ReliabilityExperiment, ips: &ServiceIps, defaults: &LabDef
                         &[("RELAB_ADMIN_LISTEN", format!("0.0.0.0:{WORKER_ADMIN_PORT}"))]
                     ),
                     json!({
-                        "ports": [{ "name": "worker-metrics", "containerPort": WORKER_ADMIN_PORT }],
+                        "ports": [{ "name": "worker-metrics", "containerPort": WORKER_ADMIN_PORT, "protocol": "TCP" }],
                         "readinessProbe": http_probe("/readyz", "worker-metrics", 2),
                         "livenessProbe": http_probe("/healthz", "worker-metrics", 10),
                         "resources": resources("100m", "64Mi", "1", "512Mi"),

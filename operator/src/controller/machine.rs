@@ -476,8 +476,10 @@ mod tests {
     }
 
     fn results(success_ratio: f64) -> RunResults {
-        let mut r = RunResults::default();
-        r.success_ratio = success_ratio;
+        let mut r = RunResults {
+            success_ratio,
+            ..RunResults::default()
+        };
         r.orders.accepted = 300;
         r.orders.sent = 300;
         r.drained = true;

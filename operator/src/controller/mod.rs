@@ -36,7 +36,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -45,7 +45,6 @@ use kube::{Client, Resource, ResourceExt};
 use machine::{Loadgen, Note, Observed};
 use metrics::OperatorMetrics;
 use serde::de::DeserializeOwned;
-use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -159,7 +158,10 @@ struct Context {
 }
 
 /// Fails with [`StartError::CrdMissing`] when the CRD is not served.
-pub async fn check_crd(api: &Api<ReliabilityExperiment>) -> Result<(), StartError> {
+pub async fn check_crd<K>(api: &Api<K>) -> Result<(), StartError>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
     match api.list(&ListParams::default().limit(1)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Err(StartError::CrdMissing),
@@ -470,19 +472,21 @@ impl Reconciler<'_> {
         notes: &[Note],
     ) -> Result<(), Error> {
         if status != old {
+            // A whole replace (PUT /status) guarded by the resourceVersion we
+            // read: the status is exactly what we computed (server-side apply
+            // on 1.20 leaves null husks of removed fields), and a concurrent
+            // change makes this fail with 409 and reconcile again.
             let api: Api<ReliabilityExperiment> = Api::namespaced(self.ctx.client.clone(), &self.ns);
-            let patch = json!({
-                "apiVersion": validate::API_VERSION,
-                "kind": validate::KIND,
-                "status": status,
-            });
-            api.patch_status(
-                &self.rx.name_any(),
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-            .map_err(err(ErrorKind::Status, "writing the status"))?;
+            let mut object = self.rx.clone();
+            object.metadata.managed_fields = None;
+            object.status = Some(status.clone());
+            let params = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PostParams::default()
+            };
+            api.replace_status(&self.rx.name_any(), &params, &object)
+                .await
+                .map_err(err(ErrorKind::Status, "writing the status"))?;
             if status.phase != old.phase {
                 tracing::info!(from = ?old.phase, to = ?status.phase, "phase changed");
             }

@@ -1,0 +1,100 @@
+//! Shared by the tests that need a Kubernetes API server: a client for the
+//! cluster the environment names, the CRD applied, a namespace per test.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, Config, CustomResourceExt};
+use relab_operator::crd::ReliabilityExperiment;
+use relab_operator::validate::parse_manifest;
+use std::future::Future;
+use std::time::Duration;
+
+pub const FIELD_MANAGER: &str = "relab-tests";
+pub const CRD_NAME: &str = "reliabilityexperiments.relab.dev";
+
+/// A client for the cluster the environment names; fails (never skips)
+/// when there is none.
+pub async fn client() -> Client {
+    let (var, path) = match (std::env::var("RELAB_KUBECONFIG"), std::env::var("KUBECONFIG")) {
+        (Ok(p), _) if !p.is_empty() => ("RELAB_KUBECONFIG", p),
+        (_, Ok(p)) if !p.is_empty() => ("KUBECONFIG", p),
+        _ => panic!(
+            "these tests need a Kubernetes API server: neither RELAB_KUBECONFIG nor KUBECONFIG is set. \
+             Run `bash scripts/k8s/control-plane.sh start` (it prints `export KUBECONFIG=...`), \
+             or point RELAB_KUBECONFIG at any cluster's kubeconfig (e.g. kind)"
+        ),
+    };
+    let kubeconfig =
+        Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("{var}={path}: cannot read the kubeconfig: {e}"));
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{var}={path}: {e}"));
+    let client = Client::try_from(config).unwrap_or_else(|e| panic!("{var}={path}: {e}"));
+    if let Err(e) = client.apiserver_version().await {
+        panic!(
+            "{var}={path}: the API server does not answer ({e}). \
+             Is the control plane running? `bash scripts/k8s/control-plane.sh status`"
+        );
+    }
+    client
+}
+
+/// Applies the CRD by server-side apply and waits until it is Established.
+pub async fn apply_crd(client: &Client) -> CustomResourceDefinition {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = ReliabilityExperiment::crd();
+    crds.patch(
+        CRD_NAME,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("server-side apply of the CRD: {e}"));
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        await_condition(crds, CRD_NAME, conditions::is_crd_established()),
+    )
+    .await
+    .expect("CRD Established within 30 s")
+    .expect("watching the CRD")
+    .expect("the CRD exists")
+}
+
+/// Runs `body` in a fresh namespace (with the CRD applied), then deletes the
+/// namespace, whether `body` passed or panicked.
+pub async fn in_namespace<F, Fut>(body: F)
+where
+    F: FnOnce(Client, String) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let client = client().await;
+    apply_crd(&client).await;
+    let ns = format!("relab-test-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut object = Namespace::default();
+    object.metadata.name = Some(ns.clone());
+    namespaces
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap_or_else(|e| panic!("creating namespace {ns}: {e}"));
+    // Spawned, so that a failed assertion still reaches the cleanup below.
+    let outcome = tokio::spawn(body(client.clone(), ns.clone())).await;
+    if let Err(e) = namespaces.delete(&ns, &DeleteParams::default()).await {
+        eprintln!("warning: deleting namespace {ns}: {e}");
+    }
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+pub fn example(file: &str) -> ReliabilityExperiment {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/examples")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    parse_manifest(&text).unwrap_or_else(|e| panic!("{file}: {e:?}"))
+}

@@ -1,0 +1,706 @@
+//! The controller against a real Kubernetes API server (and
+//! kube-controller-manager, which turns Deployments and Jobs into pods and
+//! garbage-collects): `scripts/k8s/control-plane.sh start`, as in
+//! `tests/apiserver.rs`. Each test has a namespace of its own and an operator
+//! of its own watching only that namespace.
+//!
+//! There is no kubelet, so pods stay Pending. To complete a run the test
+//! plays the kubelet for the load generator's pod only: it marks the pod
+//! running, then terminated with a termination message produced by a real
+//! local run of the same spec (`relab run`'s engine against the test
+//! Postgres). The operator must then write those results and the verdict
+//! `relab run` gave.
+
+mod common;
+
+use common::{client, example, in_namespace};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::GroupVersionKind;
+use kube::{Client, Resource, ResourceExt};
+use relab_operator::controller::{self, children::LabDefaults, Options, StartError};
+use relab_operator::crd::{Phase, ReliabilityExperiment};
+use relab_operator::runner::{self, LocalRun, RunOptions};
+use relab_operator::status::get_condition;
+use relab_operator::validate::scale_time;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const LAB_IMAGE: &str = "localhost/relab/lab-service:test";
+
+/// An operator watching one namespace, in this process.
+struct Operator {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    metrics: SocketAddr,
+}
+
+impl Operator {
+    async fn start(client: &Client, ns: &str) -> Self {
+        lab_service::telemetry::init(lab_service::telemetry::LogFormat::Text);
+        let stop = CancellationToken::new();
+        let options = Options {
+            namespace: Some(ns.to_string()),
+            defaults: LabDefaults {
+                lab_image: LAB_IMAGE.into(),
+                pull_policy: "Never".into(),
+                ..LabDefaults::default()
+            },
+            metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+            poll_interval: Duration::from_secs(1),
+            read_progress: true,
+            instance: format!("test-{ns}"),
+        };
+        let running = controller::start(client.clone(), options, stop.clone())
+            .await
+            .expect("the operator starts");
+        Self {
+            stop,
+            task: running.task,
+            metrics: running.metrics_addr.expect("metrics server"),
+        }
+    }
+
+    /// A hard stop at whatever await point the controller is (like SIGKILL).
+    async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        self.stop.cancel();
+    }
+
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.metrics))
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn metric(&self, name_and_labels: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name_and_labels} not in:\n{text}"))
+    }
+}
+
+fn admin_url() -> String {
+    std::env::var("RELAB_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// An example, shortened (the same spec goes to the cluster and to the local run).
+fn shortened(file: &str, scale: f64, name: &str) -> ReliabilityExperiment {
+    let mut rx = example(file);
+    scale_time(&mut rx.spec, scale);
+    rx.metadata.name = Some(name.into());
+    rx
+}
+
+/// A real local run of `rx`'s spec: the source of the termination message.
+async fn local_run(rx: &ReliabilityExperiment) -> LocalRun {
+    let opts = RunOptions {
+        database_url: Some(admin_url()),
+        ..RunOptions::default()
+    };
+    let (tx, _rx) = tokio::sync::watch::channel(Default::default());
+    runner::run_local(rx, &opts, tx, CancellationToken::new())
+        .await
+        .expect("the local run finishes")
+}
+
+fn message_of(run: &LocalRun) -> String {
+    lab_service::experiment::termination_message(run.status.results.as_ref().expect("results"))
+}
+
+/// Poll `name` until `pred` holds; panics with the last status after `secs`.
+async fn wait_for(
+    api: &Api<ReliabilityExperiment>,
+    name: &str,
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&ReliabilityExperiment) -> bool,
+) -> ReliabilityExperiment {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let rx = api.get(name).await.expect("read the experiment");
+        if pred(&rx) {
+            return rx;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "{name}: not {what} within {secs} s; status:\n{}",
+                serde_yaml::to_string(&rx.status).unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn phase(rx: &ReliabilityExperiment) -> Phase {
+    rx.status.as_ref().map(|s| s.phase).unwrap_or_default()
+}
+
+async fn labelled<K>(client: &Client, ns: &str, selector: &str) -> Vec<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    K::DynamicType: Default,
+{
+    Api::<K>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(selector))
+        .await
+        .expect("list")
+        .items
+}
+
+/// Evaluate `$probe` (an expression that may `.await`) until it is `Some`.
+macro_rules! eventually {
+    ($secs:expr, $what:expr, $probe:expr) => {{
+        let deadline = tokio::time::Instant::now() + Duration::from_secs($secs);
+        loop {
+            if let Some(v) = $probe {
+                break v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not within {} s: {}",
+                $secs,
+                $what
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }};
+}
+
+/// The load generator's pod of `generation`, once the Job controller made it.
+async fn loadgen_pod(client: &Client, ns: &str, name: &str, generation: i64) -> Pod {
+    let selector = format!("relab.dev/experiment={name},relab.dev/run={generation},relab.dev/component=loadgen");
+    eventually!(30, "the Job controller creates the load generator's pod", {
+        labelled::<Pod>(client, ns, &selector).await.into_iter().next()
+    })
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The kubelet's part: the load generator's container is running.
+async fn kubelet_runs(client: &Client, ns: &str, pod: &Pod) {
+    let t = now();
+    let status = json!({ "status": {
+        "phase": "Running",
+        "startTime": t,
+        "containerStatuses": [{
+            "name": "loadgen", "ready": true, "started": true, "restartCount": 0,
+            "image": LAB_IMAGE, "imageID": "",
+            "state": { "running": { "startedAt": t } },
+        }],
+    }});
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("pod status: running");
+}
+
+/// The kubelet's part: the container exited 0 with `message` in
+/// /dev/termination-log.
+async fn kubelet_terminates(client: &Client, ns: &str, pod: &Pod, message: &str) {
+    let t = now();
+    let status = json!({ "status": {
+        "phase": "Succeeded",
+        "containerStatuses": [{
+            "name": "loadgen", "ready": false, "started": false, "restartCount": 0,
+            "image": LAB_IMAGE, "imageID": "",
+            "state": { "terminated": {
+                "exitCode": 0, "reason": "Completed", "message": message,
+                "startedAt": t, "finishedAt": t,
+            } },
+        }],
+    }});
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("pod status: terminated");
+}
+
+async fn event_reasons(client: &Client, ns: &str, name: &str) -> Vec<String> {
+    let events: Vec<Event> = Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items;
+    events
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+/// Results and verdict as the operator wrote them equal the local run's.
+fn assert_same_outcome(rx: &ReliabilityExperiment, local: &LocalRun) {
+    let status = rx.status.as_ref().expect("status");
+    let sent: lab_service::summary::RunResults = serde_json::from_str(&message_of(local)).unwrap();
+    assert_eq!(status.results.as_ref(), Some(&sent), "results as reported by the Job");
+    let theirs = status.verdict.as_ref().expect("verdict");
+    let ours = local.status.verdict.as_ref().unwrap();
+    assert_eq!(theirs.result, ours.result, "overall verdict");
+    let per = |v: &relab_operator::crd::Verdict| {
+        v.objectives
+            .iter()
+            .map(|o| (o.name.clone(), o.passed))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(per(theirs), per(ours), "per-objective verdict");
+    assert_eq!(phase(rx), local.status.phase);
+}
+
+/// Play one whole run of generation `generation`: running, then terminated
+/// with `message`; returns the finished experiment.
+async fn complete_run(
+    client: &Client,
+    api: &Api<ReliabilityExperiment>,
+    ns: &str,
+    name: &str,
+    generation: i64,
+    message: &str,
+) -> ReliabilityExperiment {
+    let pod = loadgen_pod(client, ns, name, generation).await;
+    kubelet_runs(client, ns, &pod).await;
+    wait_for(api, name, 30, "Running", |rx| {
+        matches!(phase(rx), Phase::Running | Phase::Draining)
+    })
+    .await;
+    kubelet_terminates(client, ns, &pod, message).await;
+    wait_for(api, name, 30, "finished", |rx| phase(rx).is_finished()).await
+}
+
+#[tokio::test]
+async fn an_applied_experiment_gets_its_lab_then_the_results_and_verdict_of_its_job() {
+    in_namespace(|client, ns| async move {
+        let rx = shortened("flaky-payments.yaml", 0.1, "flaky");
+        let local = tokio::spawn({
+            let rx = rx.clone();
+            async move { local_run(&rx).await }
+        });
+        let operator = Operator::start(&client, &ns).await;
+        let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), &ns);
+        let created = api.create(&PostParams::default(), &rx).await.unwrap();
+        let uid = created.uid().unwrap();
+        wait_for(&api, "flaky", 30, "Provisioning", |rx| phase(rx) == Phase::Provisioning).await;
+
+        // every child: owner, labels, settings
+        let run = "relab.dev/experiment=flaky,relab.dev/run=1";
+        let services: Vec<Service> = labelled(&client, &ns, run).await;
+        let mut names: Vec<String> = services.iter().map(|s| s.name_any()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["flaky-r1-order-service", "flaky-r1-payment-mock", "flaky-r1-postgres"]
+        );
+        let deployments: Vec<Deployment> = labelled(&client, &ns, run).await;
+        assert_eq!(deployments.len(), 3);
+        let jobs: Vec<Job> = labelled(&client, &ns, run).await;
+        assert_eq!(jobs.len(), 1);
+        let configs: Vec<ConfigMap> = labelled(&client, &ns, run).await;
+        assert_eq!(configs.len(), 1);
+        let owned_by_it = |meta: &kube::api::ObjectMeta| {
+            let o = &meta.owner_references.as_ref().expect("owner")[0];
+            o.uid == uid && o.controller == Some(true) && o.kind == "ReliabilityExperiment"
+        };
+        assert!(services.iter().all(|o| owned_by_it(&o.metadata)));
+        assert!(deployments.iter().all(|o| owned_by_it(&o.metadata)));
+        assert!(jobs.iter().all(|o| owned_by_it(&o.metadata)));
+        assert!(configs.iter().all(|o| owned_by_it(&o.metadata)));
+        let data = configs[0].data.as_ref().unwrap();
+        let breaker = &rx.spec.order_service.circuit_breaker;
+        assert_eq!(
+            data["RELAB_BREAKER_FAILURE_THRESHOLD"],
+            breaker.failure_threshold.to_string()
+        );
+        assert_eq!(
+            data["RELAB_RETRY_MAX_ATTEMPTS"],
+            rx.spec.order_service.retry.max_attempts.to_string()
+        );
+        let mock_ip = services
+            .iter()
+            .find(|s| s.name_any() == "flaky-r1-payment-mock")
+            .and_then(|s| s.spec.as_ref()?.cluster_ip.clone())
+            .unwrap();
+        assert_eq!(
+            data["RELAB_PAYMENT_URL"],
+            format!("http://{mock_ip}:8081"),
+            "by ClusterIP, no DNS"
+        );
+        for d in &deployments {
+            let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+            for c in &pod.containers {
+                let sc = c.security_context.as_ref().expect("security context");
+                assert_eq!(sc.run_as_non_root, Some(true));
+                assert_eq!(sc.read_only_root_filesystem, Some(true));
+                assert_eq!(sc.allow_privilege_escalation, Some(false));
+                assert!(c.readiness_probe.is_some() && c.resources.is_some(), "{}", c.name);
+            }
+        }
+        // the controller-manager turns them into (Pending) pods
+        for component in ["postgres", "payment-mock", "order-service", "loadgen"] {
+            let sel = format!("{run},relab.dev/component={component}");
+            let pods = eventually!(30, &format!("a {component} pod"), {
+                let pods: Vec<Pod> = labelled(&client, &ns, &sel).await;
+                (!pods.is_empty()).then_some(pods)
+            });
+            if component == "order-service" {
+                let c = &pods[0].spec.as_ref().unwrap().containers;
+                assert_eq!(c.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["api", "worker"]);
+                assert_eq!(c[0].image.as_deref(), Some(LAB_IMAGE));
+            }
+        }
+
+        // the kubelet's part, with a real run's results
+        let local = local.await.unwrap();
+        let pod = loadgen_pod(&client, &ns, "flaky", 1).await;
+        kubelet_runs(&client, &ns, &pod).await;
+        let running = wait_for(&api, "flaky", 30, "Running", |rx| phase(rx) == Phase::Running).await;
+        let st = running.status.as_ref().unwrap();
+        assert!(st.start_time.is_some() && st.progress.is_some(), "{st:?}");
+        wait_for(&api, "flaky", 30, "Draining once the load's length passed", |rx| {
+            phase(rx) == Phase::Draining
+        })
+        .await;
+        kubelet_terminates(&client, &ns, &pod, &message_of(&local)).await;
+        let done = wait_for(&api, "flaky", 30, "finished", |rx| phase(rx).is_finished()).await;
+        assert_same_outcome(&done, &local);
+        let st = done.status.as_ref().unwrap();
+        assert_eq!(get_condition(&st.conditions, "Completed").unwrap().status, "True");
+        assert_eq!(
+            get_condition(&st.conditions, "Valid").unwrap().observed_generation,
+            Some(1)
+        );
+        eprintln!(
+            "operator verdict {:?} = relab run verdict {:?}",
+            st.verdict.as_ref().unwrap().result,
+            local.status.verdict.as_ref().unwrap().result
+        );
+
+        // an Event per phase change
+        let reasons = eventually!(10, "every phase's event", {
+            let r = event_reasons(&client, &ns, "flaky").await;
+            ["RunStarted", "Provisioning", "Running", "Draining", "Analyzing"]
+                .iter()
+                .all(|x| r.iter().any(|y| y == x))
+                .then_some(r)
+        });
+        assert!(reasons.iter().any(|r| r == "Succeeded" || r == "Failed"), "{reasons:?}");
+
+        // operator metrics
+        assert!(operator.metric("relab_operator_reconciles_total").await >= 5.0);
+        let finished_phase = format!("{:?}", done.status.as_ref().unwrap().phase);
+        let gauge = format!("relab_operator_experiments{{phase=\"{finished_phase}\"}}");
+        assert_eq!(operator.metric(&gauge).await, 1.0);
+
+        // idempotent: a reconcile triggered by a metadata change changes nothing
+        let children_versions = |d: &[Deployment]| d.iter().map(|d| d.resource_version().unwrap()).collect::<Vec<_>>();
+        let before = children_versions(&labelled::<Deployment>(&client, &ns, run).await);
+        let reconciles = operator.metric("relab_operator_reconciles_total").await;
+        api.patch(
+            "flaky",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"touched": "yes"}}})),
+        )
+        .await
+        .unwrap();
+        eventually!(10, "a reconcile after the touch", {
+            (operator.metric("relab_operator_reconciles_total").await > reconciles).then_some(())
+        });
+        let after = api.get("flaky").await.unwrap();
+        assert_eq!(after.status, done.status, "status unchanged");
+        assert_eq!(
+            children_versions(&labelled::<Deployment>(&client, &ns, run).await),
+            before
+        );
+        operator.kill().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_spec_change_starts_a_new_run_keeps_history_and_restarts_do_not_rerun() {
+    in_namespace(|client, ns| async move {
+        let rx = shortened("flaky-payments.yaml", 0.1, "gitops");
+        let local = tokio::spawn({
+            let rx = rx.clone();
+            async move { local_run(&rx).await }
+        });
+        let operator = Operator::start(&client, &ns).await;
+        let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), &ns);
+        api.create(&PostParams::default(), &rx).await.unwrap();
+        let local = local.await.unwrap();
+        let first = complete_run(&client, &api, &ns, "gitops", 1, &message_of(&local)).await;
+        assert_same_outcome(&first, &local);
+        let first_status = first.status.clone().unwrap();
+
+        // GitOps: a new runId is a new generation, so a new run
+        api.patch(
+            "gitops",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"runId": "second"}})),
+        )
+        .await
+        .unwrap();
+        let second = wait_for(&api, "gitops", 30, "a new run", |rx| {
+            rx.status.as_ref().is_some_and(|s| s.observed_generation == Some(2))
+        })
+        .await;
+        let st = second.status.as_ref().unwrap();
+        assert!(st.results.is_none() && !st.phase.is_finished(), "{st:?}");
+        assert_eq!(st.run_id.as_deref(), Some("second"));
+        let h = &st.history[0];
+        assert_eq!(h.generation, Some(1));
+        assert_eq!(h.verdict, first_status.verdict.as_ref().unwrap().result);
+        assert_eq!(
+            h.orders_accepted,
+            first_status.results.as_ref().unwrap().orders.accepted
+        );
+        // the first run's lab is gone, the second's is there
+        eventually!(30, "run 1's children deleted", {
+            let old: Vec<Deployment> = labelled(&client, &ns, "relab.dev/experiment=gitops,relab.dev/run=1").await;
+            let jobs: Vec<Job> = labelled(&client, &ns, "relab.dev/experiment=gitops,relab.dev/run=1").await;
+            (old.is_empty() && jobs.is_empty()).then_some(())
+        });
+        let new: Vec<Deployment> = labelled(&client, &ns, "relab.dev/experiment=gitops,relab.dev/run=2").await;
+        assert_eq!(new.len(), 3);
+        let done = complete_run(&client, &api, &ns, "gitops", 2, &message_of(&local)).await;
+        let job_uid = |jobs: Vec<Job>| jobs.into_iter().map(|j| j.uid().unwrap()).collect::<Vec<_>>();
+        let jobs_before = job_uid(labelled(&client, &ns, "relab.dev/experiment=gitops").await);
+        assert_eq!(jobs_before.len(), 1);
+        let events_before = event_reasons(&client, &ns, "gitops").await.len();
+
+        // a restart after completion (and the resync it brings) does not re-run
+        operator.kill().await;
+        let operator = Operator::start(&client, &ns).await;
+        eventually!(10, "the new operator reconciled", {
+            (operator.metric("relab_operator_reconciles_total").await >= 1.0).then_some(())
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = api.get("gitops").await.unwrap();
+        assert_eq!(after.status, done.status, "status untouched by the restart");
+        assert_eq!(
+            job_uid(labelled(&client, &ns, "relab.dev/experiment=gitops").await),
+            jobs_before
+        );
+        assert_eq!(
+            event_reasons(&client, &ns, "gitops").await.len(),
+            events_before,
+            "no new events"
+        );
+        operator.kill().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_operator_killed_mid_run_resumes_and_writes_the_results_once() {
+    in_namespace(|client, ns| async move {
+        let rx = shortened("outage-drill-no-breaker.yaml", 0.15, "resume");
+        let local = tokio::spawn({
+            let rx = rx.clone();
+            async move { local_run(&rx).await }
+        });
+        let operator = Operator::start(&client, &ns).await;
+        let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), &ns);
+        api.create(&PostParams::default(), &rx).await.unwrap();
+        let pod = loadgen_pod(&client, &ns, "resume", 1).await;
+        kubelet_runs(&client, &ns, &pod).await;
+        wait_for(&api, "resume", 30, "Running", |rx| phase(rx) == Phase::Running).await;
+        operator.kill().await;
+
+        // while no operator runs, the load generator finishes
+        let local = local.await.unwrap();
+        kubelet_terminates(&client, &ns, &pod, &message_of(&local)).await;
+        let operator = Operator::start(&client, &ns).await;
+        let done = wait_for(&api, "resume", 30, "finished", |rx| phase(rx).is_finished()).await;
+        assert_same_outcome(&done, &local);
+        eprintln!(
+            "resumed run: verdict {:?}, as under relab run",
+            done.status.as_ref().unwrap().verdict.as_ref().unwrap().result
+        );
+        let jobs: Vec<Job> = labelled(&client, &ns, "relab.dev/experiment=resume").await;
+        assert_eq!(jobs.len(), 1, "no second load generator");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let reasons = event_reasons(&client, &ns, "resume").await;
+        assert_eq!(
+            reasons.iter().filter(|r| *r == "Analyzing").count(),
+            1,
+            "results written once: {reasons:?}"
+        );
+        assert!(done.status.as_ref().unwrap().history.is_empty());
+        operator.kill().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_invalid_spec_gets_valid_false_with_every_path_and_no_requeue_storm() {
+    in_namespace(|client, ns| async move {
+        let operator = Operator::start(&client, &ns).await;
+        let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), &ns);
+        let mut rx = shortened("flaky-payments.yaml", 0.1, "bad");
+        // each field is within its schema bounds; together they make no sense
+        rx.spec.order_service.retry.initial_backoff_ms = 500;
+        rx.spec.order_service.retry.max_backoff_ms = 100;
+        rx.spec.images.pull_policy = Some("Sometimes".into());
+        api.create(&PostParams::default(), &rx).await.unwrap();
+        let bad = wait_for(&api, "bad", 30, "Valid=False", |rx| {
+            rx.status
+                .as_ref()
+                .and_then(|s| get_condition(&s.conditions, "Valid"))
+                .is_some_and(|c| c.status == "False")
+        })
+        .await;
+        let valid = get_condition(&bad.status.as_ref().unwrap().conditions, "Valid")
+            .unwrap()
+            .clone();
+        eprintln!("Valid=False: {}", valid.message);
+        assert!(
+            valid.message.contains("spec.orderService.retry.maxBackoffMs"),
+            "{}",
+            valid.message
+        );
+        assert!(valid.message.contains("spec.images.pullPolicy"), "{}", valid.message);
+        assert_eq!(valid.observed_generation, Some(1));
+        let reconciles = operator.metric("relab_operator_reconciles_total").await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            operator.metric("relab_operator_reconciles_total").await,
+            reconciles,
+            "no requeue while nothing changes"
+        );
+        let reasons = event_reasons(&client, &ns, "bad").await;
+        assert_eq!(reasons, ["InvalidSpec"]);
+        let nothing: Vec<Deployment> = labelled(&client, &ns, "relab.dev/experiment=bad").await;
+        assert!(nothing.is_empty(), "nothing applied for an invalid spec");
+
+        // fixed: it starts
+        api.patch(
+            "bad",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"orderService": {"retry": {"maxBackoffMs": 1000}}, "images": {"pullPolicy": "Never"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+        let fixed = wait_for(&api, "bad", 30, "Provisioning", |rx| phase(rx) == Phase::Provisioning).await;
+        let c = get_condition(&fixed.status.as_ref().unwrap().conditions, "Valid").unwrap();
+        assert_eq!((c.status.as_str(), c.observed_generation), ("True", Some(2)));
+        operator.kill().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_an_experiment_garbage_collects_every_child() {
+    in_namespace(|client, ns| async move {
+        let operator = Operator::start(&client, &ns).await;
+        let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), &ns);
+        api.create(&PostParams::default(), &shortened("baseline.yaml", 0.1, "gone"))
+            .await
+            .unwrap();
+        wait_for(&api, "gone", 30, "Provisioning", |rx| phase(rx) == Phase::Provisioning).await;
+        let sel = "relab.dev/experiment=gone";
+        eventually!(30, "pods made", {
+            let pods: Vec<Pod> = labelled(&client, &ns, sel).await;
+            (pods.len() >= 4).then_some(())
+        });
+        api.delete("gone", &DeleteParams::default()).await.unwrap();
+        eventually!(60, "every child garbage-collected", {
+            let d: Vec<Deployment> = labelled(&client, &ns, sel).await;
+            let s: Vec<Service> = labelled(&client, &ns, sel).await;
+            let c: Vec<ConfigMap> = labelled(&client, &ns, sel).await;
+            let j: Vec<Job> = labelled(&client, &ns, sel).await;
+            let p: Vec<Pod> = labelled(&client, &ns, sel).await;
+            (d.is_empty() && s.is_empty() && c.is_empty() && j.is_empty() && p.is_empty()).then_some(())
+        });
+        assert!(api.get_opt("gone").await.unwrap().is_none(), "no finalizer holds it");
+        operator.kill().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_ttl_removes_workloads_but_keeps_results_unless_a_failed_run_is_retained() {
+    in_namespace(|client, ns| async move {
+        let base = shortened("flaky-payments.yaml", 0.1, "x");
+        let local = local_run(&base).await;
+        let message = message_of(&local);
+        let operator = Operator::start(&client, &ns).await;
+        let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), &ns);
+        // the same lab twice; objectives do not change the run, only its verdict
+        let mut clean = base.clone();
+        clean.metadata.name = Some("clean".into());
+        clean.spec.ttl_seconds_after_finished = Some(1);
+        let mut keep = base.clone();
+        keep.metadata.name = Some("keep".into());
+        keep.spec.ttl_seconds_after_finished = Some(1);
+        keep.spec.cleanup_policy = relab_operator::crd::CleanupPolicy::RetainOnFailure;
+        keep.spec.objectives.api_latency = vec![relab_operator::crd::LatencyObjective {
+            percentile: relab_operator::crd::Percentile::P50,
+            max_ms: 0.001,
+        }];
+        for rx in [&clean, &keep] {
+            api.create(&PostParams::default(), rx).await.unwrap();
+        }
+        let (c, k) = tokio::join!(
+            complete_run(&client, &api, &ns, "clean", 1, &message),
+            complete_run(&client, &api, &ns, "keep", 1, &message)
+        );
+        assert_eq!(k.status.as_ref().unwrap().phase, Phase::Failed);
+        assert_eq!(c.status.as_ref().unwrap().phase, local.status.phase);
+        let cleaned = wait_for(&api, "clean", 30, "WorkloadsDeleted", |rx| {
+            rx.status
+                .as_ref()
+                .and_then(|s| get_condition(&s.conditions, "WorkloadsDeleted"))
+                .is_some_and(|c| c.status == "True")
+        })
+        .await;
+        assert!(cleaned.status.as_ref().unwrap().results.is_some(), "results stay");
+        eventually!(30, "clean's workloads deleted", {
+            let d: Vec<Deployment> = labelled(&client, &ns, "relab.dev/experiment=clean").await;
+            let j: Vec<Job> = labelled(&client, &ns, "relab.dev/experiment=clean").await;
+            (d.is_empty() && j.is_empty()).then_some(())
+        });
+        if c.status.as_ref().unwrap().phase == Phase::Failed {
+            eprintln!("note: the local run failed its objectives; the TTL applies to it (policy Always)");
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let kept: Vec<Deployment> = labelled(&client, &ns, "relab.dev/experiment=keep").await;
+        assert_eq!(kept.len(), 3, "a failed run's lab is retained for debugging");
+        operator.kill().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_missing_crd_is_reported_with_how_to_install_it() {
+    let client = client().await;
+    let gvk = GroupVersionKind::gvk("missing.relab.dev", "v1", "Nothing");
+    let api: Api<DynamicObject> = Api::all_with(client, &ApiResource::from_gvk(&gvk));
+    match controller::check_crd(&api).await {
+        Err(e @ StartError::CrdMissing) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("kubectl apply -f crds/reliabilityexperiments.relab.dev.yaml"),
+                "{text}"
+            );
+        }
+        other => panic!("expected CrdMissing, got {other:?}"),
+    }
+}
