@@ -6,6 +6,7 @@
 #   scripts/bench.sh            # every bench
 #   scripts/bench.sh pipeline   # order pipeline vs pgbench (same SQL, same server)
 #   scripts/bench.sh loadgen    # load generator vs wrk (same endpoint, same run)
+#   scripts/bench.sh operator   # 100 experiments at once against a real API server
 #
 # Knobs are environment variables, documented in each bench (e.g.
 # RELAB_BENCH_ORDERS, RELAB_BENCH_CLIENTS for the pipeline bench).
@@ -25,15 +26,28 @@ loadgen() {
   cargo bench -p lab-service --bench loadgen
 }
 
+operator() {
+  say "operator: 100 experiments at once on a real API server (operator/benches/operator.rs)"
+  if [ -z "${RELAB_KUBECONFIG:-}" ]; then
+    bash scripts/k8s/build.sh
+    eval "$(bash scripts/k8s/control-plane.sh start)"
+    trap 'bash scripts/k8s/control-plane.sh stop' EXIT
+    export RELAB_KUBECONFIG="$KUBECONFIG"
+  fi
+  cargo bench -p relab-operator --bench operator
+}
+
 case "${1:-all}" in
   pipeline) pipeline ;;
   loadgen) loadgen ;;
+  operator) operator ;;
   all)
     pipeline
     loadgen
+    operator
     ;;
   *)
-    say "unknown bench ${1:-}; known: pipeline, loadgen"
+    say "unknown bench ${1:-}; known: pipeline, loadgen, operator"
     exit 2
     ;;
 esac

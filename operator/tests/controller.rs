@@ -35,6 +35,25 @@ use tokio_util::sync::CancellationToken;
 
 const LAB_IMAGE: &str = "localhost/relab/lab-service:test";
 
+/// Evaluate `$probe` (an expression that may `.await`) until it is `Some`.
+macro_rules! eventually {
+    ($secs:expr, $what:expr, $probe:expr) => {{
+        let deadline = tokio::time::Instant::now() + Duration::from_secs($secs);
+        loop {
+            if let Some(v) = $probe {
+                break v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not within {} s: {}",
+                $secs,
+                $what
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }};
+}
+
 /// An operator watching one namespace, in this process.
 struct Operator {
     stop: CancellationToken,
@@ -61,10 +80,15 @@ impl Operator {
         let running = controller::start(client.clone(), options, stop.clone())
             .await
             .expect("the operator starts");
+        let metrics = running.metrics_addr.expect("metrics server");
+        eventually!(20, "the operator's /readyz says its cache is synced", {
+            let answer = reqwest::get(format!("http://{metrics}/readyz")).await;
+            answer.is_ok_and(|r| r.status().is_success()).then_some(())
+        });
         Self {
             stop,
             task: running.task,
-            metrics: running.metrics_addr.expect("metrics server"),
+            metrics,
         }
     }
 
@@ -162,24 +186,6 @@ where
         .items
 }
 
-/// Evaluate `$probe` (an expression that may `.await`) until it is `Some`.
-macro_rules! eventually {
-    ($secs:expr, $what:expr, $probe:expr) => {{
-        let deadline = tokio::time::Instant::now() + Duration::from_secs($secs);
-        loop {
-            if let Some(v) = $probe {
-                break v;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not within {} s: {}",
-                $secs,
-                $what
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }};
-}
 
 /// The load generator's pod of `generation`, once the Job controller made it.
 async fn loadgen_pod(client: &Client, ns: &str, name: &str, generation: i64) -> Pod {

@@ -339,7 +339,7 @@ EOF
     --service-account-key-file="$RUN/pki/sa.pub" \
     --service-account-signing-key-file="$RUN/pki/sa.key" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-    --service-cluster-ip-range=10.0.0.0/24 \
+    --service-cluster-ip-range=10.0.0.0/16 \
     --endpoint-reconciler-type=none \
     --allow-privileged=true \
     --profiling=false \
@@ -365,7 +365,7 @@ EOF
     --service-account-private-key-file="$RUN/pki/sa.key" \
     --cluster-signing-cert-file="$RUN/pki/ca.crt" \
     --cluster-signing-key-file="$RUN/pki/ca.key" \
-    --service-cluster-ip-range=10.0.0.0/24 \
+    --service-cluster-ip-range=10.0.0.0/16 \
     --leader-elect=false \
     --controllers='*' \
     --profiling=false \

@@ -36,11 +36,11 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{predicates, watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use machine::{Loadgen, Note, Observed};
 use metrics::OperatorMetrics;
@@ -192,7 +192,16 @@ pub async fn start(client: Client, options: Options, stop: CancellationToken) ->
         children::LABEL_COMPONENT
     ));
     let controller = Controller::new(experiments, watcher::Config::default().any_semantic())
-        .owns(scoped::<Deployment>(&client, &options.namespace), managed.clone())
+        // a Deployment's status moves with every pod; only its spec matters here
+        .owns_stream(
+            watcher::watcher(
+                scoped::<PartialObjectMeta<Deployment>>(&client, &options.namespace),
+                managed.clone(),
+            )
+                .default_backoff()
+                .touched_objects()
+                .predicate_filter(predicates::generation, Default::default()),
+        )
         .owns(scoped::<Service>(&client, &options.namespace), managed.clone())
         .owns(scoped::<ConfigMap>(&client, &options.namespace), managed.clone())
         .owns(scoped::<Job>(&client, &options.namespace), managed)
@@ -213,9 +222,18 @@ pub async fn start(client: Client, options: Options, stop: CancellationToken) ->
     {
         let (store, ready) = (store.clone(), metrics.ready.clone());
         tokio::spawn(async move {
-            if store.wait_until_ready().await.is_ok() {
-                ready.store(true, Ordering::Relaxed);
-                tracing::info!("cache synced; reconciling");
+            // re-asked every second: with two waiters on the store (this and
+            // the controller's runner) a single wait was seen never to wake
+            loop {
+                match tokio::time::timeout(Duration::from_secs(1), store.wait_until_ready()).await {
+                    Ok(Ok(())) => {
+                        ready.store(true, Ordering::Relaxed);
+                        tracing::info!("cache synced; reconciling");
+                        return;
+                    }
+                    Ok(Err(_)) => return,
+                    Err(_) => continue,
+                }
             }
         });
     }
@@ -300,7 +318,10 @@ impl Reconciler<'_> {
         let (mut status, mut notes) = (old.clone(), Vec::new());
         if old.observed_generation != Some(generation) {
             (status, notes) = machine::start_run(&old, generation, &rx.spec, now);
-            self.delete_children(&names.other_runs_selector()).await?;
+            if old.observed_generation.is_some() {
+                // an earlier run (or an invalid spec's generation) may have left children
+                self.delete_children(&names.other_runs_selector()).await?;
+            }
         }
         if status.phase.is_finished() {
             return self.finished(&old, status, notes, generation).await;
@@ -313,9 +334,8 @@ impl Reconciler<'_> {
 
         // 3. build and apply
         let ips = self.apply_services(rx).await?;
-        for child in children::workloads(rx, &ips, &self.ctx.options.defaults) {
-            self.apply(&child).await?;
-        }
+        let workloads = children::workloads(rx, &ips, &self.ctx.options.defaults);
+        futures::future::try_join_all(workloads.iter().map(|child| self.apply(child))).await?;
 
         // 4. observe
         let loadgen = observe::loadgen(&self.ctx.client, &self.ns, &names)
@@ -384,8 +404,9 @@ impl Reconciler<'_> {
             order_service: String::new(),
         };
         let names = Names::new(rx);
-        for child in children::services(rx) {
-            let applied: Service = self.apply_as(&child).await?;
+        let services = children::services(rx);
+        let applied = futures::future::try_join_all(services.iter().map(|c| self.apply_as::<Service>(c))).await?;
+        for (child, applied) in services.iter().zip(applied) {
             let ip = applied
                 .spec
                 .and_then(|s| s.cluster_ip)

@@ -1,0 +1,243 @@
+//! Operator benchmark (not a test): N experiments applied at once to a real
+//! API server; time from create to "every child applied" (the status turns
+//! `Provisioning`, which the operator writes only after applying them all),
+//! reconciles per second, and the operator process's resident memory.
+//!
+//! Needs a cluster (`RELAB_KUBECONFIG` or `KUBECONFIG`); `scripts/bench.sh
+//! operator` starts the loopback control plane when none is given. The
+//! operator runs as its own process (the release `relab` binary), watching a
+//! fresh namespace, which is deleted afterwards.
+//!
+//! Knobs: `RELAB_BENCH_EXPERIMENTS` (default 100).
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::runtime::watcher;
+use kube::{Client, CustomResourceExt, ResourceExt};
+use relab_operator::crd::{Phase, ReliabilityExperiment};
+use relab_operator::validate::parse_manifest;
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn kubeconfig() -> String {
+    std::env::var("RELAB_KUBECONFIG")
+        .or_else(|_| std::env::var("KUBECONFIG"))
+        .expect("set RELAB_KUBECONFIG (scripts/bench.sh operator starts a control plane)")
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+async fn metric(addr: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("operator metrics")
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::var("RELAB_BENCH_EXPERIMENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let path = kubeconfig();
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&path).expect("kubeconfig"),
+        &Default::default(),
+    )
+    .await
+    .expect("kubeconfig");
+    let client = Client::try_from(config).expect("client");
+
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        "reliabilityexperiments.relab.dev",
+        &PatchParams::apply("relab-bench").force(),
+        &Patch::Apply(&ReliabilityExperiment::crd()),
+    )
+    .await
+    .expect("apply the CRD");
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        await_condition(crds, "reliabilityexperiments.relab.dev", conditions::is_crd_established()),
+    )
+    .await
+    .expect("CRD established")
+    .expect("watch");
+
+    let ns = format!("relab-bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut object = Namespace::default();
+    object.metadata.name = Some(ns.clone());
+    namespaces.create(&PostParams::default(), &object).await.expect("namespace");
+
+    // the operator, as its own process
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let log = std::fs::File::create(std::env::temp_dir().join("relab-bench-operator.log")).unwrap();
+    let operator = Command::new(env!("CARGO_BIN_EXE_relab"))
+        .args(["operator", "--namespace", &ns, "--metrics-listen", &metrics_addr])
+        .env("KUBECONFIG", &path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start relab operator");
+    let pid = operator.id();
+    // stopped (by its PID) and the namespace deleted however the run ends
+    let guard = Cleanup(operator);
+    let run = tokio::spawn(measure(client.clone(), ns.clone(), n, path, metrics_addr, pid));
+    let outcome = run.await;
+    drop(guard);
+    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+struct Cleanup(std::process::Child);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn measure(client: Client, ns: String, n: usize, _kubeconfig: String, metrics_addr: String, pid: u32) {
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = reqwest::get(format!("http://{metrics_addr}/readyz"))
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < ready_by, "operator not ready in 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let idle_rss = rss_kib(pid, "VmRSS:");
+
+    // watch for Provisioning (children applied)
+    let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), &ns);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let watch_api = api.clone();
+    let watching = tokio::spawn(async move {
+        let mut stream = watcher::watcher(watch_api, watcher::Config::default()).boxed();
+        while let Some(Ok(event)) = stream.next().await {
+            if let watcher::Event::Apply(rx) | watcher::Event::InitApply(rx) = event {
+                let phase = rx.status.as_ref().map(|s| s.phase).unwrap_or_default();
+                if phase != Phase::Pending {
+                    let _ = tx.send((rx.name_any(), Instant::now()));
+                }
+            }
+        }
+    });
+
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/baseline.yaml"))
+        .expect("baseline example");
+    let template = parse_manifest(&text).expect("baseline parses");
+    let reconciles_before = metric(&metrics_addr, "relab_operator_reconciles_total").await;
+    let start = Instant::now();
+    let creates = (0..n).map(|i| {
+        let api = api.clone();
+        let mut rx = template.clone();
+        rx.metadata.name = Some(format!("bench-{i:03}"));
+        async move {
+            let sent = Instant::now();
+            api.create(&PostParams::default(), &rx).await.expect("create");
+            (rx.name_any(), sent)
+        }
+    });
+    let created: HashMap<String, Instant> = futures::future::join_all(creates).await.into_iter().collect();
+    let all_created = start.elapsed();
+
+    let mut applied: HashMap<String, Instant> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    while applied.len() < n {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some((name, at))) => {
+                applied.entry(name).or_insert(at);
+            }
+            _ => panic!("only {} of {n} experiments provisioned within 180 s", applied.len()),
+        }
+    }
+    let wall = start.elapsed();
+    let reconciles = metric(&metrics_addr, "relab_operator_reconciles_total").await - reconciles_before;
+    let errors = metric(&metrics_addr, "relab_operator_reconcile_errors_total{kind=\"apply\"}").await;
+    let peak_rss = rss_kib(pid, "VmHWM:");
+    let rss = rss_kib(pid, "VmRSS:");
+    watching.abort();
+
+    let mut latencies: Vec<Duration> = created
+        .iter()
+        .map(|(name, sent)| applied[name].saturating_duration_since(*sent))
+        .collect();
+    latencies.sort();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let made = deployments
+        .list_metadata(&ListParams::default().labels("app.kubernetes.io/managed-by=relab-operator"))
+        .await
+        .unwrap()
+        .items
+        .len();
+
+    println!("operator bench: {n} experiments created at once (baseline.yaml), one namespace");
+    println!("  creates returned after       {:>8.0} ms", all_created.as_secs_f64() * 1e3);
+    println!("  all provisioned after        {:>8.0} ms", wall.as_secs_f64() * 1e3);
+    println!(
+        "  create -> children applied   p50 {:.0} ms   p99 {:.0} ms   max {:.0} ms",
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().unwrap().as_secs_f64() * 1e3
+    );
+    println!(
+        "  reconciles                   {reconciles:.0} in {:.1} s = {:.1}/s (apply errors {errors:.0})",
+        wall.as_secs_f64(),
+        reconciles / wall.as_secs_f64()
+    );
+    println!("  deployments applied          {made} (expected {})", 3 * n);
+    println!(
+        "  operator RSS                 idle {:.1} MiB, now {:.1} MiB, peak {:.1} MiB",
+        idle_rss as f64 / 1024.0,
+        rss as f64 / 1024.0,
+        peak_rss as f64 / 1024.0
+    );
+    let p99_ok = percentile(&latencies, 0.99) < Duration::from_secs(2);
+    let rss_ok = peak_rss < 64 * 1024;
+    println!(
+        "  targets: p99 < 2 s {}, peak RSS < 64 MiB {}",
+        if p99_ok { "met" } else { "MISSED" },
+        if rss_ok { "met" } else { "MISSED" }
+    );
+
+}
