@@ -84,7 +84,11 @@ async fn main() {
     .expect("apply the CRD");
     tokio::time::timeout(
         Duration::from_secs(30),
-        await_condition(crds, "reliabilityexperiments.relab.dev", conditions::is_crd_established()),
+        await_condition(
+            crds,
+            "reliabilityexperiments.relab.dev",
+            conditions::is_crd_established(),
+        ),
     )
     .await
     .expect("CRD established")
@@ -94,7 +98,10 @@ async fn main() {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let mut object = Namespace::default();
     object.metadata.name = Some(ns.clone());
-    namespaces.create(&PostParams::default(), &object).await.expect("namespace");
+    namespaces
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("namespace");
 
     // the operator, as its own process
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -212,7 +219,10 @@ async fn measure(client: Client, ns: String, n: usize, _kubeconfig: String, metr
         .len();
 
     println!("operator bench: {n} experiments created at once (baseline.yaml), one namespace");
-    println!("  creates returned after       {:>8.0} ms", all_created.as_secs_f64() * 1e3);
+    println!(
+        "  creates returned after       {:>8.0} ms",
+        all_created.as_secs_f64() * 1e3
+    );
     println!("  all provisioned after        {:>8.0} ms", wall.as_secs_f64() * 1e3);
     println!(
         "  create -> children applied   p50 {:.0} ms   p99 {:.0} ms   max {:.0} ms",
@@ -239,5 +249,4 @@ async fn measure(client: Client, ns: String, n: usize, _kubeconfig: String, metr
         if p99_ok { "met" } else { "MISSED" },
         if rss_ok { "met" } else { "MISSED" }
     );
-
 }

@@ -186,7 +186,6 @@ where
         .items
 }
 
-
 /// The load generator's pod of `generation`, once the Job controller made it.
 async fn loadgen_pod(client: &Client, ns: &str, name: &str, generation: i64) -> Pod {
     let selector = format!("relab.dev/experiment={name},relab.dev/run={generation},relab.dev/component=loadgen");
@@ -416,13 +415,15 @@ async fn an_applied_experiment_gets_its_lab_then_the_results_and_verdict_of_its_
         let children_versions = |d: &[Deployment]| d.iter().map(|d| d.resource_version().unwrap()).collect::<Vec<_>>();
         let before = children_versions(&labelled::<Deployment>(&client, &ns, run).await);
         let reconciles = operator.metric("relab_operator_reconciles_total").await;
-        api.patch(
-            "flaky",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"touched": "yes"}}})),
-        )
-        .await
-        .unwrap();
+        // (the experiment's own metadata does not wake it; its children do)
+        Api::<Job>::namespaced(client.clone(), &ns)
+            .patch(
+                "flaky-r1-loadgen",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"touched": "yes"}}})),
+            )
+            .await
+            .unwrap();
         eventually!(10, "a reconcile after the touch", {
             (operator.metric("relab_operator_reconciles_total").await > reconciles).then_some(())
         });
@@ -527,12 +528,36 @@ async fn an_operator_killed_mid_run_resumes_and_writes_the_results_once() {
         kubelet_runs(&client, &ns, &pod).await;
         wait_for(&api, "resume", 30, "Running", |rx| phase(rx) == Phase::Running).await;
         operator.kill().await;
+        let versions = async || {
+            let sel = "relab.dev/experiment=resume";
+            let mut v: Vec<String> = labelled::<Deployment>(&client, &ns, sel)
+                .await
+                .iter()
+                .map(|o| o.resource_version().unwrap())
+                .collect();
+            v.extend(
+                labelled::<Service>(&client, &ns, sel)
+                    .await
+                    .iter()
+                    .map(|o| o.resource_version().unwrap()),
+            );
+            v.extend(
+                labelled::<ConfigMap>(&client, &ns, sel)
+                    .await
+                    .iter()
+                    .map(|o| o.resource_version().unwrap()),
+            );
+            v.sort();
+            v
+        };
+        let before = versions().await;
 
         // while no operator runs, the load generator finishes
         let local = local.await.unwrap();
         kubelet_terminates(&client, &ns, &pod, &message_of(&local)).await;
         let operator = Operator::start(&client, &ns).await;
         let done = wait_for(&api, "resume", 30, "finished", |rx| phase(rx).is_finished()).await;
+        assert_eq!(versions().await, before, "the new operator's re-apply changed nothing");
         assert_same_outcome(&done, &local);
         eprintln!(
             "resumed run: verdict {:?}, as under relab run",

@@ -39,7 +39,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{predicates, watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use machine::{Loadgen, Note, Observed};
@@ -155,7 +155,14 @@ struct Context {
     recorder: Recorder,
     options: Options,
     metrics: OperatorMetrics,
+    /// When this process last applied a run's children, by (uid, generation).
+    /// The children of a run never change, so they are re-applied (to repair
+    /// drift) at most every [`REAPPLY_EVERY`] rather than on every event.
+    applied: std::sync::Mutex<std::collections::HashMap<(String, i64), std::time::Instant>>,
 }
+
+/// Re-apply an active run's children at most this often.
+pub const REAPPLY_EVERY: Duration = Duration::from_secs(30);
 
 /// Fails with [`StartError::CrdMissing`] when the CRD is not served.
 pub async fn check_crd<K>(api: &Api<K>) -> Result<(), StartError>
@@ -191,16 +198,24 @@ pub async fn start(client: Client, options: Options, stop: CancellationToken) ->
         "app.kubernetes.io/managed-by={MANAGED_BY},{}=loadgen",
         children::LABEL_COMPONENT
     ));
-    let controller = Controller::new(experiments, watcher::Config::default().any_semantic())
+    // Only spec changes (a new generation) wake an experiment by itself: its
+    // own status writes do not. Children, pods and timers do the rest.
+    let (reader, writer) = reflector::store();
+    let experiment_changes = watcher::watcher(experiments, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let controller = Controller::for_stream(experiment_changes, reader)
         // a Deployment's status moves with every pod; only its spec matters here
         .owns_stream(
             watcher::watcher(
                 scoped::<PartialObjectMeta<Deployment>>(&client, &options.namespace),
                 managed.clone(),
             )
-                .default_backoff()
-                .touched_objects()
-                .predicate_filter(predicates::generation, Default::default()),
+            .default_backoff()
+            .touched_objects()
+            .predicate_filter(predicates::generation, Default::default()),
         )
         .owns(scoped::<Service>(&client, &options.namespace), managed.clone())
         .owns(scoped::<ConfigMap>(&client, &options.namespace), managed.clone())
@@ -247,6 +262,7 @@ pub async fn start(client: Client, options: Options, stop: CancellationToken) ->
         recorder,
         options,
         metrics,
+        applied: Default::default(),
     });
     let task = tokio::spawn(async move {
         controller
@@ -332,10 +348,23 @@ impl Reconciler<'_> {
             return Ok(Action::await_change());
         }
 
-        // 3. build and apply
-        let ips = self.apply_services(rx).await?;
-        let workloads = children::workloads(rx, &ips, &self.ctx.options.defaults);
-        futures::future::try_join_all(workloads.iter().map(|child| self.apply(child))).await?;
+        // 3. build and apply (skipped when this process applied them lately)
+        let key = (rx.uid().unwrap_or_default(), generation);
+        let fresh = self
+            .ctx
+            .applied
+            .lock()
+            .expect("applied cache")
+            .get(&key)
+            .is_some_and(|at| at.elapsed() < REAPPLY_EVERY);
+        if !fresh {
+            let ips = self.apply_services(rx).await?;
+            let workloads = children::workloads(rx, &ips, &self.ctx.options.defaults);
+            futures::future::try_join_all(workloads.iter().map(|child| self.apply(child))).await?;
+            let mut applied = self.ctx.applied.lock().expect("applied cache");
+            applied.retain(|(uid, _), at| *uid != key.0 && at.elapsed() < REAPPLY_EVERY * 10);
+            applied.insert(key, std::time::Instant::now());
+        }
 
         // 4. observe
         let loadgen = observe::loadgen(&self.ctx.client, &self.ns, &names)
