@@ -129,6 +129,24 @@ async fn main() {
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
+
+    // the reference, side by side in the same run, in a namespace of its own
+    tokio::time::sleep(Duration::from_secs(5)).await; // let the controller-manager settle
+    let ref_ns = format!("{ns}-ref");
+    let mut object = Namespace::default();
+    object.metadata.name = Some(ref_ns.clone());
+    namespaces
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("namespace");
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/baseline.yaml"))
+        .expect("baseline example");
+    let template = parse_manifest(&text).expect("baseline parses");
+    let outcome = tokio::spawn(reference(client.clone(), ref_ns.clone(), template, n)).await;
+    let _ = namespaces.delete(&ref_ns, &DeleteParams::default()).await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
 }
 
 struct Cleanup(std::process::Child);
@@ -248,5 +266,90 @@ async fn measure(client: Client, ns: String, n: usize, _kubeconfig: String, metr
         "  targets: p99 < 2 s {}, peak RSS < 64 MiB {}",
         if p99_ok { "met" } else { "MISSED" },
         if rss_ok { "met" } else { "MISSED" }
+    );
+}
+
+/// The reference: the same children applied straight from this process
+/// (Services, then the rest with their ClusterIPs, all concurrently), with no
+/// operator in between; the API server's (and controller-manager's) floor.
+async fn reference(client: Client, ns: String, template: ReliabilityExperiment, n: usize) {
+    use relab_operator::controller::children::{self, Kind, LabDefaults, ServiceIps};
+    let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), &ns);
+    let mut stored = Vec::new();
+    for i in 0..n {
+        let mut rx = template.clone();
+        rx.metadata.name = Some(format!("ref-{i:03}"));
+        stored.push(api.create(&PostParams::default(), &rx).await.expect("create"));
+    }
+    let apply = |kind: Kind, name: String, body: serde_json::Value| {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            let pp = PatchParams::apply("relab-bench").force();
+            let patch = Patch::Apply(&body);
+            let out: serde_json::Value = match kind {
+                Kind::Service => serde_json::to_value(
+                    Api::<k8s_openapi::api::core::v1::Service>::namespaced(client, &ns)
+                        .patch(&name, &pp, &patch)
+                        .await
+                        .expect("apply"),
+                )
+                .unwrap(),
+                Kind::ConfigMap => serde_json::to_value(
+                    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client, &ns)
+                        .patch(&name, &pp, &patch)
+                        .await
+                        .expect("apply"),
+                )
+                .unwrap(),
+                Kind::Deployment => serde_json::to_value(
+                    Api::<Deployment>::namespaced(client, &ns)
+                        .patch(&name, &pp, &patch)
+                        .await
+                        .expect("apply"),
+                )
+                .unwrap(),
+                Kind::Job => serde_json::to_value(
+                    Api::<k8s_openapi::api::batch::v1::Job>::namespaced(client, &ns)
+                        .patch(&name, &pp, &patch)
+                        .await
+                        .expect("apply"),
+                )
+                .unwrap(),
+            };
+            out
+        }
+    };
+    let start = Instant::now();
+    let runs = stored.iter().map(|rx| {
+        let apply = &apply;
+        async move {
+            let svcs = children::services(rx);
+            let applied =
+                futures::future::join_all(svcs.iter().map(|c| apply(c.kind, c.name.clone(), c.body.clone()))).await;
+            let ip = |suffix: &str| {
+                svcs.iter()
+                    .zip(&applied)
+                    .find(|(c, _)| c.name.ends_with(suffix))
+                    .and_then(|(_, a)| a["spec"]["clusterIP"].as_str().map(String::from))
+            };
+            let ips = ServiceIps {
+                postgres: ip("-postgres"),
+                payment_mock: ip("-payment-mock").unwrap(),
+                order_service: ip("-order-service").unwrap(),
+            };
+            let rest = children::workloads(rx, &ips, &LabDefaults::default());
+            futures::future::join_all(rest.iter().map(|c| apply(c.kind, c.name.clone(), c.body.clone()))).await;
+            start.elapsed()
+        }
+    });
+    let mut latencies = futures::future::join_all(runs).await;
+    latencies.sort();
+    println!("reference: the same children applied directly by one client, {n} experiments at once");
+    println!(
+        "  start -> children applied    p50 {:.0} ms   p99 {:.0} ms   max {:.0} ms",
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().unwrap().as_secs_f64() * 1e3
     );
 }
