@@ -8,7 +8,8 @@
 //! operator runs as its own process (the release `relab` binary), watching a
 //! fresh namespace, which is deleted afterwards.
 //!
-//! Knobs: `RELAB_BENCH_EXPERIMENTS` (default 100).
+//! Knobs: `RELAB_BENCH_EXPERIMENTS` (default 100). Run by `cargo test
+//! --all-targets` (no `--bench` argument) it only says it is skipped.
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -61,6 +62,10 @@ async fn metric(addr: &str, name: &str) -> f64 {
 
 #[tokio::main]
 async fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("operator bench: skipped (not a test; run `cargo xtask bench operator`)");
+        return;
+    }
     let n: usize = std::env::var("RELAB_BENCH_EXPERIMENTS")
         .ok()
         .and_then(|v| v.parse().ok())

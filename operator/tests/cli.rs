@@ -184,3 +184,26 @@ fn ctrl_c_stops_the_run_and_removes_the_ephemeral_postgres() {
     );
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+#[test]
+fn the_operator_without_a_cluster_exits_2_and_says_why() {
+    let out = Command::new(env!("CARGO_BIN_EXE_relab"))
+        .args(["operator", "--metrics-listen", "off", "--log-format", "text"])
+        .env("KUBECONFIG", "/nonexistent/relab-kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("KUBECONFIG"), "{stderr}");
+}
+
+#[test]
+fn the_operator_refuses_a_bad_flag_value_naming_it() {
+    let (code, _, stderr) = relab(&["operator", "--metrics-listen", "here:nine"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--metrics-listen"), "{stderr}");
+    let (code, _, stderr) = relab(&["operator", "--image-pull-policy", "Sometimes"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--image-pull-policy"), "{stderr}");
+}
