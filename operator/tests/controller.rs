@@ -63,7 +63,10 @@ struct Operator {
 
 impl Operator {
     async fn start(client: &Client, ns: &str) -> Self {
-        lab_service::telemetry::init(lab_service::telemetry::LogFormat::Text);
+        if std::env::var_os("RUST_LOG").is_some() {
+            // the operator's own logs, when asked for (they would drown the test output)
+            lab_service::telemetry::init(lab_service::telemetry::LogFormat::Text);
+        }
         let stop = CancellationToken::new();
         let options = Options {
             namespace: Some(ns.to_string()),
