@@ -332,7 +332,8 @@ impl Reconciler<'_> {
         // 2. a new run?
         let names = Names::new(rx);
         let (mut status, mut notes) = (old.clone(), Vec::new());
-        if old.observed_generation != Some(generation) {
+        let started_now = old.observed_generation != Some(generation);
+        if started_now {
             (status, notes) = machine::start_run(&old, generation, &rx.spec, now);
             if old.observed_generation.is_some() {
                 // an earlier run (or an invalid spec's generation) may have left children
@@ -366,10 +367,15 @@ impl Reconciler<'_> {
             applied.insert(key, std::time::Instant::now());
         }
 
-        // 4. observe
-        let loadgen = observe::loadgen(&self.ctx.client, &self.ns, &names)
-            .await
-            .map_err(err(ErrorKind::Read, "reading the load generator"))?;
+        // 4. observe (a run that starts in this reconcile has nothing to see
+        // yet: its status goes out first, and the next poll looks)
+        let loadgen = if started_now {
+            Loadgen::Missing
+        } else {
+            observe::loadgen(&self.ctx.client, &self.ns, &names)
+                .await
+                .map_err(err(ErrorKind::Read, "reading the load generator"))?
+        };
         let progress = match loadgen {
             Loadgen::Running { .. } if self.ctx.options.read_progress => {
                 observe::progress(&self.ctx.client, &self.ns, &names).await
@@ -389,6 +395,7 @@ impl Reconciler<'_> {
         Ok(match status.phase {
             p if p.is_finished() => return self.finished(&status, status.clone(), Vec::new(), generation).await,
             Phase::Running | Phase::Draining => Action::requeue(self.ctx.options.poll_interval),
+            _ if started_now => Action::requeue(self.ctx.options.poll_interval),
             // pod changes wake us; this is the safety net
             _ => Action::requeue(self.ctx.options.poll_interval * 6),
         })
