@@ -430,6 +430,20 @@ mod tests {
     use crate::payment_mock::OutcomeCounts;
 
     #[test]
+    fn the_termination_message_carries_floats_exactly() {
+        // seen in CI: 2.979062181 came back as 2.9790621809999998 before
+        // serde_json's float_roundtrip feature was enabled
+        let mut r = RunResults {
+            load_seconds: 2.979062181,
+            success_ratio: 0.35135135135135137,
+            ..RunResults::default()
+        };
+        r.api_latency_ms.p99 = 16.735;
+        let back: RunResults = serde_json::from_str(&termination_message(&r)).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
     fn injected_rates_are_shares_of_this_runs_calls() {
         let before = MockStats {
             calls: 100,
