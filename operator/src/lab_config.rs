@@ -4,6 +4,7 @@
 
 use crate::crd::{BreakerModeSpec, FaultSettings, ReliabilityExperimentSpec};
 use lab_service::config::{ApiConfig, WorkerConfig};
+use lab_service::loadgen::{LoadConfig, LoadStage};
 use lab_service::payment_mock::{FaultPhase, FaultPlan, FaultSpec, LatencySpec};
 use lab_service::resilience::{BackoffConfig, BreakerConfig, BreakerMode};
 use std::time::Duration;
@@ -46,6 +47,33 @@ pub fn fault_plan(spec: &ReliabilityExperimentSpec) -> FaultPlan {
             })
             .collect(),
     }
+}
+
+/// The load's stages: `stages` when given, else one stage of `ratePerSecond`
+/// for `durationSeconds`.
+pub fn load_stages(spec: &ReliabilityExperimentSpec) -> Vec<LoadStage> {
+    let load = &spec.load;
+    if load.stages.is_empty() {
+        vec![LoadStage {
+            rate_per_sec: load.rate_per_second.unwrap_or(0.0),
+            duration: Duration::from_secs(u64::from(load.duration_seconds.unwrap_or(0))),
+        }]
+    } else {
+        load.stages
+            .iter()
+            .map(|s| LoadStage {
+                rate_per_sec: s.rate_per_second,
+                duration: Duration::from_secs(u64::from(s.duration_seconds)),
+            })
+            .collect()
+    }
+}
+
+/// The load generator's open loop.
+pub fn load_config(spec: &ReliabilityExperimentSpec) -> LoadConfig {
+    let mut config = LoadConfig::open_loop(load_stages(spec));
+    config.max_in_flight = spec.load.max_in_flight as usize;
+    config
 }
 
 /// Workers of one order-service replica.

@@ -45,7 +45,7 @@ enum Command {
         #[arg(long, env = "RELAB_POSTGRES_IMAGE")]
         postgres_image: Option<String>,
         /// Default imagePullPolicy of the lab's pods (Always, IfNotPresent, Never).
-        #[arg(long, env = "RELAB_IMAGE_PULL_POLICY", value_parser = ["Always", "IfNotPresent", "Never"])]
+        #[arg(long, env = "RELAB_IMAGE_PULL_POLICY", value_parser = relab_operator::controller::children::PULL_POLICIES)]
         image_pull_policy: Option<String>,
         /// How long the load generator waits for the lab to become ready.
         #[arg(long, env = "RELAB_WAIT_READY_SECS", default_value_t = 300)]

@@ -92,6 +92,15 @@ pub fn parse_stages(raw: &str) -> Result<Vec<LoadStage>, String> {
 }
 
 /// One checked stage from a rate (per second) and a length (seconds).
+/// The `rate:seconds,…` form [`parse_stages`] reads (`--stages`, `RELAB_LOAD_STAGES`).
+pub fn format_stages(stages: &[LoadStage]) -> String {
+    stages
+        .iter()
+        .map(|s| format!("{}:{}", s.rate_per_sec, s.duration.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub fn stage(rate_per_sec: f64, seconds: f64) -> Result<LoadStage, String> {
     if !rate_per_sec.is_finite() || rate_per_sec < 0.0 {
         return Err(format!(
@@ -110,6 +119,13 @@ pub fn stage(rate_per_sec: f64, seconds: f64) -> Result<LoadStage, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formatted_stages_parse_back_to_the_same_stages() {
+        let stages = vec![st(5.0, 10.0), st(0.5, 2.5), st(120.0, 30.0)];
+        assert_eq!(format_stages(&stages), "5:10,0.5:2.5,120:30");
+        assert_eq!(parse_stages(&format_stages(&stages)).unwrap(), stages);
+    }
 
     fn st(rate: f64, secs: f64) -> LoadStage {
         stage(rate, secs).unwrap()

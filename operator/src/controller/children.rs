@@ -14,6 +14,7 @@ use crate::crd::ReliabilityExperiment;
 use crate::lab_config;
 use crate::validate::load_seconds;
 use kube::{Resource, ResourceExt};
+use lab_service::loadgen::schedule::format_stages;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -26,6 +27,9 @@ pub const API_PORT: i32 = 8080;
 pub const WORKER_ADMIN_PORT: i32 = 9090;
 pub const MOCK_PORT: i32 = 8081;
 pub const POSTGRES_PORT: i32 = 5432;
+
+/// The `imagePullPolicy` values Kubernetes accepts.
+pub const PULL_POLICIES: [&str; 3] = ["Always", "IfNotPresent", "Never"];
 
 /// Longest experiment name: child names add `-r<generation>-order-service`
 /// and must stay DNS labels (63 characters).
@@ -227,20 +231,6 @@ pub fn lab_environment(
         env.insert(k.into(), v);
     }
     let plan = serde_json::to_string(&lab_config::fault_plan(spec)).expect("a fault plan serializes");
-    let stages = if spec.load.stages.is_empty() {
-        format!(
-            "{}:{}",
-            spec.load.rate_per_second.unwrap_or(0.0),
-            spec.load.duration_seconds.unwrap_or(0)
-        )
-    } else {
-        spec.load
-            .stages
-            .iter()
-            .map(|s| format!("{}:{}", s.rate_per_second, s.duration_seconds))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
     let extra = [
         ("RELAB_LOG_FORMAT", "json".to_string()),
         ("RELAB_FAULTS", plan),
@@ -252,7 +242,7 @@ pub fn lab_environment(
                 ips.order_service
             ),
         ),
-        ("RELAB_LOAD_STAGES", stages),
+        ("RELAB_LOAD_STAGES", format_stages(&lab_config::load_stages(spec))),
         ("RELAB_MAX_IN_FLIGHT", spec.load.max_in_flight.to_string()),
         ("RELAB_DRAIN_TIMEOUT_SECS", spec.load.drain_timeout_seconds.to_string()),
         ("RELAB_WAIT_READY_SECS", defaults.wait_ready_secs.to_string()),

@@ -359,7 +359,7 @@ impl Reconciler<'_> {
             .get(&key)
             .is_some_and(|at| at.elapsed() < REAPPLY_EVERY);
         if !fresh {
-            let ips = self.apply_services(rx).await?;
+            let ips = self.apply_services(rx, &names).await?;
             let workloads = children::workloads(rx, &ips, &self.ctx.options.defaults);
             futures::future::try_join_all(workloads.iter().map(|child| self.apply(child))).await?;
             let mut applied = self.ctx.applied.lock().expect("applied cache");
@@ -433,13 +433,12 @@ impl Reconciler<'_> {
         }
     }
 
-    async fn apply_services(&self, rx: &ReliabilityExperiment) -> Result<ServiceIps, Error> {
+    async fn apply_services(&self, rx: &ReliabilityExperiment, names: &Names) -> Result<ServiceIps, Error> {
         let mut ips = ServiceIps {
             postgres: None,
             payment_mock: String::new(),
             order_service: String::new(),
         };
-        let names = Names::new(rx);
         let services = children::services(rx);
         let applied = futures::future::try_join_all(services.iter().map(|c| self.apply_as::<Service>(c))).await?;
         for (child, applied) in services.iter().zip(applied) {
@@ -592,7 +591,7 @@ pub fn problems(rx: &ReliabilityExperiment) -> Vec<FieldError> {
         }
     }
     if let Some(policy) = &rx.spec.images.pull_policy {
-        if !["Always", "IfNotPresent", "Never"].contains(&policy.as_str()) {
+        if !children::PULL_POLICIES.contains(&policy.as_str()) {
             problems.push(FieldError {
                 path: "spec.images.pullPolicy".into(),
                 message: format!("must be Always, IfNotPresent or Never, got {policy:?}"),

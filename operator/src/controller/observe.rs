@@ -75,8 +75,7 @@ pub fn pod_state(pod: &Pod) -> Loadgen {
             let started_at = r
                 .started_at
                 .as_ref()
-                .and_then(|t| DateTime::parse_from_rfc3339(&t.0.to_string()).ok())
-                .map(|t| t.with_timezone(&Utc))
+                .and_then(|t| DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32))
                 .unwrap_or_else(Utc::now);
             return Loadgen::Running { started_at };
         }
@@ -153,7 +152,9 @@ pub fn progress_from_metrics(samples: &[lab_service::observe::PromSample]) -> Pr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus};
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus, PodStatus,
+    };
 
     #[test]
     fn progress_counts_orders_jobs_and_the_breaker() {
@@ -201,5 +202,31 @@ relab_breaker_state 1
             }
         );
         assert_eq!(pod_state(&Pod::default()), Loadgen::Waiting { reason: None });
+        let started: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time =
+            serde_json::from_value(serde_json::json!("2026-11-23T14:05:06Z")).unwrap();
+        let running = Pod {
+            status: Some(PodStatus {
+                container_statuses: Some(vec![ContainerStatus {
+                    name: "loadgen".into(),
+                    state: Some(ContainerState {
+                        running: Some(ContainerStateRunning {
+                            started_at: Some(started),
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            pod_state(&running),
+            Loadgen::Running {
+                started_at: DateTime::parse_from_rfc3339("2026-11-23T14:05:06Z")
+                    .unwrap()
+                    .with_timezone(&Utc)
+            }
+        );
     }
 }

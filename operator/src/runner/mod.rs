@@ -19,7 +19,7 @@ use crate::status;
 use crate::validate::{self, FieldError};
 use lab_service::app::{ApiServer, MockServer, WorkerServer};
 use lab_service::experiment::{run_experiment, ExperimentRun, RunOutput};
-use lab_service::loadgen::{LoadConfig, LoadStage, Progress};
+use lab_service::loadgen::Progress;
 use lab_service::metrics::LabMetrics;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -146,27 +146,6 @@ fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().expect("static address")
 }
 
-fn load_config(rx: &ReliabilityExperiment) -> LoadConfig {
-    let load = &rx.spec.load;
-    let stages: Vec<LoadStage> = if load.stages.is_empty() {
-        vec![LoadStage {
-            rate_per_sec: load.rate_per_second.unwrap_or(0.0),
-            duration: Duration::from_secs(u64::from(load.duration_seconds.unwrap_or(0))),
-        }]
-    } else {
-        load.stages
-            .iter()
-            .map(|s| LoadStage {
-                rate_per_sec: s.rate_per_second,
-                duration: Duration::from_secs(u64::from(s.duration_seconds)),
-            })
-            .collect()
-    };
-    let mut config = LoadConfig::open_loop(stages);
-    config.max_in_flight = load.max_in_flight as usize;
-    config
-}
-
 /// Run a validated experiment on this machine.
 pub async fn run_local(
     rx: &ReliabilityExperiment,
@@ -204,7 +183,7 @@ pub async fn run_local(
             tasks.push(tokio::spawn(workers.run_until_stopped(lab_stop.clone())));
         }
         let run = ExperimentRun {
-            load: load_config(rx),
+            load: lab_config::load_config(spec),
             api_url: api_urls[0].clone(),
             database_url: url.clone(),
             payment_url: payment_url.clone(),
