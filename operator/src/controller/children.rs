@@ -13,6 +13,10 @@
 use crate::crd::ReliabilityExperiment;
 use crate::lab_config;
 use crate::validate::load_seconds;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::api::{ApiResource, DynamicObject};
 use kube::{Resource, ResourceExt};
 use lab_service::loadgen::schedule::format_stages;
 use serde_json::{json, Value};
@@ -63,6 +67,18 @@ pub enum Kind {
     ConfigMap,
     Deployment,
     Job,
+}
+
+impl Kind {
+    /// The API resource of this kind, for applying a [`Child`] as a `DynamicObject`.
+    pub fn api_resource(self) -> ApiResource {
+        match self {
+            Kind::Service => ApiResource::erase::<Service>(&()),
+            Kind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
+            Kind::Deployment => ApiResource::erase::<Deployment>(&()),
+            Kind::Job => ApiResource::erase::<Job>(&()),
+        }
+    }
 }
 
 /// One desired object.
@@ -148,6 +164,34 @@ pub struct ServiceIps {
     pub postgres: Option<String>,
     pub payment_mock: String,
     pub order_service: String,
+}
+
+impl ServiceIps {
+    /// From this run's Services as the API server returned them; the error
+    /// names a Service that has no ClusterIP.
+    pub fn from_applied(names: &Names, applied: &[DynamicObject]) -> Result<Self, String> {
+        let mut ips = ServiceIps {
+            postgres: None,
+            payment_mock: String::new(),
+            order_service: String::new(),
+        };
+        for service in applied {
+            let name = service.name_any();
+            let ip = service.data["spec"]["clusterIP"]
+                .as_str()
+                .filter(|ip| !ip.is_empty() && *ip != "None")
+                .ok_or_else(|| format!("Service {name} has no ClusterIP assigned"))?
+                .to_string();
+            if name == names.postgres() {
+                ips.postgres = Some(ip);
+            } else if name == names.payment_mock() {
+                ips.payment_mock = ip;
+            } else {
+                ips.order_service = ip;
+            }
+        }
+        Ok(ips)
+    }
 }
 
 fn metadata(rx: &ReliabilityExperiment, names: &Names, name: String, component: &str) -> Value {
@@ -544,9 +588,7 @@ pub fn workloads(rx: &ReliabilityExperiment, ips: &ServiceIps, defaults: &LabDef
 mod tests {
     use super::*;
     use crate::validate::parse_manifest;
-    use k8s_openapi::api::apps::v1::Deployment;
-    use k8s_openapi::api::batch::v1::Job;
-    use k8s_openapi::api::core::v1::{ConfigMap, Container, Service};
+    use k8s_openapi::api::core::v1::Container;
 
     fn experiment(spec_yaml: &str) -> ReliabilityExperiment {
         let mut rx = parse_manifest(&format!(
@@ -693,6 +735,29 @@ mod tests {
         assert_eq!(api.image_pull_policy.as_deref(), Some("Never"));
         let pg = container(&d("-postgres"), "postgres").clone();
         assert_eq!(pg.image.as_deref(), Some("localhost/relab/postgres:dev"));
+    }
+
+    #[test]
+    fn service_ips_come_from_the_applied_services_by_name() {
+        let rx = experiment("  load: {ratePerSecond: 5, durationSeconds: 10}\n");
+        let names = Names::new(&rx);
+        let applied = |name: String, ip: &str| -> DynamicObject {
+            serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": { "name": name },
+                "spec": { "clusterIP": ip },
+            }))
+            .unwrap()
+        };
+        let all = [
+            applied(names.postgres(), "10.0.0.10"),
+            applied(names.payment_mock(), "10.0.0.11"),
+            applied(names.order_service(), "10.0.0.12"),
+        ];
+        assert_eq!(ServiceIps::from_applied(&names, &all).unwrap(), ips(true));
+        let pending = [applied(names.payment_mock(), "")];
+        let e = ServiceIps::from_applied(&names, &pending).unwrap_err();
+        assert!(e.contains("drill-r3-payment-mock"), "{e}");
     }
 
     #[test]

@@ -30,13 +30,13 @@ pub mod observe;
 use crate::crd::{Phase, ReliabilityExperiment, ReliabilityExperimentStatus};
 use crate::status::get_condition;
 use crate::validate::{self, FieldError};
-use children::{Child, Kind, LabDefaults, Names, ServiceIps, MANAGED_BY, MAX_NAME_LEN};
+use children::{Child, LabDefaults, Names, ServiceIps, MANAGED_BY, MAX_NAME_LEN};
 use chrono::Utc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
-use kube::api::{Api, DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PartialObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -434,49 +434,18 @@ impl Reconciler<'_> {
     }
 
     async fn apply_services(&self, rx: &ReliabilityExperiment, names: &Names) -> Result<ServiceIps, Error> {
-        let mut ips = ServiceIps {
-            postgres: None,
-            payment_mock: String::new(),
-            order_service: String::new(),
-        };
         let services = children::services(rx);
-        let applied = futures::future::try_join_all(services.iter().map(|c| self.apply_as::<Service>(c))).await?;
-        for (child, applied) in services.iter().zip(applied) {
-            let ip = applied
-                .spec
-                .and_then(|s| s.cluster_ip)
-                .filter(|ip| !ip.is_empty() && ip != "None")
-                .ok_or_else(|| Error {
-                    kind: ErrorKind::Service,
-                    what: format!("Service {}", child.name),
-                    source: "has no ClusterIP assigned".into(),
-                })?;
-            if child.name == names.postgres() {
-                ips.postgres = Some(ip);
-            } else if child.name == names.payment_mock() {
-                ips.payment_mock = ip;
-            } else {
-                ips.order_service = ip;
-            }
-        }
-        Ok(ips)
+        let applied = futures::future::try_join_all(services.iter().map(|c| self.apply(c))).await?;
+        ServiceIps::from_applied(names, &applied).map_err(|message| Error {
+            kind: ErrorKind::Service,
+            what: "reading the Services' ClusterIPs".into(),
+            source: message.into(),
+        })
     }
 
-    async fn apply(&self, child: &Child) -> Result<(), Error> {
-        match child.kind {
-            Kind::Service => self.apply_as::<Service>(child).await.map(drop),
-            Kind::ConfigMap => self.apply_as::<ConfigMap>(child).await.map(drop),
-            Kind::Deployment => self.apply_as::<Deployment>(child).await.map(drop),
-            Kind::Job => self.apply_as::<Job>(child).await.map(drop),
-        }
-    }
-
-    async fn apply_as<K>(&self, child: &Child) -> Result<K, Error>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
-        K::DynamicType: Default,
-    {
-        let api: Api<K> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+    async fn apply(&self, child: &Child) -> Result<DynamicObject, Error> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.ctx.client.clone(), &self.ns, &child.kind.api_resource());
         api.patch(
             &child.name,
             &PatchParams::apply(FIELD_MANAGER).force(),
