@@ -6,30 +6,26 @@
 //! Needs a cluster (`RELAB_KUBECONFIG` or `KUBECONFIG`); `scripts/bench.sh
 //! operator` starts the loopback control plane when none is given. The
 //! operator runs as its own process (the release `relab` binary), watching a
-//! fresh namespace, which is deleted afterwards.
+//! fresh namespace, which is deleted afterwards. The cluster helpers are the
+//! controller tests' (`tests/common`).
 //!
 //! Knobs: `RELAB_BENCH_EXPERIMENTS` (default 100). Run by `cargo test
 //! --all-targets` (no `--bench` argument) it only says it is skipped.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::wait::{await_condition, conditions};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use kube::{Client, CustomResourceExt, ResourceExt};
+use kube::{Client, ResourceExt};
+use relab_operator::controller::children::{self, LabDefaults, Names, ServiceIps};
 use relab_operator::crd::{Phase, ReliabilityExperiment};
-use relab_operator::validate::parse_manifest;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn kubeconfig() -> String {
-    std::env::var("RELAB_KUBECONFIG")
-        .or_else(|_| std::env::var("KUBECONFIG"))
-        .expect("set RELAB_KUBECONFIG (scripts/bench.sh operator starts a control plane)")
-}
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -46,18 +42,9 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[i]
 }
 
-async fn metric(addr: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .expect("operator metrics")
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+/// A sample of the operator's metrics (0 when not rendered yet).
+async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    common::operator_metric(addr, name).await.unwrap_or(0.0)
 }
 
 #[tokio::main]
@@ -70,88 +57,40 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
-    let path = kubeconfig();
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&path).expect("kubeconfig"),
-        &Default::default(),
-    )
-    .await
-    .expect("kubeconfig");
-    let client = Client::try_from(config).expect("client");
+    let (_, kubeconfig) = common::kubeconfig();
+    // each phase in a fresh namespace (CRD applied), deleted afterwards
+    common::in_namespace(|client, ns| async move { operator_run(client, ns, n, kubeconfig).await }).await;
+    // let the controller-manager settle, then the reference, side by side in the same run
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    common::in_namespace(|client, ns| async move { reference(client, ns, n).await }).await;
+}
 
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        "reliabilityexperiments.relab.dev",
-        &PatchParams::apply("relab-bench").force(),
-        &Patch::Apply(&ReliabilityExperiment::crd()),
-    )
-    .await
-    .expect("apply the CRD");
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        await_condition(
-            crds,
-            "reliabilityexperiments.relab.dev",
-            conditions::is_crd_established(),
-        ),
-    )
-    .await
-    .expect("CRD established")
-    .expect("watch");
-
-    let ns = format!("relab-bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let mut object = Namespace::default();
-    object.metadata.name = Some(ns.clone());
-    namespaces
-        .create(&PostParams::default(), &object)
-        .await
-        .expect("namespace");
-
-    // the operator, as its own process
+/// The operator as its own process, stopped by its PID however the run ends.
+async fn operator_run(client: Client, ns: String, n: usize, kubeconfig: String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let metrics_addr = format!("127.0.0.1:{port}");
+    let metrics_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let log = std::fs::File::create(std::env::temp_dir().join("relab-bench-operator.log")).unwrap();
     let operator = Command::new(env!("CARGO_BIN_EXE_relab"))
-        .args(["operator", "--namespace", &ns, "--metrics-listen", &metrics_addr])
-        .env("KUBECONFIG", &path)
+        .args([
+            "operator",
+            "--namespace",
+            &ns,
+            "--metrics-listen",
+            &metrics_addr.to_string(),
+        ])
+        .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .expect("start relab operator");
     let pid = operator.id();
-    // stopped (by its PID) and the namespace deleted however the run ends
-    let guard = Cleanup(operator);
-    let run = tokio::spawn(measure(client.clone(), ns.clone(), n, path, metrics_addr, pid));
-    let outcome = run.await;
-    drop(guard);
-    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
-
-    // the reference, side by side in the same run, in a namespace of its own
-    tokio::time::sleep(Duration::from_secs(5)).await; // let the controller-manager settle
-    let ref_ns = format!("{ns}-ref");
-    let mut object = Namespace::default();
-    object.metadata.name = Some(ref_ns.clone());
-    namespaces
-        .create(&PostParams::default(), &object)
-        .await
-        .expect("namespace");
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/baseline.yaml"))
-        .expect("baseline example");
-    let template = parse_manifest(&text).expect("baseline parses");
-    let outcome = tokio::spawn(reference(client.clone(), ref_ns.clone(), template, n)).await;
-    let _ = namespaces.delete(&ref_ns, &DeleteParams::default()).await;
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    let _stop = Cleanup(operator);
+    measure(client, ns, n, metrics_addr, pid).await;
 }
 
 struct Cleanup(std::process::Child);
@@ -163,18 +102,8 @@ impl Drop for Cleanup {
     }
 }
 
-async fn measure(client: Client, ns: String, n: usize, _kubeconfig: String, metrics_addr: String, pid: u32) {
-    let ready_by = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ok = reqwest::get(format!("http://{metrics_addr}/readyz"))
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ok {
-            break;
-        }
-        assert!(Instant::now() < ready_by, "operator not ready in 30 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn measure(client: Client, ns: String, n: usize, metrics_addr: SocketAddr, pid: u32) {
+    common::operator_ready(metrics_addr, 30).await;
     let idle_rss = rss_kib(pid, "VmRSS:");
 
     // watch for Provisioning (children applied)
@@ -193,10 +122,8 @@ async fn measure(client: Client, ns: String, n: usize, _kubeconfig: String, metr
         }
     });
 
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/baseline.yaml"))
-        .expect("baseline example");
-    let template = parse_manifest(&text).expect("baseline parses");
-    let reconciles_before = metric(&metrics_addr, "relab_operator_reconciles_total").await;
+    let template = common::example("baseline.yaml");
+    let reconciles_before = metric(metrics_addr, "relab_operator_reconciles_total").await;
     let start = Instant::now();
     let creates = (0..n).map(|i| {
         let api = api.clone();
@@ -222,8 +149,8 @@ async fn measure(client: Client, ns: String, n: usize, _kubeconfig: String, metr
         }
     }
     let wall = start.elapsed();
-    let reconciles = metric(&metrics_addr, "relab_operator_reconciles_total").await - reconciles_before;
-    let errors = metric(&metrics_addr, "relab_operator_reconcile_errors_total{kind=\"apply\"}").await;
+    let reconciles = metric(metrics_addr, "relab_operator_reconciles_total").await - reconciles_before;
+    let errors = metric(metrics_addr, "relab_operator_reconcile_errors_total{kind=\"apply\"}").await;
     let peak_rss = rss_kib(pid, "VmHWM:");
     let rss = rss_kib(pid, "VmRSS:");
     watching.abort();
@@ -277,74 +204,32 @@ async fn measure(client: Client, ns: String, n: usize, _kubeconfig: String, metr
 /// The reference: the same children applied straight from this process
 /// (Services, then the rest with their ClusterIPs, all concurrently), with no
 /// operator in between; the API server's (and controller-manager's) floor.
-async fn reference(client: Client, ns: String, template: ReliabilityExperiment, n: usize) {
-    use relab_operator::controller::children::{self, Kind, LabDefaults, ServiceIps};
+async fn reference(client: Client, ns: String, n: usize) {
     let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), &ns);
+    let template = common::example("baseline.yaml");
     let mut stored = Vec::new();
     for i in 0..n {
         let mut rx = template.clone();
         rx.metadata.name = Some(format!("ref-{i:03}"));
         stored.push(api.create(&PostParams::default(), &rx).await.expect("create"));
     }
-    let apply = |kind: Kind, name: String, body: serde_json::Value| {
-        let client = client.clone();
-        let ns = ns.clone();
+    let apply = |child: &children::Child| {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &child.kind.api_resource());
+        let (name, body) = (child.name.clone(), child.body.clone());
         async move {
-            let pp = PatchParams::apply("relab-bench").force();
-            let patch = Patch::Apply(&body);
-            let out: serde_json::Value = match kind {
-                Kind::Service => serde_json::to_value(
-                    Api::<k8s_openapi::api::core::v1::Service>::namespaced(client, &ns)
-                        .patch(&name, &pp, &patch)
-                        .await
-                        .expect("apply"),
-                )
-                .unwrap(),
-                Kind::ConfigMap => serde_json::to_value(
-                    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client, &ns)
-                        .patch(&name, &pp, &patch)
-                        .await
-                        .expect("apply"),
-                )
-                .unwrap(),
-                Kind::Deployment => serde_json::to_value(
-                    Api::<Deployment>::namespaced(client, &ns)
-                        .patch(&name, &pp, &patch)
-                        .await
-                        .expect("apply"),
-                )
-                .unwrap(),
-                Kind::Job => serde_json::to_value(
-                    Api::<k8s_openapi::api::batch::v1::Job>::namespaced(client, &ns)
-                        .patch(&name, &pp, &patch)
-                        .await
-                        .expect("apply"),
-                )
-                .unwrap(),
-            };
-            out
+            api.patch(&name, &PatchParams::apply("relab-bench").force(), &Patch::Apply(&body))
+                .await
+                .expect("apply")
         }
     };
     let start = Instant::now();
     let runs = stored.iter().map(|rx| {
         let apply = &apply;
         async move {
-            let svcs = children::services(rx);
-            let applied =
-                futures::future::join_all(svcs.iter().map(|c| apply(c.kind, c.name.clone(), c.body.clone()))).await;
-            let ip = |suffix: &str| {
-                svcs.iter()
-                    .zip(&applied)
-                    .find(|(c, _)| c.name.ends_with(suffix))
-                    .and_then(|(_, a)| a["spec"]["clusterIP"].as_str().map(String::from))
-            };
-            let ips = ServiceIps {
-                postgres: ip("-postgres"),
-                payment_mock: ip("-payment-mock").unwrap(),
-                order_service: ip("-order-service").unwrap(),
-            };
+            let applied = futures::future::join_all(children::services(rx).iter().map(apply)).await;
+            let ips = ServiceIps::from_applied(&Names::new(rx), &applied).expect("ClusterIPs");
             let rest = children::workloads(rx, &ips, &LabDefaults::default());
-            futures::future::join_all(rest.iter().map(|c| apply(c.kind, c.name.clone(), c.body.clone()))).await;
+            futures::future::join_all(rest.iter().map(apply)).await;
             start.elapsed()
         }
     });

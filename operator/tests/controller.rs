@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{client, example, in_namespace};
+use common::{client, example, in_namespace, operator_metric, operator_ready};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
@@ -84,10 +84,7 @@ impl Operator {
             .await
             .expect("the operator starts");
         let metrics = running.metrics_addr.expect("metrics server");
-        eventually!(20, "the operator's /readyz says its cache is synced", {
-            let answer = reqwest::get(format!("http://{metrics}/readyz")).await;
-            answer.is_ok_and(|r| r.status().is_success()).then_some(())
-        });
+        operator_ready(metrics, 20).await;
         Self {
             stop,
             task: running.task,
@@ -102,22 +99,10 @@ impl Operator {
         self.stop.cancel();
     }
 
-    async fn metrics(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.metrics))
-            .await
-            .expect("metrics answer")
-            .text()
-            .await
-            .unwrap()
-    }
-
     async fn metric(&self, name_and_labels: &str) -> f64 {
-        let text = self.metrics().await;
-        text.lines()
-            .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name_and_labels} not in:\n{text}"))
+        operator_metric(self.metrics, name_and_labels)
+            .await
+            .unwrap_or_else(|| panic!("{name_and_labels} not in the operator's metrics"))
     }
 }
 
@@ -143,6 +128,12 @@ async fn local_run(rx: &ReliabilityExperiment) -> LocalRun {
     runner::run_local(rx, &opts, tx, CancellationToken::new())
         .await
         .expect("the local run finishes")
+}
+
+/// [`local_run`] in the background, while the test sets up the cluster side.
+fn spawn_local_run(rx: &ReliabilityExperiment) -> tokio::task::JoinHandle<LocalRun> {
+    let rx = rx.clone();
+    tokio::spawn(async move { local_run(&rx).await })
 }
 
 fn message_of(run: &LocalRun) -> String {
@@ -295,10 +286,7 @@ async fn complete_run(
 async fn an_applied_experiment_gets_its_lab_then_the_results_and_verdict_of_its_job() {
     in_namespace(|client, ns| async move {
         let rx = shortened("flaky-payments.yaml", 0.1, "flaky");
-        let local = tokio::spawn({
-            let rx = rx.clone();
-            async move { local_run(&rx).await }
-        });
+        let local = spawn_local_run(&rx);
         let operator = Operator::start(&client, &ns).await;
         let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), &ns);
         let created = api.create(&PostParams::default(), &rx).await.unwrap();
@@ -445,10 +433,7 @@ async fn an_applied_experiment_gets_its_lab_then_the_results_and_verdict_of_its_
 async fn a_spec_change_starts_a_new_run_keeps_history_and_restarts_do_not_rerun() {
     in_namespace(|client, ns| async move {
         let rx = shortened("flaky-payments.yaml", 0.1, "gitops");
-        let local = tokio::spawn({
-            let rx = rx.clone();
-            async move { local_run(&rx).await }
-        });
+        let local = spawn_local_run(&rx);
         let operator = Operator::start(&client, &ns).await;
         let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), &ns);
         api.create(&PostParams::default(), &rx).await.unwrap();
@@ -520,10 +505,7 @@ async fn a_spec_change_starts_a_new_run_keeps_history_and_restarts_do_not_rerun(
 async fn an_operator_killed_mid_run_resumes_and_writes_the_results_once() {
     in_namespace(|client, ns| async move {
         let rx = shortened("outage-drill-no-breaker.yaml", 0.15, "resume");
-        let local = tokio::spawn({
-            let rx = rx.clone();
-            async move { local_run(&rx).await }
-        });
+        let local = spawn_local_run(&rx);
         let operator = Operator::start(&client, &ns).await;
         let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), &ns);
         api.create(&PostParams::default(), &rx).await.unwrap();

@@ -19,15 +19,7 @@ pub const CRD_NAME: &str = "reliabilityexperiments.relab.dev";
 /// A client for the cluster the environment names; fails (never skips)
 /// when there is none.
 pub async fn client() -> Client {
-    let (var, path) = match (std::env::var("RELAB_KUBECONFIG"), std::env::var("KUBECONFIG")) {
-        (Ok(p), _) if !p.is_empty() => ("RELAB_KUBECONFIG", p),
-        (_, Ok(p)) if !p.is_empty() => ("KUBECONFIG", p),
-        _ => panic!(
-            "these tests need a Kubernetes API server: neither RELAB_KUBECONFIG nor KUBECONFIG is set. \
-             Run `bash scripts/k8s/control-plane.sh start` (it prints `export KUBECONFIG=...`), \
-             or point RELAB_KUBECONFIG at any cluster's kubeconfig (e.g. kind)"
-        ),
-    };
+    let (var, path) = kubeconfig();
     let kubeconfig =
         Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("{var}={path}: cannot read the kubeconfig: {e}"));
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -41,6 +33,20 @@ pub async fn client() -> Client {
         );
     }
     client
+}
+
+/// The variable naming the kubeconfig (`RELAB_KUBECONFIG`, else
+/// `KUBECONFIG`) and its value; panics when neither is set.
+pub fn kubeconfig() -> (&'static str, String) {
+    match (std::env::var("RELAB_KUBECONFIG"), std::env::var("KUBECONFIG")) {
+        (Ok(p), _) if !p.is_empty() => ("RELAB_KUBECONFIG", p),
+        (_, Ok(p)) if !p.is_empty() => ("KUBECONFIG", p),
+        _ => panic!(
+            "these tests need a Kubernetes API server: neither RELAB_KUBECONFIG nor KUBECONFIG is set. \
+             Run `bash scripts/k8s/control-plane.sh start` (it prints `export KUBECONFIG=...`), \
+             or point RELAB_KUBECONFIG at any cluster's kubeconfig (e.g. kind)"
+        ),
+    }
 }
 
 /// Applies the CRD by server-side apply and waits until it is Established.
@@ -88,6 +94,37 @@ where
     }
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// One sample of an operator's `/metrics` (`name` with its labels, as
+/// rendered), or None when it is not there.
+pub async fn operator_metric(addr: std::net::SocketAddr, name_and_labels: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("the operator's metrics answer")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Wait (at most `secs`) until the operator's `/readyz` says its cache is synced.
+pub async fn operator_ready(addr: std::net::SocketAddr, secs: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let answer = reqwest::get(format!("http://{addr}/readyz")).await;
+        if answer.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the operator's /readyz not ready within {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
