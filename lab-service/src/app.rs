@@ -232,9 +232,13 @@ impl MockServer {
 
     pub fn router(&self) -> Router {
         let registry = self.metrics.registry.clone();
+        let state = self.state.clone();
         let router = payment_mock::router(self.state.clone()).route(
             "/metrics",
-            get(move || async move { crate::metrics::render(&registry) }),
+            get(move || async move {
+                state.refresh_phase_metric();
+                crate::metrics::render(&registry)
+            }),
         );
         instrument(router, &self.metrics)
     }

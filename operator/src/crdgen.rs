@@ -5,6 +5,8 @@ use kube::CustomResourceExt;
 
 /// Where the generated CRD lives, relative to the workspace root.
 pub const CRD_PATH: &str = "crds/reliabilityexperiments.relab.dev.yaml";
+/// The chart's copy (kept identical; a test checks).
+pub const CHART_CRD_PATH: &str = "charts/relab/crds/reliabilityexperiments.relab.dev.yaml";
 
 pub fn crd_yaml() -> String {
     let crd = ReliabilityExperiment::crd();

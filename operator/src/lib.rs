@@ -6,6 +6,7 @@ pub mod controller;
 pub mod crd;
 pub mod crdgen;
 pub mod lab_config;
+pub mod monitoring;
 pub mod status;
 pub mod validate;
 pub mod verdict;

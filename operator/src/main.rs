@@ -56,6 +56,36 @@ enum Command {
         /// Log format (RUST_LOG sets the filter).
         #[arg(long, value_enum, env = "RELAB_LOG_FORMAT", default_value = "json")]
         log_format: lab_service::telemetry::LogFormat,
+        /// Label of each experiment's dashboard ConfigMap, KEY=VALUE (repeat; default grafana_dashboard=1).
+        #[arg(long = "dashboard-label", value_name = "KEY=VALUE", value_parser = key_value)]
+        dashboard_labels: Vec<(String, String)>,
+        /// Annotation of each experiment's dashboard ConfigMap, KEY=VALUE (repeat; e.g. grafana_folder=relab).
+        #[arg(long = "dashboard-annotation", value_name = "KEY=VALUE", value_parser = key_value)]
+        dashboard_annotations: Vec<(String, String)>,
+        /// Make no dashboard ConfigMaps.
+        #[arg(long)]
+        no_dashboards: bool,
+        /// Elect one active replica through a Lease (for replicas > 1).
+        #[arg(long, env = "RELAB_LEADER_ELECT")]
+        leader_elect: bool,
+        /// Namespace of the Lease (default: the pod's namespace from POD_NAMESPACE, else the watched one).
+        #[arg(long, env = "RELAB_LEADER_ELECTION_NAMESPACE")]
+        leader_election_namespace: Option<String>,
+        /// Name of the Lease.
+        #[arg(long, env = "RELAB_LEADER_ELECTION_LEASE", default_value = "relab-operator")]
+        leader_election_lease: String,
+        /// Lease duration: a standby takes over this long after the leader stops renewing.
+        #[arg(long, env = "RELAB_LEASE_DURATION_SECS", default_value_t = 15)]
+        lease_duration_secs: u64,
+        /// How often the leader renews the Lease (and standbys retry).
+        #[arg(long, env = "RELAB_RENEW_PERIOD_SECS", default_value_t = 5)]
+        renew_period_secs: u64,
+    },
+    /// Print the chart's generated monitoring files (overview dashboard,
+    /// Prometheus rules), or write them under a workspace root with --write.
+    Monitoring {
+        #[arg(long)]
+        write: Option<PathBuf>,
     },
     /// Run an experiment on this machine, without a cluster.
     ///
@@ -102,6 +132,14 @@ fn main() -> ExitCode {
             wait_ready_secs,
             poll_interval_secs,
             log_format,
+            dashboard_labels,
+            dashboard_annotations,
+            no_dashboards,
+            leader_elect,
+            leader_election_namespace,
+            leader_election_lease,
+            lease_duration_secs,
+            renew_period_secs,
         } => {
             lab_service::telemetry::init(log_format);
             let metrics_listen = match metrics_listen.as_str() {
@@ -118,6 +156,20 @@ fn main() -> ExitCode {
                 eprintln!("relab: --poll-interval-secs (RELAB_POLL_INTERVAL_SECS) must be at least 1");
                 return ExitCode::from(2);
             }
+            if leader_elect && (renew_period_secs == 0 || renew_period_secs >= lease_duration_secs) {
+                eprintln!(
+                    "relab: --renew-period-secs ({renew_period_secs}) must be at least 1 and less than --lease-duration-secs ({lease_duration_secs})"
+                );
+                return ExitCode::from(2);
+            }
+            let dashboards = (!no_dashboards).then(|| {
+                let mut d = controller::children::DashboardOptions::default();
+                if !dashboard_labels.is_empty() {
+                    d.labels = dashboard_labels.into_iter().collect();
+                }
+                d.annotations = dashboard_annotations.into_iter().collect();
+                d
+            });
             let base = LabDefaults::default();
             let options = controller::Options {
                 namespace,
@@ -129,27 +181,57 @@ fn main() -> ExitCode {
                 },
                 metrics_listen,
                 poll_interval: std::time::Duration::from_secs(poll_interval_secs),
+                dashboards,
                 ..controller::Options::default()
             };
+            let election = leader_elect.then(|| {
+                let namespace = leader_election_namespace
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                    .or_else(|| options.namespace.clone())
+                    .unwrap_or_else(|| "default".into());
+                controller::leader::Election {
+                    namespace,
+                    lease: leader_election_lease,
+                    identity: options.instance.clone(),
+                    lease_duration: std::time::Duration::from_secs(lease_duration_secs),
+                    renew: std::time::Duration::from_secs(renew_period_secs),
+                }
+            });
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            rt.block_on(operator(options))
+            rt.block_on(operator(options, election))
         }
+        Command::Monitoring { write: None } => {
+            print!("{}", relab_operator::monitoring::overview_json());
+            print!("---\n{}", relab_operator::monitoring::rules::rules_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Monitoring { write: Some(root) } => match relab_operator::monitoring::write(&root) {
+            Ok(paths) => {
+                for p in paths {
+                    eprintln!("wrote {}", p.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("relab: cannot write the monitoring files under {}: {e}", root.display());
+                ExitCode::from(2)
+            }
+        },
         Command::Crd { write: None } => {
             print!("{}", crdgen::crd_yaml());
             ExitCode::SUCCESS
         }
         Command::Crd { write: Some(root) } => {
-            let path = root.join(crdgen::CRD_PATH);
-            match std::fs::write(&path, crdgen::crd_yaml()) {
-                Ok(()) => {
-                    eprintln!("wrote {}", path.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
+            // crds/ and the chart's copy (helm installs charts/relab/crds/)
+            for rel in [crdgen::CRD_PATH, crdgen::CHART_CRD_PATH] {
+                let path = root.join(rel);
+                if let Err(e) = std::fs::write(&path, crdgen::crd_yaml()) {
                     eprintln!("relab: cannot write {}: {e}", path.display());
-                    ExitCode::from(2)
+                    return ExitCode::from(2);
                 }
+                eprintln!("wrote {}", path.display());
             }
+            ExitCode::SUCCESS
         }
         Command::Validate { manifest } => {
             let text = match std::fs::read_to_string(&manifest) {
@@ -176,7 +258,15 @@ fn main() -> ExitCode {
     }
 }
 
-async fn operator(options: controller::Options) -> ExitCode {
+/// `KEY=VALUE` of a repeated flag.
+fn key_value(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {raw:?}")),
+    }
+}
+
+async fn operator(options: controller::Options, election: Option<controller::leader::Election>) -> ExitCode {
     let client = match kube::Client::try_default().await {
         Ok(c) => c,
         Err(e) => {
@@ -186,9 +276,44 @@ async fn operator(options: controller::Options) -> ExitCode {
         }
     };
     let stop = lab_service::cli::shutdown_signal();
-    match controller::start(client, options, stop).await {
+    // With leader election, a standby answers /healthz and /readyz (so a
+    // rollout of several replicas completes) until it leads.
+    let lost = CancellationToken::new();
+    if let Some(election) = &election {
+        let standby = match options.metrics_listen {
+            Some(addr) => match controller::metrics::serve_standby(addr).await {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    eprintln!("relab: metrics server on {addr}: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            None => None,
+        };
+        if !election.acquire(&client, &stop).await {
+            return ExitCode::SUCCESS;
+        }
+        if let Some(server) = standby {
+            server.stop().await;
+        }
+        let (election, client, stop, lost) = (election.clone(), client.clone(), stop.clone(), lost.clone());
+        tokio::spawn(async move { election.keep(&client, stop, lost).await });
+    }
+    let controller_stop = stop.child_token();
+    {
+        let (lost, controller_stop) = (lost.clone(), controller_stop.clone());
+        tokio::spawn(async move {
+            lost.cancelled().await;
+            controller_stop.cancel();
+        });
+    }
+    match controller::start(client, options, controller_stop).await {
         Ok(running) => {
             let _ = running.task.await;
+            if lost.is_cancelled() {
+                eprintln!("relab: lost the leader Lease; exiting so that the pod restarts as a candidate");
+                return ExitCode::FAILURE;
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -79,6 +79,7 @@ impl Operator {
             poll_interval: Duration::from_secs(1),
             read_progress: true,
             instance: format!("test-{ns}"),
+            dashboards: Some(Default::default()),
         };
         let running = controller::start(client.clone(), options, stop.clone())
             .await
@@ -379,6 +380,36 @@ async fn an_applied_experiment_gets_its_lab_then_the_results_and_verdict_of_its_
         assert_eq!(
             get_condition(&st.conditions, "Valid").unwrap().observed_generation,
             Some(1)
+        );
+        // its Grafana dashboard: named in the status, labelled for the
+        // sidecar, owned by the experiment, covering the finished run
+        assert_eq!(st.dashboard.as_deref(), Some("flaky-dashboard"));
+        let board = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .get("flaky-dashboard")
+            .await
+            .unwrap();
+        assert_eq!(board.labels().get("grafana_dashboard").map(String::as_str), Some("1"));
+        assert!(owned_by_it(&board.metadata));
+        let json: serde_json::Value =
+            serde_json::from_str(&board.data.as_ref().unwrap()[&format!("relab-{ns}-flaky.json")]).unwrap();
+        assert_eq!(json["title"], format!("relab: {ns}/flaky"));
+        assert_ne!(
+            json["time"]["to"], "now",
+            "a finished run's window is closed: {}",
+            json["time"]
+        );
+        let text = reqwest::get(format!("http://{}/metrics", operator.metrics))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("relab_experiment_objective_success_ratio{")
+                    && l.contains(&format!("namespace=\"{ns}\""))
+                    && l.contains("experiment=\"flaky\"")),
+            "the objective the burn-rate rules divide by:\n{text}"
         );
         eprintln!(
             "operator verdict {:?} = relab run verdict {:?}",
@@ -719,4 +750,88 @@ async fn a_missing_crd_is_reported_with_how_to_install_it() {
         }
         other => panic!("expected CrdMissing, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn the_operator_reconciles_a_whole_run_with_only_the_charts_rbac() {
+    in_namespace(|client, ns| async move {
+        let rx = shortened("flaky-payments.yaml", 0.1, "rbac");
+        let local = spawn_local_run(&rx);
+        // the chart in namespace mode (ServiceAccount, Role, RoleBinding, and
+        // the leader-election Role since replicas > 1) into this namespace
+        let chart = common::chart_dir().to_string_lossy().into_owned();
+        let (ok, out, err) = common::helm(&["install", "rbac", &chart, "--namespace", &ns, "--set", "replicaCount=2"]);
+        assert!(ok, "helm install:\n{out}{err}");
+        let operator_client = common::impersonating(&ns, "rbac-relab").await;
+
+        // really in force: the account cannot read Secrets
+        let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(operator_client.clone(), &ns)
+            .list(&ListParams::default())
+            .await;
+        assert!(
+            matches!(&secrets, Err(kube::Error::Api(s)) if s.code == 403),
+            "{secrets:?}"
+        );
+
+        // leader election under the chart's Role: take, renew, and a second
+        // candidate stands by
+        let election = |identity: &str| controller::leader::Election {
+            namespace: ns.clone(),
+            lease: "rbac-relab".into(),
+            identity: identity.into(),
+            lease_duration: Duration::from_secs(15),
+            renew: Duration::from_secs(5),
+        };
+        assert!(
+            election("replica-a").try_acquire(&operator_client).await.unwrap(),
+            "takes the Lease"
+        );
+        assert!(
+            election("replica-a").try_acquire(&operator_client).await.unwrap(),
+            "renews it"
+        );
+        assert!(
+            !election("replica-b").try_acquire(&operator_client).await.unwrap(),
+            "b stands by"
+        );
+
+        // a whole run, the operator acting only as the chart's ServiceAccount
+        let operator = Operator::start(&operator_client, &ns).await;
+        let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), &ns);
+        api.create(&PostParams::default(), &rx).await.unwrap();
+        let local = local.await.unwrap();
+        let done = complete_run(&client, &api, &ns, "rbac", 1, &message_of(&local)).await;
+        assert_same_outcome(&done, &local);
+        assert_eq!(
+            done.status.as_ref().unwrap().dashboard.as_deref(),
+            Some("rbac-dashboard")
+        );
+        Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .get("rbac-dashboard")
+            .await
+            .expect("dashboard");
+        let reasons = event_reasons(&client, &ns, "rbac").await;
+        assert!(
+            reasons.iter().any(|r| r == "RunStarted"),
+            "events are allowed: {reasons:?}"
+        );
+        for kind in controller::ErrorKind::ALL {
+            let errors = operator
+                .metric(&format!(
+                    "relab_operator_reconcile_errors_total{{kind=\"{}\"}}",
+                    kind.as_str()
+                ))
+                .await;
+            assert_eq!(
+                errors,
+                0.0,
+                "{} errors under the chart's RBAC (forbidden?)",
+                kind.as_str()
+            );
+        }
+        operator.kill().await;
+        let (ok, out, err) = common::helm(&["uninstall", "rbac", "--namespace", &ns]);
+        assert!(ok, "helm uninstall:\n{out}{err}");
+    })
+    .await;
 }

@@ -6,6 +6,9 @@
 #   bash scripts/k8s/build.sh            # build once; later runs do nothing
 #   RELAB_K8S_REBUILD=1 bash scripts/k8s/build.sh   # rebuild even if cached
 #   RELAB_SKIP_APT=1 bash scripts/k8s/build.sh      # never call apt (provisioned)
+#   bash scripts/k8s/build.sh --node     # also kube-scheduler, kubelet,
+#                                        # kube-proxy and the pause binary
+#                                        # (the single-node cluster, tests/e2e)
 #
 # Needs root for apt (build deps, a deb-src entry, `apt-get source`).
 # Idempotent: every stage is skipped when its result already exists.
@@ -32,10 +35,19 @@ GOHOME="$CACHE/home"
 REFLECT2=/usr/share/gocode/src/github.com/modern-go/reflect2
 WHAT="cmd/kube-apiserver cmd/kube-controller-manager"
 BINARIES=(kube-apiserver kube-controller-manager)
+NODE=
+DEPS_NODE=()
+if [ "${1:-}" = --node ]; then
+  NODE=1
+  WHAT="$WHAT cmd/kube-scheduler cmd/kubelet cmd/kube-proxy"
+  BINARIES+=(kube-scheduler kubelet kube-proxy)
+  DEPS_NODE=(gcc libc6-dev)
+fi
 # Bump when the recipe changes what the binaries do: cached binaries built by
 # an older recipe are then rebuilt.
 RECIPE="2 (reflect2 1.0.2, openapi empty-string fix)"
 DEPS=(golang-go make rsync jq etcd-server golang-github-modern-go-reflect2-dev openssl dpkg-dev xz-utils curl ca-certificates)
+DEPS+=("${DEPS_NODE[@]}")
 APT_OPTS=(-o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
 
 say() { printf '[k8s-build] %s\n' "$*" >&2; }
@@ -49,6 +61,7 @@ done_stage() { say "   $1 took $(awk -v a="$T_STAGE" -v b="$(now)" 'BEGIN{printf
 have_binaries() {
   local b
   for b in "${BINARIES[@]}"; do [ -x "$BIN/$b" ] || return 1; done
+  if [ -n "$NODE" ]; then [ -x "$BIN/pause" ] || return 1; fi
   [ "$(cat "$BIN/.recipe" 2>/dev/null)" = "$RECIPE" ] || { say "cached binaries are from another recipe: rebuilding"; return 1; }
 }
 
@@ -238,11 +251,14 @@ done
 done_stage "openapi patch"
 
 # ------------------------------------------------------------------- build
-stage "make WHAT=\"$WHAT\" (Go $(go version | awk '{print $3}'), CGO_ENABLED=0)"
+stage "make WHAT=\"$WHAT\" (Go $(go version | awk '{print $3}'))"
 mkdir -p "$GOHOME"
 (
   cd "$TREE"
-  export HOME="$GOHOME" CGO_ENABLED=0 GOCACHE="$GOHOME/.cache/go-build" GOFLAGS="${GOFLAGS:-}"
+  export HOME="$GOHOME" GOCACHE="$GOHOME/.cache/go-build" GOFLAGS="${GOFLAGS:-}"
+  # The server binaries are static (CGO off) by Kubernetes' own build rules;
+  # kubelet is built as upstream builds it.
+  [ -n "$NODE" ] || export CGO_ENABLED=0
   unset GOPATH GOROOT
   make WHAT="$WHAT"
 ) > "$CACHE/build.log" 2>&1 || { tail -n 40 "$CACHE/build.log" >&2; die "make failed (full log: $CACHE/build.log)"; }
@@ -258,6 +274,13 @@ for b in "${BINARIES[@]}"; do
   mv "$BIN/$b.tmp" "$BIN/$b"
   say "$BIN/$b: $("$BIN/$b" --version 2>/dev/null), $(du -h "$BIN/$b" | cut -f1)"
 done
+if [ -n "$NODE" ]; then
+  # The pod sandbox ("pause") binary, from the same source, static.
+  gcc -Os -static -o "$BIN/pause.tmp" "$TREE/build/pause/linux/pause.c" \
+    -DVERSION="relab" 2>>"$CACHE/build.log" || die "compiling pause.c failed (log: $CACHE/build.log)"
+  strip "$BIN/pause.tmp" && mv "$BIN/pause.tmp" "$BIN/pause"
+  say "$BIN/pause: $(du -h "$BIN/pause" | cut -f1)"
+fi
 echo "$RECIPE" > "$BIN/.recipe"
 done_stage "install"
 say "total $(awk -v a="$T_ALL" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}') s"

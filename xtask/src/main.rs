@@ -1,7 +1,7 @@
 //! Everyday recipes, runnable on a machine with only the Rust toolchain:
 //!
 //! * `cargo xtask run M`  — install Postgres' binaries if missing, then `relab run M`
-//! * `cargo xtask setup`  — install/start Postgres, promtool, wrk, hyperfine (idempotent)
+//! * `cargo xtask setup`  — install/start Postgres, promtool, wrk, hyperfine; helm, buildah, umoci, lua (idempotent)
 //! * `cargo xtask test`   — setup, start a real Kubernetes control plane, the whole test suite, stop it
 //! * `cargo xtask lint`   — rustfmt --check and clippy -D warnings
 //! * `cargo xtask bench`  — the benchmarks recorded in docs/benchmarks.md
@@ -31,7 +31,10 @@ fn cargo() -> Command {
 }
 
 fn setup() -> Result<(), String> {
-    run(Command::new("bash").arg("scripts/setup.sh"))
+    run(Command::new("bash").arg("scripts/setup.sh"))?;
+    // helm, kubectl, buildah, umoci, prometheus, lua5.1: the chart, image,
+    // dashboard and Argo CD tests
+    run(Command::new("bash").arg("scripts/tools.sh"))
 }
 
 /// Start the Kubernetes control plane (built once from Debian's source and

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use chrono::Utc;
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -93,6 +93,8 @@ pub struct OutcomeCounts {
 struct MockMetrics {
     calls: IntCounterVec,
     charges: IntCounter,
+    /// 1 for the schedule phase in force, 0 for the others (set at scrape).
+    phase: IntGaugeVec,
 }
 
 impl MockMetrics {
@@ -108,13 +110,21 @@ impl MockMetrics {
             "relab_mock_charges_total",
             "Charges recorded in the payment mock's ledger.",
         )?;
+        let phase = IntGaugeVec::new(
+            Opts::new(
+                "relab_mock_fault_phase",
+                "1 while this fault schedule phase is in force, else 0 (dashboards annotate with it).",
+            ),
+            &["phase"],
+        )?;
         registry.register(Box::new(calls.clone()))?;
         registry.register(Box::new(charges.clone()))?;
+        registry.register(Box::new(phase.clone()))?;
         // Export every series from the start, so rates and dashboards see zeros.
         for outcome in Outcome::ALL {
             calls.with_label_values(&[outcome.as_label()]);
         }
-        Ok(Self { calls, charges })
+        Ok(Self { calls, charges, phase })
     }
 
     fn calls(&self, outcome: Outcome) -> u64 {
@@ -213,6 +223,23 @@ impl MockState {
     /// Every charge so far, in creation order.
     pub fn ledger(&self) -> LedgerSnapshot {
         lock(&self.inner.ledger).snapshot()
+    }
+
+    /// Sets `relab_mock_fault_phase{phase}`: 1 for the phase in force now, 0
+    /// for every other phase of the plan (call before rendering metrics).
+    pub fn refresh_phase_metric(&self) {
+        let control = lock(&self.inner.control);
+        let active = control
+            .plan
+            .active_phase(control.epoch.elapsed())
+            .map(|p| p.name.as_str());
+        let gauge = &self.inner.metrics.phase;
+        gauge.reset();
+        for phase in &control.plan.schedule {
+            gauge
+                .with_label_values(&[phase.name.as_str()])
+                .set(i64::from(active == Some(phase.name.as_str())));
+        }
     }
 
     /// Calls by outcome, charges, and the phase in force now.

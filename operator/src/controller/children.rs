@@ -10,7 +10,7 @@
 //! (the test cluster has no DNS): first the Services ([`services`]), then,
 //! with their assigned IPs, everything else ([`workloads`]).
 
-use crate::crd::ReliabilityExperiment;
+use crate::crd::{ReliabilityExperiment, ReliabilityExperimentStatus};
 use crate::lab_config;
 use crate::validate::load_seconds;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -126,16 +126,22 @@ impl Names {
     pub fn run_selector(&self) -> String {
         format!("{LABEL_EXPERIMENT}={},{LABEL_RUN}={}", self.experiment, self.generation)
     }
-    /// Every child of this experiment that belongs to another run.
+    /// Every child of this experiment that belongs to another run (never
+    /// the dashboard, which outlives runs).
     pub fn other_runs_selector(&self) -> String {
         format!(
-            "{LABEL_EXPERIMENT}={},{LABEL_RUN}!={}",
+            "{LABEL_EXPERIMENT}={},{LABEL_RUN}!={},{LABEL_COMPONENT}!={DASHBOARD}",
             self.experiment, self.generation
         )
     }
-    /// Every child of this experiment.
+    /// Every workload of this experiment (not the dashboard: like the
+    /// results, it stays after the TTL).
     pub fn experiment_selector(&self) -> String {
-        format!("{LABEL_EXPERIMENT}={}", self.experiment)
+        format!("{LABEL_EXPERIMENT}={},{LABEL_COMPONENT}!={DASHBOARD}", self.experiment)
+    }
+    /// The experiment's dashboard ConfigMap (one per experiment, updated per run).
+    pub fn dashboard(&self) -> String {
+        format!("{}-dashboard", self.experiment)
     }
     pub fn labels(&self, component: &str) -> BTreeMap<String, String> {
         BTreeMap::from([
@@ -210,6 +216,62 @@ fn object(api_version: &str, kind: &str, metadata: Value, spec: (&str, Value)) -
     let mut o = json!({ "apiVersion": api_version, "kind": kind, "metadata": metadata });
     o[spec.0] = spec.1;
     o
+}
+
+/// Component label of the dashboard ConfigMap.
+pub const DASHBOARD: &str = "dashboard";
+
+/// How the operator publishes per-experiment Grafana dashboards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DashboardOptions {
+    /// Labels Grafana's dashboard sidecar selects on (e.g. `grafana_dashboard=1`).
+    pub labels: BTreeMap<String, String>,
+    /// Annotations for the sidecar (e.g. `grafana_folder=relab`).
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Default for DashboardOptions {
+    fn default() -> Self {
+        Self {
+            labels: BTreeMap::from([("grafana_dashboard".into(), "1".into())]),
+            annotations: BTreeMap::new(),
+        }
+    }
+}
+
+/// The experiment's Grafana dashboard as a ConfigMap (key
+/// `relab-<namespace>-<name>.json`), for the status of the current run.
+pub fn dashboard(
+    rx: &ReliabilityExperiment,
+    status: &ReliabilityExperimentStatus,
+    options: &DashboardOptions,
+) -> Child {
+    let names = Names::new(rx);
+    let ns = rx.namespace().unwrap_or_default();
+    let board = crate::monitoring::dashboard::experiment(&ns, &names.experiment, &rx.spec, status);
+    let mut meta = metadata(rx, &names, names.dashboard(), DASHBOARD);
+    let labels = meta["labels"].as_object_mut().expect("labels");
+    labels.remove(LABEL_RUN);
+    for (k, v) in &options.labels {
+        labels.insert(k.clone(), json!(v));
+    }
+    if !options.annotations.is_empty() {
+        meta["annotations"] = json!(options.annotations);
+    }
+    let key = format!("relab-{ns}-{}.json", names.experiment);
+    Child {
+        kind: Kind::ConfigMap,
+        name: names.dashboard(),
+        body: object(
+            "v1",
+            "ConfigMap",
+            meta,
+            (
+                "data",
+                json!({ key: serde_json::to_string_pretty(&board).expect("dashboard serializes") }),
+            ),
+        ),
+    }
 }
 
 /// Services first: the other children need their ClusterIPs.

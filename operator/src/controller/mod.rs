@@ -23,6 +23,7 @@
 //! children's owner references.
 
 pub mod children;
+pub mod leader;
 pub mod machine;
 pub mod metrics;
 pub mod observe;
@@ -45,6 +46,7 @@ use kube::{Client, Resource, ResourceExt};
 use machine::{Loadgen, Note, Observed};
 use metrics::OperatorMetrics;
 use serde::de::DeserializeOwned;
+use sha2::Digest;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -69,6 +71,8 @@ pub struct Options {
     pub read_progress: bool,
     /// Names this operator in Events (the pod name in a cluster).
     pub instance: String,
+    /// Per-experiment Grafana dashboard ConfigMaps (None: none made).
+    pub dashboards: Option<children::DashboardOptions>,
 }
 
 impl Default for Options {
@@ -82,6 +86,7 @@ impl Default for Options {
             instance: std::env::var("POD_NAME")
                 .or_else(|_| std::env::var("HOSTNAME"))
                 .unwrap_or_else(|_| "relab-operator".into()),
+            dashboards: Some(children::DashboardOptions::default()),
         }
     }
 }
@@ -159,6 +164,8 @@ struct Context {
     /// The children of a run never change, so they are re-applied (to repair
     /// drift) at most every [`REAPPLY_EVERY`] rather than on every event.
     applied: std::sync::Mutex<std::collections::HashMap<(String, i64), std::time::Instant>>,
+    /// A digest of the dashboard ConfigMap this process last applied, by uid.
+    dashboards: std::sync::Mutex<std::collections::HashMap<String, [u8; 32]>>,
 }
 
 /// Re-apply an active run's children at most this often.
@@ -263,6 +270,7 @@ pub async fn start(client: Client, options: Options, stop: CancellationToken) ->
         options,
         metrics,
         applied: Default::default(),
+        dashboards: Default::default(),
     });
     let task = tokio::spawn(async move {
         controller
@@ -489,13 +497,43 @@ impl Reconciler<'_> {
         Ok(())
     }
 
-    /// Write the status when it changed, then publish the Events.
+    /// Apply the experiment's dashboard ConfigMap for `status` (when it
+    /// differs from what this process last applied) and name it in the status.
+    async fn dashboard(&self, status: &mut ReliabilityExperimentStatus) -> Result<(), Error> {
+        let Some(options) = &self.ctx.options.dashboards else {
+            return Ok(());
+        };
+        let valid = get_condition(&status.conditions, "Valid").is_some_and(|c| c.status == "True");
+        if !valid || status.observed_generation.is_none() {
+            return Ok(());
+        }
+        let child = children::dashboard(self.rx, status, options);
+        let uid = self.rx.uid().unwrap_or_default();
+        let digest: [u8; 32] = sha2::Sha256::digest(child.body.to_string().as_bytes()).into();
+        let current = self.ctx.dashboards.lock().expect("dashboards cache").get(&uid) == Some(&digest);
+        if !current {
+            self.apply(&child).await?;
+            self.ctx
+                .dashboards
+                .lock()
+                .expect("dashboards cache")
+                .insert(uid, digest);
+        }
+        status.dashboard = Some(child.name);
+        Ok(())
+    }
+
+    /// Write the status when it changed (with its dashboard), then publish
+    /// the Events.
     async fn commit(
         &self,
         old: &ReliabilityExperimentStatus,
         status: &ReliabilityExperimentStatus,
         notes: &[Note],
     ) -> Result<(), Error> {
+        let mut status = status.clone();
+        self.dashboard(&mut status).await?;
+        let status = &status;
         if status != old {
             // A whole replace (PUT /status) guarded by the resourceVersion we
             // read: the status is exactly what we computed (server-side apply

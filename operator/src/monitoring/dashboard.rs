@@ -1,0 +1,649 @@
+//! Grafana dashboards (JSON model, schemaVersion 39), built here so that the
+//! panels' PromQL and the lab's metric names live in one crate and are tested
+//! against a real Prometheus (operator/tests/monitoring.rs).
+//!
+//! * [`experiment`]: one dashboard per experiment, put in a ConfigMap by the
+//!   operator (`status.dashboard` names it). Its queries select
+//!   `{namespace="…", experiment="…"}`: the labels the chart's PodMonitor
+//!   gives every series scraped from an experiment's pods. Its time window
+//!   is the run's; fault phases and breaker openings are annotations.
+//! * [`overview`]: one dashboard comparing experiments (shipped in the chart).
+
+use crate::crd::{ReliabilityExperimentSpec, ReliabilityExperimentStatus};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// Grafana's dashboard JSON schema version these dashboards follow.
+pub const SCHEMA_VERSION: u32 = 39;
+/// The `datasource` template variable every panel uses.
+const DATASOURCE: &str = "${datasource}";
+/// Rate window of every panel (fixed, so the queries run as written in
+/// Prometheus too; Grafana's `$__rate_interval` would not).
+pub const RATE_WINDOW: &str = "1m";
+
+/// One panel of a dashboard.
+struct Panel {
+    title: &'static str,
+    description: &'static str,
+    kind: &'static str,
+    unit: &'static str,
+    targets: Vec<(String, &'static str)>,
+    /// Red threshold lines (objectives), in the panel's unit.
+    thresholds: Vec<f64>,
+    /// Value mappings (e.g. breaker state numbers to names).
+    mappings: Value,
+}
+
+impl Panel {
+    fn new(title: &'static str, description: &'static str, unit: &'static str) -> Self {
+        Self {
+            title,
+            description,
+            kind: "timeseries",
+            unit,
+            targets: Vec::new(),
+            thresholds: Vec::new(),
+            mappings: json!([]),
+        }
+    }
+
+    fn target(mut self, expr: String, legend: &'static str) -> Self {
+        self.targets.push((expr, legend));
+        self
+    }
+
+    fn to_json(&self, id: usize, x: u32, y: u32, w: u32) -> Value {
+        let targets: Vec<Value> = self
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, (expr, legend))| {
+                json!({
+                    "refId": char::from(b'A' + i as u8).to_string(),
+                    "datasource": { "type": "prometheus", "uid": DATASOURCE },
+                    "expr": expr,
+                    "legendFormat": legend,
+                    "range": true,
+                })
+            })
+            .collect();
+        let mut steps = vec![json!({ "color": "green", "value": null })];
+        steps.extend(self.thresholds.iter().map(|t| json!({ "color": "red", "value": t })));
+        let mut custom = json!({});
+        if self.kind == "timeseries" {
+            custom = json!({
+                "drawStyle": "line",
+                "lineWidth": 1,
+                "fillOpacity": 10,
+                "showPoints": "never",
+                "thresholdsStyle": { "mode": if self.thresholds.is_empty() { "off" } else { "line" } },
+            });
+        }
+        json!({
+            "id": id,
+            "type": self.kind,
+            "title": self.title,
+            "description": self.description,
+            "datasource": { "type": "prometheus", "uid": DATASOURCE },
+            "gridPos": { "h": 8, "w": w, "x": x, "y": y },
+            "targets": targets,
+            "fieldConfig": {
+                "defaults": {
+                    "unit": self.unit,
+                    "custom": custom,
+                    "mappings": self.mappings,
+                    "thresholds": { "mode": "absolute", "steps": steps },
+                },
+                "overrides": [],
+            },
+            "options": {
+                "legend": { "displayMode": "list", "placement": "bottom", "showLegend": true },
+                "tooltip": { "mode": "multi", "sort": "none" },
+            },
+        })
+    }
+}
+
+/// Lays panels out two per row.
+fn layout(panels: &[Panel]) -> Vec<Value> {
+    panels
+        .iter()
+        .enumerate()
+        .map(|(i, p)| p.to_json(i + 1, (i as u32 % 2) * 12, (i as u32 / 2) * 8, 12))
+        .collect()
+}
+
+fn rate(metric: &str, sel: &str) -> String {
+    format!("rate({metric}{{{sel}}}[{RATE_WINDOW}])")
+}
+
+/// `histogram_quantile` of a latency histogram, in milliseconds.
+fn quantile_ms(q: f64, bucket: &str, sel: &str) -> String {
+    format!("1000 * histogram_quantile({q}, sum by (le) ({}))", rate(bucket, sel))
+}
+
+/// The PromQL label selector of one experiment's series.
+pub fn selector(namespace: &str, name: &str) -> String {
+    format!("namespace=\"{namespace}\", experiment=\"{name}\"")
+}
+
+/// The per-experiment panels over `sel`.
+fn experiment_panels(sel: &str, spec: &ReliabilityExperimentSpec) -> Vec<Panel> {
+    let api = format!("{sel}, route=\"/orders\", method=\"POST\"");
+    let ms = |objectives: &[crate::crd::LatencyObjective]| objectives.iter().map(|o| o.max_ms).collect::<Vec<_>>();
+    let mut api_latency = Panel::new(
+        "API latency (POST /orders)",
+        "Order create latency percentiles; red lines are the apiLatency objectives.",
+        "ms",
+    )
+    .target(
+        quantile_ms(0.5, "relab_http_request_duration_seconds_bucket", &api),
+        "p50",
+    )
+    .target(
+        quantile_ms(0.95, "relab_http_request_duration_seconds_bucket", &api),
+        "p95",
+    )
+    .target(
+        quantile_ms(0.99, "relab_http_request_duration_seconds_bucket", &api),
+        "p99",
+    );
+    api_latency.thresholds = ms(&spec.objectives.api_latency);
+    let mut e2e = Panel::new(
+        "End-to-end latency (created → final)",
+        "Time from order created to paid/failed/dead-lettered; red lines are the endToEndLatency objectives.",
+        "ms",
+    )
+    .target(quantile_ms(0.5, "relab_order_e2e_seconds_bucket", sel), "p50")
+    .target(quantile_ms(0.95, "relab_order_e2e_seconds_bucket", sel), "p95")
+    .target(quantile_ms(0.99, "relab_order_e2e_seconds_bucket", sel), "p99");
+    e2e.thresholds = ms(&spec.objectives.end_to_end_latency);
+    let mut breaker = Panel::new(
+        "Circuit breaker state",
+        "0 closed, 1 open, 2 half-open (per order-service pod).",
+        "none",
+    )
+    .target(format!("max by (pod) (relab_breaker_state{{{sel}}})"), "{{pod}}");
+    breaker.kind = "state-timeline";
+    breaker.mappings = json!([{ "type": "value", "options": {
+        "0": { "text": "closed", "color": "green", "index": 0 },
+        "1": { "text": "open", "color": "red", "index": 1 },
+        "2": { "text": "half-open", "color": "yellow", "index": 2 },
+    }}]);
+    vec![
+        Panel::new(
+            "Throughput",
+            "Orders accepted by the API and paid by the workers, per second.",
+            "reqps",
+        )
+        .target(format!("sum({})", rate("relab_orders_created_total", sel)), "accepted")
+        .target(
+            format!(
+                "sum({})",
+                rate("relab_worker_jobs_total", &format!("{sel}, outcome=\"paid\""))
+            ),
+            "paid",
+        )
+        .target(format!("sum({})", rate("relab_load_shed_total", sel)), "shed (503)"),
+        api_latency,
+        e2e,
+        Panel::new(
+            "Job outcomes",
+            "Payment jobs by outcome per second (paid, failed, retry_scheduled, dead_lettered, deferred...).",
+            "ops",
+        )
+        .target(
+            format!("sum by (outcome) ({})", rate("relab_worker_jobs_total", sel)),
+            "{{outcome}}",
+        ),
+        Panel::new(
+            "Retries by result",
+            "Retry loops by how they ended, and payment calls that were retries.",
+            "ops",
+        )
+        .target(
+            format!("sum by (result) ({})", rate("relab_retry_loops_total", sel)),
+            "{{result}}",
+        )
+        .target(format!("sum({})", rate("relab_retries_total", sel)), "retry calls"),
+        breaker,
+        Panel::new("Queue depth", "Jobs queued or running (sampled by the API).", "short")
+            .target(format!("max(relab_queue_depth{{{sel}}})"), "queued or running"),
+        Panel::new(
+            "Dead letters",
+            "Dead-lettered jobs (sampled), and dead-letter replays.",
+            "short",
+        )
+        .target(format!("max(relab_dead_letter_depth{{{sel}}})"), "dead-lettered")
+        .target(
+            format!("sum(increase(relab_dead_letter_replays_total{{{sel}}}[{RATE_WINDOW}]))"),
+            "replayed",
+        ),
+        Panel::new(
+            "Payment failures by reason",
+            "Failed payment calls as the order service saw them (timeout, status_5xx, rate_limited, declined...).",
+            "ops",
+        )
+        .target(
+            format!("sum by (reason) ({})", rate("relab_payment_failures_total", sel)),
+            "{{reason}}",
+        ),
+        Panel::new(
+            "Payment mock: calls by injected outcome",
+            "What the payment mock did to each charge call (the faults injected).",
+            "ops",
+        )
+        .target(
+            format!("sum by (outcome) ({})", rate("relab_mock_calls_total", sel)),
+            "{{outcome}}",
+        ),
+    ]
+}
+
+fn datasource_variable() -> Value {
+    json!({
+        "name": "datasource",
+        "label": "Prometheus",
+        "type": "datasource",
+        "query": "prometheus",
+        "current": {},
+        "hide": 0,
+        "refresh": 1,
+        "options": [],
+    })
+}
+
+fn builtin_annotations() -> Value {
+    json!({
+        "builtIn": 1,
+        "datasource": { "type": "grafana", "uid": "-- Grafana --" },
+        "enable": true,
+        "hide": true,
+        "iconColor": "rgba(0, 211, 255, 1)",
+        "name": "Annotations & Alerts",
+        "type": "dashboard",
+    })
+}
+
+/// Grafana dashboard uids are at most 40 characters: a stable hash of the
+/// experiment's namespace and name.
+pub fn uid(namespace: &str, name: &str) -> String {
+    let digest = Sha256::digest(format!("{namespace}/{name}").as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("relab-{hex}")
+}
+
+/// Phases of the fault schedule, for the dashboard's description.
+fn schedule_text(spec: &ReliabilityExperimentSpec) -> String {
+    if spec.payment.faults_schedule.is_empty() {
+        return "no fault schedule".into();
+    }
+    let phases: Vec<String> = spec
+        .payment
+        .faults_schedule
+        .iter()
+        .map(|p| match p.end_seconds {
+            Some(end) => format!("{} {}–{} s", p.name, p.start_seconds, end),
+            None => format!("{} from {} s", p.name, p.start_seconds),
+        })
+        .collect();
+    format!("fault phases after the load starts: {}", phases.join(", "))
+}
+
+/// The dashboard of one experiment: its run's time window (start − 1 min to
+/// finish + 1 min, or to now while it runs), fault phases and breaker
+/// openings as annotations, and the panels of [`experiment_panels`].
+pub fn experiment(
+    namespace: &str,
+    name: &str,
+    spec: &ReliabilityExperimentSpec,
+    status: &ReliabilityExperimentStatus,
+) -> Value {
+    let sel = selector(namespace, name);
+    let shift = |t: &Option<String>, by: i64| {
+        t.as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| {
+                (t + chrono::Duration::seconds(by))
+                    .to_utc()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            })
+    };
+    let from = shift(&status.start_time, -60).unwrap_or_else(|| "now-15m".into());
+    let to = shift(&status.finish_time, 60).unwrap_or_else(|| "now".into());
+    let running = status.finish_time.is_none();
+    let annotations = json!([
+        builtin_annotations(),
+        {
+            "name": "Fault phases",
+            "enable": true,
+            "iconColor": "red",
+            "datasource": { "type": "prometheus", "uid": DATASOURCE },
+            "expr": format!("max by (phase) (relab_mock_fault_phase{{{sel}}}) == 1"),
+            "step": "5s",
+            "titleFormat": "fault phase: {{phase}}",
+            "textFormat": schedule_text(spec),
+            "tagKeys": "phase",
+        },
+        {
+            "name": "Breaker open",
+            "enable": true,
+            "iconColor": "orange",
+            "datasource": { "type": "prometheus", "uid": DATASOURCE },
+            "expr": format!("max(relab_breaker_state{{{sel}}}) == 1"),
+            "step": "5s",
+            "titleFormat": "circuit breaker open",
+            "tagKeys": "",
+        },
+    ]);
+    json!({
+        "uid": uid(namespace, name),
+        "title": format!("relab: {namespace}/{name}"),
+        "description": format!(
+            "ReliabilityExperiment {namespace}/{name}, run {} ({}). Made by the relab operator; edits are overwritten.",
+            status.observed_generation.unwrap_or(0),
+            schedule_text(spec)
+        ),
+        "tags": ["relab", "relab-experiment"],
+        "editable": false,
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "timezone": "utc",
+        "graphTooltip": 1,
+        "refresh": if running { "5s" } else { "" },
+        "time": { "from": from, "to": to },
+        "annotations": { "list": annotations },
+        "templating": { "list": [datasource_variable()] },
+        "links": [{
+            "title": "relab overview",
+            "type": "dashboards",
+            "tags": ["relab-overview"],
+            "asDropdown": false,
+        }],
+        "panels": layout(&experiment_panels(&sel, spec)),
+    })
+}
+
+/// The overview: experiments side by side, one series per experiment.
+pub fn overview() -> Value {
+    let by = "namespace, experiment";
+    let sel = "namespace=~\"$namespace\", experiment=~\"$experiment\"";
+    let final_outcomes = format!("{sel}, outcome=~\"paid|failed|dead_lettered\"");
+    let panels = vec![
+        Panel::new("Throughput by experiment", "Orders accepted per second.", "reqps").target(
+            format!("sum by ({by}) ({})", rate("relab_orders_created_total", sel)),
+            "{{namespace}}/{{experiment}}",
+        ),
+        Panel::new(
+            "Success ratio by experiment",
+            "Paid / (paid + failed + dead-lettered) jobs over the rate window.",
+            "percentunit",
+        )
+        .target(
+            format!(
+                "sum by ({by}) ({}) / sum by ({by}) ({})",
+                rate("relab_worker_jobs_total", &format!("{sel}, outcome=\"paid\"")),
+                rate("relab_worker_jobs_total", &final_outcomes)
+            ),
+            "{{namespace}}/{{experiment}}",
+        ),
+        Panel::new("API p95 latency by experiment", "POST /orders p95.", "ms").target(
+            format!(
+                "1000 * histogram_quantile(0.95, sum by ({by}, le) ({}))",
+                rate(
+                    "relab_http_request_duration_seconds_bucket",
+                    &format!("{sel}, route=\"/orders\", method=\"POST\"")
+                )
+            ),
+            "{{namespace}}/{{experiment}}",
+        ),
+        Panel::new("End-to-end p95 latency by experiment", "Created → final p95.", "ms").target(
+            format!(
+                "1000 * histogram_quantile(0.95, sum by ({by}, le) ({}))",
+                rate("relab_order_e2e_seconds_bucket", sel)
+            ),
+            "{{namespace}}/{{experiment}}",
+        ),
+        Panel::new(
+            "Retry calls by experiment",
+            "Payment calls that were retries, per second.",
+            "ops",
+        )
+        .target(
+            format!("sum by ({by}) ({})", rate("relab_retries_total", sel)),
+            "{{namespace}}/{{experiment}}",
+        ),
+        Panel::new("Breaker open by experiment", "1 while a pod's breaker is open.", "none").target(
+            format!("max by ({by}) (relab_breaker_state{{{sel}}} == bool 1)"),
+            "{{namespace}}/{{experiment}}",
+        ),
+        Panel::new("Dead letters by experiment", "Dead-lettered jobs (sampled).", "short").target(
+            format!("max by ({by}) (relab_dead_letter_depth{{{sel}}})"),
+            "{{namespace}}/{{experiment}}",
+        ),
+        Panel::new(
+            "Experiments by phase",
+            "The operator's count of ReliabilityExperiments per phase.",
+            "short",
+        )
+        .target("sum by (phase) (relab_operator_experiments)".into(), "{{phase}}"),
+    ];
+    let variable = |name: &str, query: &str| {
+        json!({
+            "name": name,
+            "type": "query",
+            "datasource": { "type": "prometheus", "uid": DATASOURCE },
+            "query": { "query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery" },
+            "definition": query,
+            "includeAll": true,
+            "multi": true,
+            "allValue": ".*",
+            "current": {},
+            "refresh": 2,
+            "sort": 1,
+            "hide": 0,
+            "options": [],
+        })
+    };
+    json!({
+        "uid": "relab-overview",
+        "title": "relab: experiments overview",
+        "description": "Every ReliabilityExperiment side by side. Each experiment also has its own dashboard (status.dashboard).",
+        "tags": ["relab", "relab-overview"],
+        "editable": true,
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "timezone": "utc",
+        "graphTooltip": 1,
+        "refresh": "10s",
+        "time": { "from": "now-1h", "to": "now" },
+        "annotations": { "list": [builtin_annotations()] },
+        "templating": { "list": [
+            datasource_variable(),
+            variable("namespace", "label_values(relab_orders_created_total, namespace)"),
+            variable("experiment", "label_values(relab_orders_created_total{namespace=~\"$namespace\"}, experiment)"),
+        ]},
+        "links": [{
+            "title": "experiment dashboards",
+            "type": "dashboards",
+            "tags": ["relab-experiment"],
+            "asDropdown": true,
+        }],
+        "panels": layout(&panels),
+    })
+}
+
+/// Every PromQL expression of a dashboard: panel targets and annotation
+/// queries (what a test runs against Prometheus).
+pub fn queries(dashboard: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            if let Some(expr) = t["expr"].as_str() {
+                out.push((format!("panel {:?} {}", panel["title"], t["refId"]), expr.to_owned()));
+            }
+        }
+    }
+    for a in dashboard["annotations"]["list"].as_array().into_iter().flatten() {
+        if let Some(expr) = a["expr"].as_str() {
+            out.push((format!("annotation {:?}", a["name"]), expr.to_owned()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{FaultPhaseSpec, FaultSettings, LatencyObjective, Percentile};
+    use std::collections::BTreeSet;
+
+    fn spec() -> ReliabilityExperimentSpec {
+        let mut spec = ReliabilityExperimentSpec::default();
+        spec.payment.faults_schedule = vec![FaultPhaseSpec {
+            name: "outage".into(),
+            start_seconds: 10,
+            end_seconds: Some(20),
+            faults: FaultSettings::default(),
+        }];
+        spec.objectives.api_latency = vec![LatencyObjective {
+            percentile: Percentile::P95,
+            max_ms: 100.0,
+        }];
+        spec
+    }
+
+    #[test]
+    fn an_experiment_dashboard_selects_only_its_experiment_and_covers_the_run() {
+        let status = ReliabilityExperimentStatus {
+            start_time: Some("2026-11-23T10:00:00Z".into()),
+            finish_time: Some("2026-11-23T10:02:30Z".into()),
+            observed_generation: Some(3),
+            ..Default::default()
+        };
+        let d = experiment("team-a", "outage-drill", &spec(), &status);
+        assert_eq!(d["time"]["from"], "2026-11-23T09:59:00Z");
+        assert_eq!(d["time"]["to"], "2026-11-23T10:03:30Z");
+        assert_eq!(d["refresh"], "", "a finished run is not refreshed");
+        let queries = queries(&d);
+        assert!(queries.len() >= 15, "{queries:?}");
+        for (what, q) in &queries {
+            assert!(
+                q.contains("namespace=\"team-a\", experiment=\"outage-drill\""),
+                "{what} does not select the experiment: {q}"
+            );
+        }
+        let ids: BTreeSet<u64> = d["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ids.len(), d["panels"].as_array().unwrap().len(), "panel ids are unique");
+        let api = d["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["title"].as_str().unwrap().starts_with("API latency"))
+            .unwrap();
+        assert_eq!(api["fieldConfig"]["defaults"]["thresholds"]["steps"][1]["value"], 100.0);
+        assert!(d["description"].as_str().unwrap().contains("outage 10–20 s"));
+        assert!(d["uid"].as_str().unwrap().len() <= 40);
+    }
+
+    #[test]
+    fn a_running_experiment_refreshes_and_ends_now() {
+        let status = ReliabilityExperimentStatus {
+            start_time: Some("2026-11-23T10:00:00Z".into()),
+            ..Default::default()
+        };
+        let d = experiment("ns", "x", &spec(), &status);
+        assert_eq!(d["time"]["to"], "now");
+        assert_eq!(d["refresh"], "5s");
+    }
+
+    /// What Grafana's dashboard JSON model requires of these dashboards
+    /// (Grafana itself cannot run here): every problem found.
+    fn model_problems(d: &Value) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut need = |ok: bool, what: String| {
+            if !ok {
+                problems.push(what)
+            }
+        };
+        need(d["schemaVersion"] == SCHEMA_VERSION, "schemaVersion".into());
+        need(
+            d["uid"].as_str().is_some_and(|u| !u.is_empty() && u.len() <= 40),
+            "uid".into(),
+        );
+        need(d["title"].as_str().is_some_and(|t| !t.is_empty()), "title".into());
+        for key in ["from", "to"] {
+            need(d["time"][key].is_string(), format!("time.{key}"));
+        }
+        let vars = d["templating"]["list"].as_array().cloned().unwrap_or_default();
+        need(
+            vars.iter()
+                .any(|v| v["name"] == "datasource" && v["type"] == "datasource" && v["query"] == "prometheus"),
+            "a prometheus datasource variable".into(),
+        );
+        let panels = d["panels"].as_array().cloned().unwrap_or_default();
+        need(!panels.is_empty(), "panels".into());
+        let mut ids = BTreeSet::new();
+        let mut cells = BTreeSet::new();
+        for p in &panels {
+            let title = p["title"].as_str().unwrap_or("?").to_string();
+            need(ids.insert(p["id"].as_u64().unwrap_or(0)), format!("{title}: unique id"));
+            need(
+                ["timeseries", "stat", "state-timeline", "table"].contains(&p["type"].as_str().unwrap_or("")),
+                format!("{title}: panel type"),
+            );
+            let g = &p["gridPos"];
+            let (x, y, w, h) = (g["x"].as_u64(), g["y"].as_u64(), g["w"].as_u64(), g["h"].as_u64());
+            need(
+                matches!((x, w), (Some(x), Some(w)) if x + w <= 24) && h.is_some_and(|h| h > 0),
+                format!("{title}: gridPos within 24 columns"),
+            );
+            need(cells.insert((x, y)), format!("{title}: overlaps another panel"));
+            need(p["datasource"]["uid"] == DATASOURCE, format!("{title}: datasource"));
+            let targets = p["targets"].as_array().cloned().unwrap_or_default();
+            need(!targets.is_empty(), format!("{title}: targets"));
+            let refs: BTreeSet<_> = targets.iter().map(|t| t["refId"].to_string()).collect();
+            need(refs.len() == targets.len(), format!("{title}: unique refIds"));
+            for t in &targets {
+                need(
+                    t["expr"].as_str().is_some_and(|e| !e.is_empty()),
+                    format!("{title}: expr"),
+                );
+            }
+        }
+        for a in d["annotations"]["list"].as_array().cloned().unwrap_or_default() {
+            need(
+                a["name"].is_string() && a["datasource"].is_object(),
+                format!("annotation {}", a["name"]),
+            );
+        }
+        problems
+    }
+
+    #[test]
+    fn both_dashboards_follow_grafanas_json_model() {
+        let status = ReliabilityExperimentStatus {
+            start_time: Some("2026-11-23T10:00:00Z".into()),
+            ..Default::default()
+        };
+        for d in [experiment("ns", "x", &spec(), &status), overview()] {
+            assert_eq!(model_problems(&d), Vec::<String>::new(), "{}", d["title"]);
+        }
+        let mut broken = overview();
+        broken["panels"][1]["id"] = broken["panels"][0]["id"].clone();
+        broken["panels"][2]["targets"] = json!([]);
+        assert_eq!(model_problems(&broken).len(), 2, "the check can fail");
+    }
+
+    #[test]
+    fn uids_are_stable_short_and_distinct() {
+        assert_eq!(uid("a", "b"), uid("a", "b"));
+        assert_ne!(uid("a", "bc"), uid("ab", "c"));
+        assert_eq!(uid("a", "b").len(), "relab-".len() + 16);
+    }
+}
