@@ -545,7 +545,8 @@ async fn an_operator_killed_mid_run_resumes_and_writes_the_results_once() {
         wait_for(&api, "resume", 30, "Running", |rx| phase(rx) == Phase::Running).await;
         operator.kill().await;
         let versions = async || {
-            let sel = "relab.dev/experiment=resume";
+            // the run's children (the dashboard is rewritten when the run finishes)
+            let sel = "relab.dev/experiment=resume,relab.dev/component!=dashboard";
             let mut v: Vec<String> = labelled::<Deployment>(&client, &ns, sel)
                 .await
                 .iter()
@@ -575,6 +576,10 @@ async fn an_operator_killed_mid_run_resumes_and_writes_the_results_once() {
         let done = wait_for(&api, "resume", 30, "finished", |rx| phase(rx).is_finished()).await;
         assert_eq!(versions().await, before, "the new operator's re-apply changed nothing");
         assert_same_outcome(&done, &local);
+        let board = Api::<ConfigMap>::namespaced(client.clone(), &ns).get("resume-dashboard").await.unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&board.data.unwrap()[&format!("relab-{ns}-resume.json")]).unwrap();
+        assert_ne!(json["time"]["to"], "now", "the resumed operator closed the dashboard's window");
         eprintln!(
             "resumed run: verdict {:?}, as under relab run",
             done.status.as_ref().unwrap().verdict.as_ref().unwrap().result
