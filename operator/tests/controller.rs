@@ -576,10 +576,16 @@ async fn an_operator_killed_mid_run_resumes_and_writes_the_results_once() {
         let done = wait_for(&api, "resume", 30, "finished", |rx| phase(rx).is_finished()).await;
         assert_eq!(versions().await, before, "the new operator's re-apply changed nothing");
         assert_same_outcome(&done, &local);
-        let board = Api::<ConfigMap>::namespaced(client.clone(), &ns).get("resume-dashboard").await.unwrap();
+        let board = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .get("resume-dashboard")
+            .await
+            .unwrap();
         let json: serde_json::Value =
             serde_json::from_str(&board.data.unwrap()[&format!("relab-{ns}-resume.json")]).unwrap();
-        assert_ne!(json["time"]["to"], "now", "the resumed operator closed the dashboard's window");
+        assert_ne!(
+            json["time"]["to"], "now",
+            "the resumed operator closed the dashboard's window"
+        );
         eprintln!(
             "resumed run: verdict {:?}, as under relab run",
             done.status.as_ref().unwrap().verdict.as_ref().unwrap().result
@@ -837,6 +843,128 @@ async fn the_operator_reconciles_a_whole_run_with_only_the_charts_rbac() {
         operator.kill().await;
         let (ok, out, err) = common::helm(&["uninstall", "rbac", "--namespace", &ns]);
         assert!(ok, "helm uninstall:\n{out}{err}");
+    })
+    .await;
+}
+
+/// A `relab operator` process with leader election, stopped by PID on drop.
+struct OperatorProcess {
+    child: std::process::Child,
+    metrics: SocketAddr,
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_elected_operator(ns: &str, identity: &str) -> OperatorProcess {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_relab"))
+        .args([
+            "operator",
+            "--namespace",
+            ns,
+            "--leader-elect",
+            "--leader-election-namespace",
+            ns,
+        ])
+        .args([
+            "--leader-election-lease",
+            "test-lease",
+            "--lease-duration-secs",
+            "3",
+            "--renew-period-secs",
+            "1",
+        ])
+        .args(["--metrics-listen", &metrics.to_string(), "--log-format", "text"])
+        .args(["--lab-image", LAB_IMAGE, "--image-pull-policy", "Never"])
+        .env("KUBECONFIG", common::kubeconfig().1)
+        .env("POD_NAME", identity)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("relab operator starts");
+    OperatorProcess { child, metrics }
+}
+
+/// `relab_operator_leader` of a process (None while it does not answer).
+async fn leader_gauge(p: &OperatorProcess) -> Option<f64> {
+    let text = reqwest::get(format!("http://{}/metrics", p.metrics))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("relab_operator_leader "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn lease_holder(client: &Client, ns: &str) -> Option<(String, i32)> {
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), ns)
+        .get_opt("test-lease")
+        .await
+        .unwrap()?;
+    let spec = lease.spec?;
+    Some((spec.holder_identity?, spec.lease_transitions.unwrap_or(0)))
+}
+
+#[tokio::test]
+async fn two_operator_processes_elect_one_leader_and_the_standby_takes_over() {
+    in_namespace(|client, ns| async move {
+        let a = spawn_elected_operator(&ns, "replica-a");
+        let up = |p: SocketAddr| async move {
+            reqwest::get(format!("http://{p}/readyz"))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        };
+        eventually!(30, "replica-a leads", {
+            (leader_gauge(&a).await == Some(1.0)).then_some(())
+        });
+        let b = spawn_elected_operator(&ns, "replica-b");
+        eventually!(30, "replica-b answers /readyz as a standby", {
+            up(b.metrics).await.then_some(())
+        });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(leader_gauge(&b).await, Some(0.0), "b stands by while a renews");
+        let (holder, transitions) = lease_holder(&client, &ns).await.expect("the Lease");
+        assert_eq!(holder, "replica-a");
+
+        // the leader dies without a word (SIGKILL): b takes over after the lease expires
+        let killed_at = tokio::time::Instant::now();
+        drop(a);
+        eventually!(30, "replica-b takes over", {
+            (leader_gauge(&b).await == Some(1.0)).then_some(())
+        });
+        let took = killed_at.elapsed();
+        assert!(took >= Duration::from_secs(2), "not before the lease expired: {took:?}");
+        let (holder, after) = lease_holder(&client, &ns).await.unwrap();
+        assert_eq!(holder, "replica-b");
+        assert_eq!(after, transitions + 1, "one transition");
+        eprintln!("standby took over {took:?} after the leader was killed (lease 3 s, renew 1 s)");
+
+        // and reconciles
+        let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), &ns);
+        api.create(
+            &PostParams::default(),
+            &shortened("baseline.yaml", 0.1, "after-takeover"),
+        )
+        .await
+        .unwrap();
+        wait_for(&api, "after-takeover", 30, "Provisioning by the new leader", |rx| {
+            phase(rx) == Phase::Provisioning
+        })
+        .await;
+        drop(b);
     })
     .await;
 }

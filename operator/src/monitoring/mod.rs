@@ -45,8 +45,7 @@ pub fn bucket_bound(objective: &LatencyObjective) -> f64 {
     buckets
         .iter()
         .copied()
-        .filter(|b| *b <= seconds + 1e-12)
-        .last()
+        .rfind(|b| *b <= seconds + 1e-12)
         .unwrap_or(buckets[0])
 }
 
