@@ -3,6 +3,7 @@
 //! * `cargo xtask run M`  — install Postgres' binaries if missing, then `relab run M`
 //! * `cargo xtask setup`  — install/start Postgres, promtool, wrk, hyperfine; helm, buildah, umoci, lua (idempotent)
 //! * `cargo xtask test`   — setup, start a real Kubernetes control plane, the whole test suite, stop it
+//! * `cargo xtask e2e`    — images, a single-node cluster (root), the end-to-end suite, teardown
 //! * `cargo xtask lint`   — rustfmt --check and clippy -D warnings
 //! * `cargo xtask bench`  — the benchmarks recorded in docs/benchmarks.md
 
@@ -64,6 +65,46 @@ fn test(args: Vec<&str>) -> Result<(), String> {
     result.and(stopped)
 }
 
+/// The end-to-end suite on a real single-node cluster (root, disposable
+/// machine; docs/e2e.md): images from the debug binaries, cluster up, images
+/// loaded, `tests/e2e.rs`, cluster down (also when the suite fails).
+fn e2e(args: Vec<&str>) -> Result<(), String> {
+    let t = std::time::Instant::now();
+    run(cargo().args(["build", "--workspace", "--bins"]))?;
+    run(Command::new("bash").args(["scripts/images.sh", "--profile", "debug"]))?;
+    eprintln!("xtask: [e2e] images built in {:.0} s", t.elapsed().as_secs_f64());
+    let cluster = "tests/e2e/cluster/cluster.sh";
+    eprintln!("xtask: $ bash {cluster} up");
+    let out = Command::new("bash")
+        .args([cluster, "up"])
+        .current_dir(root())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("{cluster}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let kubeconfig = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("export KUBECONFIG="))
+        .map(str::to_string);
+    let result = match (out.status.success(), kubeconfig) {
+        (true, Some(kubeconfig)) => {
+            let images = ["relab-operator", "relab-lab-service", "relab-postgres"]
+                .map(|i| format!("/var/cache/relab/images/{i}.tar"));
+            run(Command::new("bash").args([cluster, "load"]).args(&images)).and_then(|()| {
+                run(cargo()
+                    .args(["test", "-p", "relab-operator", "--features", "e2e", "--test", "e2e"])
+                    .args(args)
+                    .args(["--", "--nocapture"])
+                    .env("RELAB_KUBECONFIG", &kubeconfig))
+            })
+        }
+        (ok, _) => Err(format!("starting the cluster failed (exit {:?}): {stdout}", ok)),
+    };
+    let down = run(Command::new("bash").args([cluster, "down"]));
+    eprintln!("xtask: [e2e] done in {:.0} s", t.elapsed().as_secs_f64());
+    result.and(down)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rest = args.iter().skip(1).map(String::as_str);
@@ -101,10 +142,11 @@ fn main() -> ExitCode {
             };
         }
         Some("test") => setup().and_then(|()| test(rest.collect())),
+        Some("e2e") => setup().and_then(|()| e2e(rest.collect())),
         Some("lint") => run(cargo().args(["fmt", "--all", "--check"]))
             .and_then(|()| run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))),
         Some("bench") => setup().and_then(|()| run(Command::new("bash").arg("scripts/bench.sh").args(rest))),
-        _ => Err("usage: cargo xtask <run [manifest] [relab run flags]|setup|test|lint|bench> [args]".into()),
+        _ => Err("usage: cargo xtask <run [manifest] [relab run flags]|setup|test|e2e|lint|bench> [args]".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

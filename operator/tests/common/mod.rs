@@ -160,6 +160,25 @@ pub fn chart_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/relab")
 }
 
+/// Runs kubectl (the one `scripts/tools.sh` installs, else on PATH) against
+/// the test cluster; returns (success, stdout, stderr).
+pub fn kubectl(args: &[&str]) -> (bool, String, String) {
+    let (_, kubeconfig) = kubeconfig();
+    let cache = std::env::var("RELAB_CACHE").unwrap_or_else(|_| "/var/cache/relab".into());
+    let cached = std::path::Path::new(&cache).join("tools/bin/kubectl");
+    let bin: std::path::PathBuf = if cached.exists() { cached } else { "kubectl".into() };
+    let out = std::process::Command::new(&bin)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (run `bash scripts/tools.sh`)", bin.display()));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Runs helm against the test cluster; returns (success, stdout, stderr).
 pub fn helm(args: &[&str]) -> (bool, String, String) {
     let (_, kubeconfig) = kubeconfig();

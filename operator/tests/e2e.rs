@@ -1,0 +1,505 @@
+//! The whole loop on a real single-node cluster (`cargo xtask e2e`, which
+//! builds the images, starts `tests/e2e/cluster/cluster.sh`, loads the images
+//! and runs this with `--features e2e`): `helm install` of charts/relab with
+//! the project's own images, `kubectl apply`-equivalent creates of the
+//! examples (shortened), real pods, and the verdict in the status. Then the
+//! drills: an order-service pod deleted, the operator restarted and Postgres
+//! restarted, each mid-run. Works against any cluster whose kubeconfig
+//! `RELAB_KUBECONFIG` names and which has the images (docs/e2e.md).
+
+mod common;
+
+use common::{client, helm};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use lab_service::summary::RunResults;
+use relab_operator::crd::{Phase, ReliabilityExperiment, VerdictResult};
+use relab_operator::runner::{self, LocalRun, RunOptions};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const RELEASE: &str = "relab-e2e";
+const SCALE: f64 = 0.25;
+
+fn image(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.into())
+}
+
+fn manifest(file: &str, scale: f64, name: &str) -> ReliabilityExperiment {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/examples")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut rx = runner::load_manifest(&text, scale).unwrap_or_else(|e| panic!("{file}: {e}"));
+    rx.metadata.name = Some(name.into());
+    rx
+}
+
+async fn local_run(rx: &ReliabilityExperiment) -> LocalRun {
+    let admin = std::env::var("RELAB_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let opts = RunOptions {
+        database_url: Some(admin),
+        ..RunOptions::default()
+    };
+    let (tx, _rx) = tokio::sync::watch::channel(Default::default());
+    runner::run_local(rx, &opts, tx, CancellationToken::new())
+        .await
+        .expect("the local run")
+}
+
+/// The chart installed into its own namespace with the locally built images.
+async fn install(client: &Client, ns: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    if namespaces.get_opt(ns).await.unwrap().is_none() {
+        let mut object = Namespace::default();
+        object.metadata.name = Some(ns.into());
+        namespaces.create(&PostParams::default(), &object).await.unwrap();
+    }
+    let operator = image("RELAB_E2E_OPERATOR_IMAGE", "localhost/relab-operator:dev");
+    let lab = image("RELAB_E2E_LAB_IMAGE", "localhost/relab-lab-service:dev");
+    let postgres = image("RELAB_E2E_POSTGRES_IMAGE", "localhost/relab-postgres:dev");
+    let (op_repo, op_tag) = operator.rsplit_once(':').unwrap();
+    let (lab_repo, lab_tag) = lab.rsplit_once(':').unwrap();
+    let chart = common::chart_dir().to_string_lossy().into_owned();
+    let started = Instant::now();
+    let (ok, out, err) = helm(&[
+        "install",
+        RELEASE,
+        &chart,
+        "--namespace",
+        ns,
+        "--wait",
+        "--timeout",
+        "180s",
+        "--set",
+        &format!("image.repository={op_repo}"),
+        "--set",
+        &format!("image.tag={op_tag}"),
+        "--set",
+        "image.pullPolicy=Never",
+        "--set",
+        &format!("lab.image.repository={lab_repo}"),
+        "--set",
+        &format!("lab.image.tag={lab_tag}"),
+        "--set",
+        &format!("lab.postgresImage={postgres}"),
+        "--set",
+        "lab.pullPolicy=Never",
+        "--set",
+        "pollIntervalSeconds=2",
+        "--set",
+        "logFormat=text",
+    ]);
+    assert!(ok, "helm install:\n{out}{err}");
+    eprintln!("[e2e] helm install --wait: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+struct Watched {
+    rx: ReliabilityExperiment,
+    progress_moved: bool,
+}
+
+/// Wait until every named experiment finished, noting whether its live
+/// progress moved while it ran.
+async fn wait_all(api: &Api<ReliabilityExperiment>, names: &[&str], secs: u64) -> BTreeMap<String, Watched> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut sent: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut last_phase: BTreeMap<String, Phase> = BTreeMap::new();
+    loop {
+        let mut done = BTreeMap::new();
+        for name in names {
+            let rx = api.get(name).await.unwrap();
+            let status = rx.status.clone().unwrap_or_default();
+            if last_phase.get(*name) != Some(&status.phase) {
+                eprintln!("[e2e] {name}: {:?}", status.phase);
+                last_phase.insert(name.to_string(), status.phase);
+            }
+            if let Some(p) = &status.progress {
+                sent.entry(name.to_string()).or_default().push(p.sent);
+            }
+            if status.phase.is_finished() {
+                let s = sent.get(*name).cloned().unwrap_or_default();
+                let moved = s.windows(2).any(|w| w[1] > w[0]);
+                done.insert(
+                    name.to_string(),
+                    Watched {
+                        rx,
+                        progress_moved: moved,
+                    },
+                );
+            }
+        }
+        if done.len() == names.len() {
+            return done;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not finished within {secs} s: {:?}",
+            last_phase
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn results(rx: &ReliabilityExperiment) -> &RunResults {
+    rx.status
+        .as_ref()
+        .and_then(|s| s.results.as_ref())
+        .unwrap_or_else(|| panic!("{} has no results: {:?}", rx.name_any(), rx.status))
+}
+
+fn verdict(rx: &ReliabilityExperiment) -> VerdictResult {
+    rx.status.as_ref().unwrap().verdict.as_ref().expect("verdict").result
+}
+
+fn no_lost_or_double(r: &RunResults, what: &str) {
+    let i = &r.invariants;
+    assert_eq!((i.lost_orders, i.double_charges), (0, 0), "{what}: {i:?}");
+}
+
+/// What each example says it demonstrates, from the status the operator wrote.
+fn demonstrates(file: &str, rx: &ReliabilityExperiment) {
+    let r = results(rx);
+    no_lost_or_double(r, file);
+    match file {
+        "baseline.yaml" => {
+            assert_eq!(r.orders.paid, r.orders.accepted, "{:?}", r.orders);
+            assert_eq!(r.retries.retries, 0);
+        }
+        "flaky-payments.yaml" => {
+            assert!(r.payment.injected.failure_rate > 0.15, "{:?}", r.payment.injected);
+            assert!(r.retries.retries > 0);
+            assert!(r.success_ratio >= 0.99, "{}", r.success_ratio);
+        }
+        "lost-responses.yaml" => {
+            assert!(
+                r.payment.failures_by_reason.get("timeout").copied().unwrap_or(0) > 0,
+                "{:?}",
+                r.payment
+            );
+        }
+        "outage-drill.yaml" => {
+            assert!(
+                r.breaker.transitions.get("closed->open").copied().unwrap_or(0) >= 1,
+                "{:?}",
+                r.breaker
+            );
+            assert_eq!(r.orders.dead_lettered, 0);
+        }
+        "outage-drill-no-breaker.yaml" => {
+            assert!(r.breaker.transitions.is_empty(), "{:?}", r.breaker);
+            assert!(r.orders.dead_lettered > 0, "{:?}", r.orders);
+        }
+        "overload.yaml" => assert!(r.orders.shed > 0, "{:?}", r.orders),
+        other => panic!("no expectations for {other}"),
+    }
+}
+
+fn summary(rx: &ReliabilityExperiment) -> String {
+    let r = results(rx);
+    format!(
+        "{:<26} {:?} {:<12} accepted {:>4} paid {:>4} dead {:>3} shed {:>3} success {:.4} api p95 {:>7.1} ms retries {:>4} breaker opened {} lost {} double {}",
+        rx.name_any(),
+        rx.status.as_ref().unwrap().phase,
+        format!("{:?}", verdict(rx)),
+        r.orders.accepted,
+        r.orders.paid,
+        r.orders.dead_lettered,
+        r.orders.shed,
+        r.success_ratio,
+        r.api_latency_ms.p95,
+        r.retries.retries,
+        r.breaker.transitions.get("closed->open").copied().unwrap_or(0),
+        r.invariants.lost_orders,
+        r.invariants.double_charges,
+    )
+}
+
+async fn pods(client: &Client, ns: &str, selector: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(selector))
+        .await
+        .unwrap()
+        .items
+}
+
+async fn wait_until<F, Fut>(secs: u64, what: &str, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !probe().await {
+        assert!(Instant::now() < deadline, "not within {secs} s: {what}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn running_with_progress(api: &Api<ReliabilityExperiment>, name: &str, min_sent: u64) {
+    wait_until(240, &format!("{name} running with progress >= {min_sent}"), || async {
+        let rx = api.get(name).await.unwrap();
+        let s = rx.status.unwrap_or_default();
+        s.phase == Phase::Running && s.progress.is_some_and(|p| p.sent >= min_sent)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_examples_and_drills_on_a_real_cluster() {
+    let client = client().await;
+    let ns = "relab-e2e";
+
+    // relab run of each example first (the reference verdicts)
+    let examples = [
+        "baseline.yaml",
+        "flaky-payments.yaml",
+        "lost-responses.yaml",
+        "outage-drill.yaml",
+        "outage-drill-no-breaker.yaml",
+        "overload.yaml",
+    ];
+    let scale = |file: &str| if file.starts_with("outage") { 0.5 } else { SCALE };
+    let name = |file: &str| file.trim_end_matches(".yaml").to_string();
+    let mut local = BTreeMap::new();
+    for file in examples {
+        let t = Instant::now();
+        let run = local_run(&manifest(file, scale(file), &name(file))).await;
+        eprintln!(
+            "[e2e] relab run {file}: {:?} in {:.1} s",
+            run.status.verdict.as_ref().map(|v| v.result),
+            t.elapsed().as_secs_f64()
+        );
+        local.insert(file, run);
+    }
+
+    install(&client, ns).await;
+    let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), ns);
+
+    // the examples, two at a time (2 cores)
+    let mut finished = BTreeMap::new();
+    for pair in examples.chunks(2) {
+        let t = Instant::now();
+        for file in pair {
+            api.create(&PostParams::default(), &manifest(file, scale(file), &name(file)))
+                .await
+                .unwrap();
+        }
+        let names: Vec<String> = pair.iter().map(|f| name(f)).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let done = wait_all(&api, &refs, 420).await;
+        eprintln!("[e2e] {refs:?} finished in {:.1} s", t.elapsed().as_secs_f64());
+        finished.extend(pair.iter().map(|f| {
+            (
+                *f,
+                done.get(&name(f)).map(|w| (w.rx.clone(), w.progress_moved)).unwrap(),
+            )
+        }));
+    }
+    eprintln!("[e2e] verdicts and key figures from the status the operator wrote:");
+    for file in examples {
+        eprintln!("[e2e]   {}", summary(&finished[file].0));
+    }
+    for file in examples {
+        let (rx, progress_moved) = &finished[file];
+        demonstrates(file, rx);
+        assert!(progress_moved, "{file}: the live progress never moved while it ran");
+        // the dashboard ConfigMap exists and is named in the status
+        let board = rx.status.as_ref().unwrap().dashboard.clone().expect("status.dashboard");
+        Api::<ConfigMap>::namespaced(client.clone(), ns)
+            .get(&board)
+            .await
+            .expect("the dashboard ConfigMap");
+        // same verdict direction as relab run, per objective
+        let theirs = rx.status.as_ref().unwrap().verdict.as_ref().unwrap();
+        let ours = local[file].status.verdict.as_ref().unwrap();
+        let per = |v: &relab_operator::crd::Verdict| {
+            v.objectives
+                .iter()
+                .map(|o| (o.name.clone(), o.passed))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            per(theirs),
+            per(ours),
+            "{file}: per-objective verdict in the cluster vs relab run"
+        );
+        assert_eq!(
+            theirs.result, ours.result,
+            "{file}: verdict in the cluster vs relab run"
+        );
+    }
+
+    // deleting the experiments removes every pod they made
+    for file in examples {
+        api.delete(&name(file), &DeleteParams::background()).await.unwrap();
+    }
+    wait_until(180, "every experiment pod gone", || async {
+        pods(&client, ns, "app.kubernetes.io/managed-by=relab-operator")
+            .await
+            .is_empty()
+    })
+    .await;
+
+    drills(&client, ns, &api).await;
+
+    // helm uninstall leaves no operator object
+    let (ok, out, err) = helm(&["uninstall", RELEASE, "--namespace", ns, "--wait", "--timeout", "120s"]);
+    assert!(ok, "helm uninstall:\n{out}{err}");
+    let selector = format!("app.kubernetes.io/instance={RELEASE}");
+    assert!(Api::<Deployment>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert!(Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    wait_until(120, "the operator's pods gone", || async {
+        pods(&client, ns, &selector).await.is_empty()
+    })
+    .await;
+    Api::<Namespace>::all(client.clone())
+        .delete(ns, &DeleteParams::default())
+        .await
+        .ok();
+}
+
+async fn drills(client: &Client, ns: &str, api: &Api<ReliabilityExperiment>) {
+    // 1. an order-service pod deleted mid-run: a new one takes over
+    let rx = manifest("flaky-payments.yaml", 0.75, "drill-pod-delete");
+    api.create(&PostParams::default(), &rx).await.unwrap();
+    running_with_progress(api, "drill-pod-delete", 50).await;
+    let sel = "relab.dev/experiment=drill-pod-delete,relab.dev/component=order-service";
+    let old = pods(client, ns, sel).await;
+    assert_eq!(old.len(), 1);
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .delete(&old[0].name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
+    eprintln!("[e2e] drill: deleted order-service pod {}", old[0].name_any());
+    let done = wait_all(api, &["drill-pod-delete"], 420)
+        .await
+        .remove("drill-pod-delete")
+        .unwrap()
+        .rx;
+    let now = pods(client, ns, sel).await;
+    assert!(
+        now.iter().all(|p| p.name_any() != old[0].name_any()),
+        "a new pod took over"
+    );
+    let r = results(&done);
+    eprintln!("[e2e]   {}", summary(&done));
+    no_lost_or_double(r, "order-service pod deleted mid-run");
+    assert_eq!(
+        r.orders.accepted,
+        r.orders.paid + r.orders.failed + r.orders.dead_lettered + r.orders.pending,
+        "{:?}",
+        r.orders
+    );
+
+    // 2. the operator restarted mid-run: the run completes once
+    let rx = manifest("baseline.yaml", 0.75, "drill-operator-restart");
+    api.create(&PostParams::default(), &rx).await.unwrap();
+    running_with_progress(api, "drill-operator-restart", 30).await;
+    let op_sel = format!("app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator");
+    for p in pods(client, ns, &op_sel).await {
+        Api::<Pod>::namespaced(client.clone(), ns)
+            .delete(&p.name_any(), &DeleteParams::default())
+            .await
+            .unwrap();
+        eprintln!("[e2e] drill: deleted operator pod {}", p.name_any());
+    }
+    let done = wait_all(api, &["drill-operator-restart"], 420)
+        .await
+        .remove("drill-operator-restart")
+        .unwrap()
+        .rx;
+    eprintln!("[e2e]   {}", summary(&done));
+    no_lost_or_double(results(&done), "operator restarted mid-run");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let analyzing = Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("drill-operator-restart"))
+        .filter(|e| e.reason.as_deref() == Some("Analyzing"))
+        .count();
+    assert_eq!(analyzing, 1, "results written once");
+    let jobs = Api::<k8s_openapi::api::batch::v1::Job>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels("relab.dev/experiment=drill-operator-restart"))
+        .await
+        .unwrap();
+    assert_eq!(jobs.items.len(), 1, "one load generator");
+
+    // 3. Postgres restarted mid-run (its container, same volume): the lab
+    // recovers, and the audit says what happened
+    let rx = manifest("baseline.yaml", 0.75, "drill-postgres-restart");
+    api.create(&PostParams::default(), &rx).await.unwrap();
+    running_with_progress(api, "drill-postgres-restart", 30).await;
+    let pg = pods(
+        client,
+        ns,
+        "relab.dev/experiment=drill-postgres-restart,relab.dev/component=postgres",
+    )
+    .await;
+    let restarts = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .map(|c| c[0].restart_count)
+            .unwrap_or(0)
+    };
+    let before = restarts(&pg[0]);
+    let pods_api = Api::<Pod>::namespaced(client.clone(), ns);
+    // a fast shutdown of the server (SIGINT to PID 1): the container exits and the kubelet restarts it
+    let (ok, out, err) = common::kubectl(&[
+        "exec",
+        "-n",
+        ns,
+        &pg[0].name_any(),
+        "--",
+        "/bin/sh",
+        "-c",
+        "kill -INT 1",
+    ]);
+    assert!(ok, "kubectl exec into postgres:\n{out}{err}");
+    eprintln!("[e2e] drill: stopped postgres in {}", pg[0].name_any());
+    wait_until(120, "postgres restarted", || async {
+        pods_api
+            .get(&pg[0].name_any())
+            .await
+            .map(|p| restarts(&p) > before)
+            .unwrap_or(false)
+    })
+    .await;
+    let done = wait_all(api, &["drill-postgres-restart"], 420)
+        .await
+        .remove("drill-postgres-restart")
+        .unwrap()
+        .rx;
+    eprintln!("[e2e]   {}", summary(&done));
+    let r = results(&done);
+    assert!(r.orders.paid > 0, "the lab recovered: {:?}", r.orders);
+    // honest audit: every accepted order is accounted for in some state, and the figures add up
+    assert_eq!(
+        r.orders.accepted,
+        r.orders.paid + r.orders.failed + r.orders.dead_lettered + r.orders.pending,
+        "{:?}",
+        r.orders
+    );
+    assert_eq!(r.invariants.double_charges, 0, "{:?}", r.invariants);
+    for name in ["drill-pod-delete", "drill-operator-restart", "drill-postgres-restart"] {
+        api.delete(name, &DeleteParams::background()).await.unwrap();
+    }
+}
