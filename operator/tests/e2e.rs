@@ -1,6 +1,7 @@
 //! The whole loop on a real single-node cluster (`cargo xtask e2e`, which
 //! builds the images, starts `tests/e2e/cluster/cluster.sh`, loads the images
-//! and runs this with `--features e2e`): `helm install` of charts/relab with
+//! and runs `cargo test --test e2e`; the target is `test = false`, so plain
+//! `cargo test` leaves it out): `helm install` of charts/relab with
 //! the project's own images, `kubectl apply`-equivalent creates of the
 //! examples (shortened), real pods, and the verdict in the status. Then the
 //! drills: an order-service pod deleted, the operator restarted and Postgres
@@ -299,6 +300,30 @@ async fn the_examples_and_drills_on_a_real_cluster() {
                 done.get(&name(f)).map(|w| (w.rx.clone(), w.progress_moved)).unwrap(),
             )
         }));
+        for name in &refs {
+            let board = done[*name]
+                .rx
+                .status
+                .as_ref()
+                .unwrap()
+                .dashboard
+                .clone()
+                .expect("status.dashboard");
+            Api::<ConfigMap>::namespaced(client.clone(), ns)
+                .get(&board)
+                .await
+                .expect("the dashboard ConfigMap");
+        }
+        // deleting an experiment removes every pod it made (and frees the
+        // node for the next pair)
+        let t = Instant::now();
+        for name in &refs {
+            remove(&client, ns, &api, name).await;
+        }
+        eprintln!(
+            "[e2e] {refs:?} deleted, every pod gone in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
     }
     eprintln!("[e2e] verdicts and key figures from the status the operator wrote:");
     for file in examples {
@@ -308,12 +333,6 @@ async fn the_examples_and_drills_on_a_real_cluster() {
         let (rx, progress_moved) = &finished[file];
         demonstrates(file, rx);
         assert!(progress_moved, "{file}: the live progress never moved while it ran");
-        // the dashboard ConfigMap exists and is named in the status
-        let board = rx.status.as_ref().unwrap().dashboard.clone().expect("status.dashboard");
-        Api::<ConfigMap>::namespaced(client.clone(), ns)
-            .get(&board)
-            .await
-            .expect("the dashboard ConfigMap");
         // same verdict direction as relab run, per objective
         let theirs = rx.status.as_ref().unwrap().verdict.as_ref().unwrap();
         let ours = local[file].status.verdict.as_ref().unwrap();
@@ -333,17 +352,6 @@ async fn the_examples_and_drills_on_a_real_cluster() {
             "{file}: verdict in the cluster vs relab run"
         );
     }
-
-    // deleting the experiments removes every pod they made
-    for file in examples {
-        api.delete(&name(file), &DeleteParams::background()).await.unwrap();
-    }
-    wait_until(180, "every experiment pod gone", || async {
-        pods(&client, ns, "app.kubernetes.io/managed-by=relab-operator")
-            .await
-            .is_empty()
-    })
-    .await;
 
     drills(&client, ns, &api).await;
 
@@ -406,6 +414,8 @@ async fn drills(client: &Client, ns: &str, api: &Api<ReliabilityExperiment>) {
         r.orders
     );
 
+    remove(client, ns, api, "drill-pod-delete").await;
+
     // 2. the operator restarted mid-run: the run completes once
     let rx = manifest("baseline.yaml", 0.75, "drill-operator-restart");
     api.create(&PostParams::default(), &rx).await.unwrap();
@@ -441,6 +451,8 @@ async fn drills(client: &Client, ns: &str, api: &Api<ReliabilityExperiment>) {
         .await
         .unwrap();
     assert_eq!(jobs.items.len(), 1, "one load generator");
+
+    remove(client, ns, api, "drill-operator-restart").await;
 
     // 3. Postgres restarted mid-run (its container, same volume): the lab
     // recovers, and the audit says what happened
@@ -499,7 +511,16 @@ async fn drills(client: &Client, ns: &str, api: &Api<ReliabilityExperiment>) {
         r.orders
     );
     assert_eq!(r.invariants.double_charges, 0, "{:?}", r.invariants);
-    for name in ["drill-pod-delete", "drill-operator-restart", "drill-postgres-restart"] {
-        api.delete(name, &DeleteParams::background()).await.unwrap();
-    }
+    remove(client, ns, api, "drill-postgres-restart").await;
+}
+
+/// Delete an experiment and wait until every pod it made is gone.
+async fn remove(client: &Client, ns: &str, api: &Api<ReliabilityExperiment>, name: &str) {
+    api.delete(name, &DeleteParams::background()).await.unwrap();
+    wait_until(180, &format!("every pod of {name} gone"), || async {
+        pods(client, ns, &format!("relab.dev/experiment={name}"))
+            .await
+            .is_empty()
+    })
+    .await;
 }

@@ -70,7 +70,20 @@ fn test(args: Vec<&str>) -> Result<(), String> {
 /// loaded, `tests/e2e.rs`, cluster down (also when the suite fails).
 fn e2e(args: Vec<&str>) -> Result<(), String> {
     let t = std::time::Instant::now();
-    run(cargo().args(["build", "--workspace", "--bins"]))?;
+    // --all-targets: the same feature set as `cargo test --workspace --all-targets`,
+    // so the binaries are the ones the test command built (no rebuild)
+    run(cargo().args(["build", "--workspace", "--all-targets"]))?;
+    // not part of --all-targets (test = false): lint it here
+    run(cargo().args([
+        "clippy",
+        "-p",
+        "relab-operator",
+        "--test",
+        "e2e",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     run(Command::new("bash").args(["scripts/images.sh", "--profile", "debug"]))?;
     eprintln!("xtask: [e2e] images built in {:.0} s", t.elapsed().as_secs_f64());
     let cluster = "tests/e2e/cluster/cluster.sh";
@@ -92,7 +105,7 @@ fn e2e(args: Vec<&str>) -> Result<(), String> {
                 .map(|i| format!("/var/cache/relab/images/{i}.tar"));
             run(Command::new("bash").args([cluster, "load"]).args(&images)).and_then(|()| {
                 run(cargo()
-                    .args(["test", "-p", "relab-operator", "--features", "e2e", "--test", "e2e"])
+                    .args(["test", "-p", "relab-operator", "--test", "e2e"])
                     .args(args)
                     .args(["--", "--nocapture"])
                     .env("RELAB_KUBECONFIG", &kubeconfig))
