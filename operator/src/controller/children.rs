@@ -218,6 +218,12 @@ fn object(api_version: &str, kind: &str, metadata: Value, spec: (&str, Value)) -
     o
 }
 
+/// Seconds a lab pod gets between SIGTERM and SIGKILL: enough for the order
+/// service to drain (readiness off, in-flight jobs finished), short enough
+/// that deleting an experiment frees its node within seconds rather than
+/// Kubernetes' default 30 s per pod.
+pub const LAB_GRACE_SECONDS: i64 = 10;
+
 /// Component label of the dashboard ConfigMap.
 pub const DASHBOARD: &str = "dashboard";
 
@@ -484,6 +490,9 @@ pub fn workloads(rx: &ReliabilityExperiment, ips: &ServiceIps, defaults: &LabDef
             "postgres",
             json!({
                 "automountServiceAccountToken": false,
+                // the lab's data is disposable once the run is judged: Postgres'
+                // SIGTERM (smart shutdown) would wait for every client
+                "terminationGracePeriodSeconds": LAB_GRACE_SECONDS,
                 "securityContext": { "fsGroup": POSTGRES_USER, "runAsNonRoot": true, "seccompProfile": { "type": "RuntimeDefault" } },
                 "containers": [{
                     "name": "postgres",
@@ -523,6 +532,7 @@ pub fn workloads(rx: &ReliabilityExperiment, ips: &ServiceIps, defaults: &LabDef
             "automountServiceAccountToken": false,
             "enableServiceLinks": false,
             "restartPolicy": restart,
+            "terminationGracePeriodSeconds": LAB_GRACE_SECONDS,
             "securityContext": { "runAsNonRoot": true, "seccompProfile": { "type": "RuntimeDefault" } },
             "containers": containers,
         })
@@ -723,6 +733,11 @@ mod tests {
                 Kind::Deployment | Kind::Job => child.body["spec"]["template"]["spec"].clone(),
                 _ => continue,
             };
+            assert_eq!(
+                pod["terminationGracePeriodSeconds"], LAB_GRACE_SECONDS,
+                "{}",
+                child.name
+            );
             for c in pod["containers"].as_array().unwrap() {
                 let sc = &c["securityContext"];
                 assert_eq!(sc["runAsNonRoot"], true, "{}", child.name);
