@@ -66,56 +66,11 @@ fn test(args: Vec<&str>) -> Result<(), String> {
 }
 
 /// The end-to-end suite on a real single-node cluster (root, disposable
-/// machine; docs/e2e.md): images from the debug binaries, cluster up, images
-/// loaded, `tests/e2e.rs`, cluster down (also when the suite fails).
+/// machine; docs/e2e.md): `tests/e2e/run.sh` builds the images, starts the
+/// cluster, runs `tests/e2e.rs` and tears the cluster down, also when the
+/// suite fails or is interrupted (its shell traps EXIT, INT and TERM).
 fn e2e(args: Vec<&str>) -> Result<(), String> {
-    let t = std::time::Instant::now();
-    // --all-targets: the same feature set as `cargo test --workspace --all-targets`,
-    // so the binaries are the ones the test command built (no rebuild)
-    run(cargo().args(["build", "--workspace", "--all-targets"]))?;
-    // not part of --all-targets (test = false): lint it here
-    run(cargo().args([
-        "clippy",
-        "-p",
-        "relab-operator",
-        "--test",
-        "e2e",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
-    run(Command::new("bash").args(["scripts/images.sh", "--profile", "debug"]))?;
-    eprintln!("xtask: [e2e] images built in {:.0} s", t.elapsed().as_secs_f64());
-    let cluster = "tests/e2e/cluster/cluster.sh";
-    eprintln!("xtask: $ bash {cluster} up");
-    let out = Command::new("bash")
-        .args([cluster, "up"])
-        .current_dir(root())
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| format!("{cluster}: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let kubeconfig = stdout
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("export KUBECONFIG="))
-        .map(str::to_string);
-    let result = match (out.status.success(), kubeconfig) {
-        (true, Some(kubeconfig)) => {
-            let images = ["relab-operator", "relab-lab-service", "relab-postgres"]
-                .map(|i| format!("/var/cache/relab/images/{i}.tar"));
-            run(Command::new("bash").args([cluster, "load"]).args(&images)).and_then(|()| {
-                run(cargo()
-                    .args(["test", "-p", "relab-operator", "--test", "e2e"])
-                    .args(args)
-                    .args(["--", "--nocapture"])
-                    .env("RELAB_KUBECONFIG", &kubeconfig))
-            })
-        }
-        (ok, _) => Err(format!("starting the cluster failed (exit {:?}): {stdout}", ok)),
-    };
-    let down = run(Command::new("bash").args([cluster, "down"]));
-    eprintln!("xtask: [e2e] done in {:.0} s", t.elapsed().as_secs_f64());
-    result.and(down)
+    run(Command::new("bash").arg("tests/e2e/run.sh").args(args))
 }
 
 fn main() -> ExitCode {
