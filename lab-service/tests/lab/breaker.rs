@@ -99,6 +99,16 @@ async fn with_the_breaker_open_the_dependency_sees_far_fewer_calls() {
     }
     let with = calls_during_outage(BreakerMode::ConsecutiveFailures { threshold: 3 }).await;
     let without = calls_during_outage(BreakerMode::Disabled).await;
-    assert!(with <= 4, "breaker let {with} calls through an open window");
-    assert!(without >= 5 * with, "without the breaker: {without}, with: {with}");
+    // Before it opens, the breaker admits calls while fewer than `threshold`
+    // failures are recorded; with `concurrency` workers, up to
+    // concurrency - 1 more are already in flight when the third fails. None
+    // gets through the 5 s open window. (A bound of 4 failed once in CI:
+    // two calls were in flight when the breaker opened.)
+    let bound = 3 + fast_worker().concurrency as u64 - 1;
+    assert!(
+        with <= bound,
+        "breaker let {with} calls through (at most {bound} before it opens)"
+    );
+    eprintln!("calls during the outage: with the breaker {with}, without {without}");
+    assert!(without >= 5 * bound, "without the breaker: {without}, with: {with}");
 }
