@@ -11,7 +11,6 @@
 mod common;
 
 use common::{client, helm};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -286,9 +285,7 @@ async fn the_examples_and_drills_on_a_real_cluster() {
     for pair in examples.chunks(2) {
         let t = Instant::now();
         for file in pair {
-            api.create(&PostParams::default(), &manifest(file, scale(file), &name(file)))
-                .await
-                .unwrap();
+            kubectl_apply(ns, &manifest(file, scale(file), &name(file)));
         }
         let names: Vec<String> = pair.iter().map(|f| name(f)).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -359,18 +356,21 @@ async fn the_examples_and_drills_on_a_real_cluster() {
     let (ok, out, err) = helm(&["uninstall", RELEASE, "--namespace", ns, "--wait", "--timeout", "120s"]);
     assert!(ok, "helm uninstall:\n{out}{err}");
     let selector = format!("app.kubernetes.io/instance={RELEASE}");
-    assert!(Api::<Deployment>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .unwrap()
-        .items
-        .is_empty());
-    assert!(Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .unwrap()
-        .items
-        .is_empty());
+    let (ok, left, err) = common::kubectl(&[
+        "get",
+        "deployments,services,configmaps,serviceaccounts,roles,rolebindings,leases",
+        "-n",
+        ns,
+        "-l",
+        &selector,
+        "-o",
+        "name",
+    ]);
+    assert!(ok, "kubectl get: {err}");
+    assert_eq!(left.trim(), "", "objects the release left behind");
+    let (ok, left, err) = common::kubectl(&["get", "clusterroles,clusterrolebindings", "-l", &selector, "-o", "name"]);
+    assert!(ok, "kubectl get: {err}");
+    assert_eq!(left.trim(), "", "cluster objects the release left behind");
     wait_until(120, "the operator's pods gone", || async {
         pods(&client, ns, &selector).await.is_empty()
     })
@@ -512,6 +512,15 @@ async fn drills(client: &Client, ns: &str, api: &Api<ReliabilityExperiment>) {
     );
     assert_eq!(r.invariants.double_charges, 0, "{:?}", r.invariants);
     remove(client, ns, api, "drill-postgres-restart").await;
+}
+
+/// `kubectl apply -f` of the (time-scaled) manifest, as a user would.
+fn kubectl_apply(ns: &str, rx: &ReliabilityExperiment) {
+    let path = std::env::temp_dir().join(format!("relab-e2e-{}.yaml", rx.name_any()));
+    std::fs::write(&path, serde_yaml::to_string(rx).unwrap()).unwrap();
+    let (ok, out, err) = common::kubectl(&["apply", "-n", ns, "-f", &path.to_string_lossy()]);
+    assert!(ok, "kubectl apply {}: {out}{err}", path.display());
+    std::fs::remove_file(&path).ok();
 }
 
 /// Delete an experiment and wait until every pod it made is gone.
