@@ -861,11 +861,7 @@ impl Drop for OperatorProcess {
 }
 
 fn spawn_elected_operator(ns: &str, identity: &str) -> OperatorProcess {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let metrics: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_relab"))
         .args([

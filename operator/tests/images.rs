@@ -14,6 +14,9 @@
 //! to relab's (`cargo test --workspace --all-targets` builds both; this
 //! test's own `cargo test -p relab-operator` does not).
 
+mod common;
+
+use common::free_port;
 use relab_operator::controller::children::{managed_database_url, workloads, Kind, LabDefaults, Names, ServiceIps};
 use relab_operator::validate::parse_manifest;
 use serde_json::Value;
@@ -359,14 +362,6 @@ impl Drop for Server {
             let _ = self.0.wait();
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The managed Postgres container exactly as the operator makes it

@@ -12,6 +12,7 @@
 
 mod common;
 
+use common::free_port;
 use relab_operator::controller::children::{
     lab_environment, LabDefaults, ServiceIps, API_PORT, MOCK_PORT, WORKER_ADMIN_PORT,
 };
@@ -52,14 +53,6 @@ fn lab_service_bin() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Children stopped (by PID) when dropped.

@@ -107,8 +107,9 @@ impl OperatorMetrics {
         })
     }
 
-    /// Experiments by phase, from the controller's cache (deleted ones drop out).
-    pub fn count_phases(&self, store: &Store<ReliabilityExperiment>) {
+    /// Experiments by phase and their objectives, from the controller's cache
+    /// (deleted ones drop out); run at every scrape.
+    pub fn refresh(&self, store: &Store<ReliabilityExperiment>) {
         let mut counts = [0i64; PHASES.len()];
         for rx in store.state() {
             let phase = rx.status.as_ref().map(|s| s.phase).unwrap_or_default();
@@ -162,7 +163,7 @@ struct ServerState {
 }
 
 async fn metrics_handler(State(s): State<ServerState>) -> impl IntoResponse {
-    s.metrics.count_phases(&s.store);
+    s.metrics.refresh(&s.store);
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),

@@ -46,7 +46,6 @@ use kube::{Client, Resource, ResourceExt};
 use machine::{Loadgen, Note, Observed};
 use metrics::OperatorMetrics;
 use serde::de::DeserializeOwned;
-use sha2::Digest;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -164,8 +163,18 @@ struct Context {
     /// The children of a run never change, so they are re-applied (to repair
     /// drift) at most every [`REAPPLY_EVERY`] rather than on every event.
     applied: std::sync::Mutex<std::collections::HashMap<(String, i64), std::time::Instant>>,
-    /// A digest of the dashboard ConfigMap this process last applied, by uid.
-    dashboards: std::sync::Mutex<std::collections::HashMap<String, [u8; 32]>>,
+    /// What the dashboard ConfigMap this process last applied was made from, by uid.
+    dashboards: std::sync::Mutex<std::collections::HashMap<String, DashboardKey>>,
+}
+
+/// Everything an experiment's dashboard depends on besides its fixed
+/// identity and the operator's options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DashboardKey {
+    generation: Option<i64>,
+    run: Option<i64>,
+    start: Option<String>,
+    finish: Option<String>,
 }
 
 /// Re-apply an active run's children at most this often.
@@ -507,19 +516,21 @@ impl Reconciler<'_> {
         if !valid || status.observed_generation.is_none() {
             return Ok(());
         }
-        let child = children::dashboard(self.rx, status, options);
+        // the dashboard is a function of the spec (its generation) and of the
+        // run's identity and window: compare those, not a built dashboard
+        let key = DashboardKey {
+            generation: self.rx.metadata.generation,
+            run: status.observed_generation,
+            start: status.start_time.clone(),
+            finish: status.finish_time.clone(),
+        };
         let uid = self.rx.uid().unwrap_or_default();
-        let digest: [u8; 32] = sha2::Sha256::digest(child.body.to_string().as_bytes()).into();
-        let current = self.ctx.dashboards.lock().expect("dashboards cache").get(&uid) == Some(&digest);
+        let current = self.ctx.dashboards.lock().expect("dashboards cache").get(&uid) == Some(&key);
         if !current {
-            self.apply(&child).await?;
-            self.ctx
-                .dashboards
-                .lock()
-                .expect("dashboards cache")
-                .insert(uid, digest);
+            self.apply(&children::dashboard(self.rx, status, options)).await?;
+            self.ctx.dashboards.lock().expect("dashboards cache").insert(uid, key);
         }
-        status.dashboard = Some(child.name);
+        status.dashboard = Some(Names::new(self.rx).dashboard());
         Ok(())
     }
 

@@ -172,11 +172,25 @@ pub fn kubectl(args: &[&str]) -> (bool, String, String) {
         .env("KUBECONFIG", kubeconfig)
         .output()
         .unwrap_or_else(|e| panic!("{}: {e} (run `bash scripts/tools.sh`)", bin.display()));
+    outcome(out)
+}
+
+/// (success, stdout, stderr) of a finished command.
+fn outcome(out: std::process::Output) -> (bool, String, String) {
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Runs helm against the test cluster; returns (success, stdout, stderr).
@@ -190,11 +204,7 @@ pub fn helm(args: &[&str]) -> (bool, String, String) {
         .env("HELM_DATA_HOME", std::env::temp_dir().join("relab-helm/data"))
         .output()
         .expect("running helm");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    outcome(out)
 }
 
 /// A client that acts as `system:serviceaccount:<ns>:<name>` (impersonation
