@@ -28,22 +28,13 @@ COMPONENTS=(kube-controller-manager kube-apiserver etcd)
 
 say() { printf '[k8s] %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}'; }
+# now, since, pid_of, running, alive, tail_log, wait_for, launch, stop_pid:
+# shared with the e2e cluster (tests/e2e/cluster/cluster.sh)
+PROC_DIR="$RUN" LAUNCH_WRAP=()
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 
-pid_of() { [ -s "$RUN/$1.pid" ] && cat "$RUN/$1.pid"; }
 
-# True if the PID recorded for component $1 is alive and is that binary
-# (guards against a reused PID).
-alive() {
-  local pid exe
-  pid=$(pid_of "$1") || return 1
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-  # a zombie (exited, not yet reaped by its parent) is not alive
-  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 1
-  exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
-  [ "$(basename "${exe% (deleted)}")" = "$1" ]
-}
 
 load_env() { [ -f "$RUN/env" ] && . "$RUN/env"; }
 
@@ -63,15 +54,6 @@ ready() {
   apiserver_ready
 }
 
-tail_log() {
-  local f="$RUN/$1.log"
-  if grep -qE '^[EF][0-9]{4} |"level":"(error|fatal|panic)"' "$f" 2>/dev/null; then
-    say "errors in $f (last 10):"
-    grep -E '^[EF][0-9]{4} |"level":"(error|fatal|panic)"' "$f" | tail -n 10 | cut -c1-400 | sed 's/^/    /' >&2
-  fi
-  say "last lines of $f:"
-  tail -n "${2:-25}" "$f" 2>/dev/null | cut -c1-400 | sed 's/^/    /' >&2 || true
-}
 
 # free_port VAR: sets VAR to a TCP port nobody uses (random, above the usual
 # defaults), distinct from the ones picked before.
@@ -90,43 +72,7 @@ free_port() {
   die "no free port found"
 }
 
-# wait_for NAME DESCRIPTION COMMAND...: until COMMAND succeeds, the
-# component's process is alive, and TIMEOUT is not exceeded.
-wait_for() {
-  local name=$1 what=$2 t0
-  shift 2
-  t0=$(date +%s)
-  until "$@" >/dev/null 2>&1; do
-    if ! alive "$name"; then
-      say "$name exited while waiting for $what"
-      tail_log "$name"
-      return 1
-    fi
-    if [ $(($(date +%s) - t0)) -ge "$TIMEOUT" ]; then
-      say "timed out after ${TIMEOUT}s waiting for $what"
-      tail_log "$name"
-      return 1
-    fi
-    sleep 0.3
-  done
-}
 
-# launch NAME BINARY ARGS...: in its own session, log to $RUN/NAME.log, PID
-# recorded by the process itself before it execs (so the file holds the PID
-# of the binary, not of a wrapper).
-launch() {
-  local name=$1
-  shift
-  # fd 9 (the invocation lock) is closed so that the daemons do not hold it.
-  # shellcheck disable=SC2016
-  setsid bash -c 'echo $$ > "$0"; exec "$@"' "$RUN/$name.pid" "$@" </dev/null >"$RUN/$name.log" 2>&1 9<&- &
-  for _ in $(seq 1 50); do [ -s "$RUN/$name.pid" ] && break; sleep 0.1; done
-  [ -s "$RUN/$name.pid" ] || die "$name did not start"
-  # until the wrapper has exec'd the binary itself
-  for _ in $(seq 1 50); do alive "$name" && return 0; sleep 0.1; done
-  tail_log "$name"
-  die "$name did not start"
-}
 
 # ------------------------------------------------------------------- certs
 gen_pki() {
@@ -182,23 +128,13 @@ EOF
 }
 
 # -------------------------------------------------------------------- stop
-running() { kill -0 "$1" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
 
 stop_all() {
-  local c pid t
+  local c
   for c in "${COMPONENTS[@]}"; do
-    alive "$c" || continue
-    pid=$(pid_of "$c")
-    t=$(now)
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 200); do running "$pid" || break; sleep 0.05; done
-    if running "$pid"; then
-      say "$c ($pid) still running after 10s: SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      for _ in $(seq 1 100); do running "$pid" || break; sleep 0.05; done
-    fi
-    say "stopped $c (pid $pid, $(since "$t") s)"
+    alive "$c" && stop_pid "$c" "$(pid_of "$c")"
   done
+  return 0
 }
 
 cmd_stop() {

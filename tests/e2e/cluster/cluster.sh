@@ -58,8 +58,12 @@ COMPONENTS=(kube-proxy kubelet containerd kube-scheduler kube-controller-manager
 
 say() { printf '[cluster] %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}'; }
+# now, since, pid_of, running, exe_of, alive, tail_log, wait_for, launch,
+# stop_pid: shared with the API tests' control plane
+PROC_DIR="$STATE" TAIL_ERRORS=8 TAIL_LINES=15
+LAUNCH_WRAP=() # set_config: into the node's netns
+# shellcheck source=../../../scripts/k8s/lib.sh
+. "$ROOT/scripts/k8s/lib.sh"
 
 # per-stage timings, printed again at the end of `up` and `down`
 STAGES=()
@@ -94,6 +98,9 @@ set_config() {
   SVC_IP="${s%.*}.$((${s##*.} + 1))"
   HOST_ROUTES="${RELAB_CLUSTER_HOST_ROUTES:-1}"
   SOCK="$STATE/containerd/containerd.sock"
+  # every component runs inside the node's netns (nsenter --net only: the
+  # mount namespace, /sys and the cgroup mounts stay the host's)
+  LAUNCH_WRAP=(nsenter --net="/run/netns/$NETNS")
 }
 
 write_env() {
@@ -116,87 +123,13 @@ EOF
 inns() { nsenter --net="/run/netns/$NETNS" "$@"; }
 netns_exists() { [ -n "${NETNS:-}" ] && [ -e "/run/netns/$NETNS" ]; }
 
-pid_of() { [ -s "$STATE/$1.pid" ] && cat "$STATE/$1.pid"; }
-running() { kill -0 "$1" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
-exe_of() { local e; e=$(readlink "/proc/$1/exe" 2>/dev/null) || return 1; basename "${e% (deleted)}"; }
 
-# The PID recorded for component $1 is alive and runs that binary (a reused
-# PID is not taken for it).
-alive() {
-  local pid
-  pid=$(pid_of "$1") || return 1
-  [ -n "$pid" ] && running "$pid" || return 1
-  [ "$(exe_of "$pid")" = "$1" ]
-}
 
 rss_kib() { awk '/^VmRSS/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
-tail_log() {
-  local f="$STATE/$1.log"
-  [ -f "$f" ] || return 0
-  if grep -qE '^[EF][0-9]{4} |"level":"(error|fatal|panic)"|level=(error|fatal)' "$f" 2>/dev/null; then
-    say "errors in $f (last 8):"
-    grep -E '^[EF][0-9]{4} |"level":"(error|fatal|panic)"|level=(error|fatal)' "$f" | tail -n 8 | cut -c1-400 | sed 's/^/    /' >&2
-  fi
-  say "last lines of $f:"
-  tail -n "${2:-15}" "$f" 2>/dev/null | cut -c1-400 | sed 's/^/    /' >&2 || true
-}
 
-# wait_for NAME DESCRIPTION COMMAND...: until COMMAND succeeds, while the
-# component NAME is alive, at most TIMEOUT seconds.
-wait_for() {
-  local name=$1 what=$2 t0
-  shift 2
-  t0=$(date +%s)
-  until "$@" >/dev/null 2>&1; do
-    if ! alive "$name"; then
-      say "$name exited while waiting for $what"
-      tail_log "$name"
-      return 1
-    fi
-    if [ $(($(date +%s) - t0)) -ge "$TIMEOUT" ]; then
-      say "timed out after ${TIMEOUT}s waiting for $what"
-      tail_log "$name"
-      return 1
-    fi
-    sleep 0.3
-  done
-}
 
-# launch NAME BINARY ARGS...: inside the node's netns (nsenter --net only: the
-# mount namespace, /sys and the cgroup mounts stay the host's), in a session
-# of its own, log in $STATE/NAME.log; the PID file is written by the process
-# itself before it execs, so it holds the binary's PID.
-launch() {
-  local name=$1
-  shift
-  rm -f "$STATE/$name.pid"
-  # fd 9 (the invocation lock) and 8 (up's stderr) are closed: the daemons
-  # must not hold them.
-  # shellcheck disable=SC2016
-  setsid nsenter --net="/run/netns/$NETNS" bash -c 'echo $$ > "$0"; exec "$@"' "$STATE/$name.pid" "$@" \
-    </dev/null >"$STATE/$name.log" 2>&1 8>&- 9<&- &
-  for _ in $(seq 1 50); do [ -s "$STATE/$name.pid" ] && break; sleep 0.1; done
-  [ -s "$STATE/$name.pid" ] || die "$name did not start"
-  for _ in $(seq 1 50); do alive "$name" && return 0; sleep 0.1; done
-  tail_log "$name"
-  die "$name did not start"
-}
 
-# stop_pid LABEL PID: SIGTERM, up to 10 s, then SIGKILL.
-stop_pid() {
-  local label=$1 pid=$2 t
-  running "$pid" || return 0
-  t=$(now)
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 200); do running "$pid" || break; sleep 0.05; done
-  if running "$pid"; then
-    say "$label ($pid) still running after 10 s: SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do running "$pid" || break; sleep 0.05; done
-  fi
-  say "stopped $label (pid $pid, $(since "$t") s)"
-}
 
 stop_component() { alive "$1" && stop_pid "$1" "$(pid_of "$1")"; rm -f "$STATE/$1.pid"; }
 
