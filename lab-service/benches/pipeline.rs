@@ -35,8 +35,8 @@ mod common;
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use common::env_or;
-use lab_service::app::{ApiServer, MockServer, WorkerServer};
 use lab_service::config::{ApiConfig, WorkerConfig};
+use lab_service::lab::{Lab, LabPlan, MetricsLayout, RunningLab};
 use lab_service::metrics::LabMetrics;
 use lab_service::payment_mock::FaultPlan;
 use sqlx::postgres::PgPoolOptions;
@@ -46,7 +46,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const ORDER_BODY: &str = r#"{"customerId":"c-1","amountCents":1234,"currency":"EUR"}"#;
@@ -286,61 +285,43 @@ struct LabRun {
     db_work: String,
 }
 
-struct Lab {
+/// The lab under test (the one `Lab` the binary, the runner and the tests
+/// start) and a client for its API.
+struct BenchLab {
+    lab: RunningLab,
     api_url: String,
     http: reqwest::Client,
-    metrics: LabMetrics,
-    stop: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<lab_service::Result<()>>>,
 }
 
-impl Lab {
+impl BenchLab {
     async fn start(s: &Settings, url: &str) -> Result<(Self, PgPool)> {
         let pool = lab_service::db::connect_and_migrate(url, s.pool).await?;
-        let metrics = LabMetrics::new()?;
-        let stop = CancellationToken::new();
-        let mock = MockServer::build("127.0.0.1:0".parse()?, FaultPlan::default(), &metrics).await?;
-        let mock_url = format!("http://{}", mock.local_addr());
-        let api = ApiServer::build(
-            pool.clone(),
-            ApiConfig {
+        let lab = Lab::start(LabPlan {
+            pool: pool.clone(),
+            replicas: 1,
+            api: ApiConfig {
                 listen: "127.0.0.1:0".parse()?,
                 // throughput, not shedding: the whole batch may sit in the queue
                 max_queue_depth: (s.warmup + s.orders) as i64 + 1_000,
                 ..ApiConfig::default()
             },
-            &metrics,
-        )
-        .await?;
-        let api_url = format!("http://{}", api.local_addr());
-        let worker = WorkerServer::build(
-            pool.clone(),
-            WorkerConfig {
+            worker: Some(WorkerConfig {
                 concurrency: s.workers,
                 bulkhead_max_concurrent: s.bulkhead,
-                payment_url: mock_url,
                 ..WorkerConfig::default()
-            },
-            None,
-            &metrics,
-        )
+            }),
+            mock_listen: "127.0.0.1:0".parse()?,
+            faults: FaultPlan::default(),
+            metrics: MetricsLayout::Shared,
+        })
         .await?;
-        let tasks = vec![
-            tokio::spawn(mock.run_until_stopped(stop.clone())),
-            tokio::spawn(api.run_until_stopped(stop.clone())),
-            tokio::spawn(worker.run_until_stopped(stop.clone())),
-        ];
+        let api_url = lab.api_url().to_string();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-        Ok((
-            Self {
-                api_url,
-                http,
-                metrics,
-                stop,
-                tasks,
-            },
-            pool,
-        ))
+        Ok((Self { lab, api_url, http }, pool))
+    }
+
+    fn metrics(&self) -> &LabMetrics {
+        &self.lab.metrics[0]
     }
 
     /// POST `n` orders from `clients` concurrent clients; the number of
@@ -387,11 +368,7 @@ impl Lab {
     }
 
     async fn stop(self) -> Result<()> {
-        self.stop.cancel();
-        for t in self.tasks {
-            t.await??;
-        }
-        Ok(())
+        Ok(self.lab.shutdown().await?)
     }
 }
 
@@ -430,7 +407,7 @@ async fn wait_until_paid(
 }
 
 async fn run_lab(s: &Settings, url: &str, cpu: &CpuClock) -> Result<LabRun> {
-    let (lab, pool) = Lab::start(s, url).await?;
+    let (lab, pool) = BenchLab::start(s, url).await?;
     let observer = PgPoolOptions::new().max_connections(1).connect(url).await?;
     let mut samples = Vec::new();
 
@@ -447,7 +424,7 @@ async fn run_lab(s: &Settings, url: &str, cpu: &CpuClock) -> Result<LabRun> {
         )
         .await?;
     }
-    let calls_before = lab.metrics.pipeline.payment_calls.get();
+    let calls_before = lab.metrics().pipeline.payment_calls.get();
     samples.clear();
 
     eprintln!(
@@ -498,7 +475,7 @@ async fn run_lab(s: &Settings, url: &str, cpu: &CpuClock) -> Result<LabRun> {
         .map(|t| (t - start_wall).num_microseconds().unwrap_or(0) as f64 / 1e6)
         .filter(|s| *s > 0.0)
         .unwrap_or(polled);
-    let payment_calls = lab.metrics.pipeline.payment_calls.get() - calls_before;
+    let payment_calls = lab.metrics().pipeline.payment_calls.get() - calls_before;
     observer.close().await;
     lab.stop().await?;
     pool.close().await;

@@ -2,6 +2,7 @@
 
 use crate::app::{ApiServer, MockServer, WorkerServer};
 use crate::config::{ApiArgs, ConfigError, DatabaseArgs, WorkerArgs};
+use crate::lab::{Lab, LabPlan, MetricsLayout};
 use crate::metrics::LabMetrics;
 use crate::payment_mock::FaultPlan;
 use crate::telemetry::LogFormat;
@@ -177,26 +178,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::All { db, api, worker, mock } => {
             let api = api.into_config()?;
             let plan = mock.plan()?;
-            let pool = db.connect().await?;
-            let mock_server = MockServer::build(mock.mock_listen, plan, &metrics).await?;
+            // the workers' payment URL is the in-process mock's, whatever the flag says
             let mut worker = worker;
-            worker.payment_url = format!("http://{}", mock_server.local_addr());
+            worker.payment_url = "http://127.0.0.1:0".into();
             let worker = worker.into_config()?;
-            let api_server = ApiServer::build(pool.clone(), api, &metrics).await?;
-            let worker_server = WorkerServer::build(pool, worker, None, &metrics).await?;
-            tracing::info!(api = %api_server.local_addr(), payment_mock = %mock_server.local_addr(), "lab running");
-            let stop = shutdown_signal();
-            let mock_stop = CancellationToken::new();
-            let mock_task = tokio::spawn(mock_server.run_until_stopped(mock_stop.clone()));
-            let (a, w) = tokio::join!(
-                api_server.run_until_stopped(stop.clone()),
-                worker_server.run_until_stopped(stop.clone())
-            );
-            // the mock goes last so in-flight charges can finish
-            mock_stop.cancel();
-            a?;
-            w?;
-            mock_task.await??;
+            let pool = db.connect().await?;
+            let lab = Lab::start(LabPlan {
+                pool,
+                replicas: 1,
+                api,
+                worker: Some(worker),
+                mock_listen: mock.mock_listen,
+                faults: plan,
+                metrics: MetricsLayout::Shared,
+            })
+            .await?;
+            tracing::info!(api = %lab.api_url(), payment_mock = %lab.payment_url, "lab running");
+            shutdown_signal().cancelled().await;
+            lab.shutdown().await?;
         }
         Command::Loadgen { args } => crate::loadgen::cli::run(args).await?,
     }

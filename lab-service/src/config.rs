@@ -30,7 +30,7 @@ pub fn check_fault_plan(plan: &crate::payment_mock::FaultPlan) -> Result<(), Con
             .into_iter()
             .next()
             .expect("validate reports at least one problem");
-        problem(&format!("faults: {}", e.field), e.message)
+        problem(&format!("faults: {}", e.path), e.message)
     })
 }
 

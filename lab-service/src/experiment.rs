@@ -335,6 +335,8 @@ fn assemble(a: Assembly<'_>) -> RunResults {
             outcomes.paid as f64 / load.accepted as f64
         },
         api_latency_ms: load.latency_ms(),
+        accepted_api_latency_ms: Percentiles::from_micros(&load.accepted_latency),
+        shed_api_latency_ms: Percentiles::from_micros(&load.shed_latency),
         end_to_end_latency_ms: outcomes.end_to_end.clone(),
         payment: PaymentResults {
             calls: observe::delta(now.payment_calls, then.payment_calls),

@@ -18,6 +18,7 @@ pub mod db;
 pub mod error;
 pub mod experiment;
 pub mod http_error;
+pub mod lab;
 pub mod loadgen;
 pub mod metrics;
 pub mod observe;

@@ -64,7 +64,7 @@ impl WorkerPool {
                 m.breaker_transitions
                     .with_label_values(&[from.as_str(), to.as_str()])
                     .inc();
-                m.breaker_state.set(to.gauge_value());
+                m.breaker_state.set(to.gauge());
                 tracing::warn!(from = from.as_str(), to = to.as_str(), "circuit breaker transition");
             })
         };

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use lab_service::payment_mock::{
-    serve, ChargeResponse, FaultPhase, FaultPlan, FaultSpec, LedgerSnapshot, MockState, MockStats,
+    serve, ChargeResponse, FaultPhase, FaultPlan, FaultSettings, LedgerSnapshot, MockState, MockStats,
 };
 use prometheus::{Encoder, Registry, TextEncoder};
 use reqwest::StatusCode;
@@ -52,7 +52,7 @@ fn client(timeout: Option<Duration>) -> reqwest::Client {
     builder.build().unwrap()
 }
 
-fn with(spec: FaultSpec) -> FaultPlan {
+fn with(spec: FaultSettings) -> FaultPlan {
     FaultPlan {
         base: spec,
         ..FaultPlan::default()
@@ -201,10 +201,10 @@ async fn concurrent_calls_with_one_key_charge_once() {
 
 #[tokio::test]
 async fn an_injected_failure_is_a_5xx_and_charges_nothing() {
-    let mock = spawn_mock(with(FaultSpec {
+    let mock = spawn_mock(with(FaultSettings {
         failure_rate: 1.0,
         failure_statuses: vec![503],
-        ..FaultSpec::default()
+        ..FaultSettings::default()
     }))
     .await;
 
@@ -218,9 +218,9 @@ async fn an_injected_failure_is_a_5xx_and_charges_nothing() {
 
 #[tokio::test]
 async fn a_declined_card_is_402_and_charges_nothing() {
-    let mock = spawn_mock(with(FaultSpec {
+    let mock = spawn_mock(with(FaultSettings {
         decline_rate: 1.0,
-        ..FaultSpec::default()
+        ..FaultSettings::default()
     }))
     .await;
 
@@ -233,10 +233,10 @@ async fn a_declined_card_is_402_and_charges_nothing() {
 
 #[tokio::test]
 async fn a_rate_limited_call_carries_retry_after() {
-    let mock = spawn_mock(with(FaultSpec {
+    let mock = spawn_mock(with(FaultSettings {
         rate_limit_rate: 1.0,
-        retry_after_secs: 7,
-        ..FaultSpec::default()
+        retry_after_seconds: 7,
+        ..FaultSettings::default()
     }))
     .await;
 
@@ -249,10 +249,10 @@ async fn a_rate_limited_call_carries_retry_after() {
 
 #[tokio::test]
 async fn a_lost_response_times_the_client_out_but_charges() {
-    let mock = spawn_mock(with(FaultSpec {
+    let mock = spawn_mock(with(FaultSettings {
         lost_response_rate: 1.0,
         hang_ms: 300,
-        ..FaultSpec::default()
+        ..FaultSettings::default()
     }))
     .await;
     let impatient = client(Some(Duration::from_millis(100)));
@@ -274,10 +274,10 @@ async fn a_lost_response_times_the_client_out_but_charges() {
 
 #[tokio::test]
 async fn a_timeout_hangs_then_504_without_charging() {
-    let mock = spawn_mock(with(FaultSpec {
+    let mock = spawn_mock(with(FaultSettings {
         timeout_rate: 1.0,
         hang_ms: 200,
-        ..FaultSpec::default()
+        ..FaultSettings::default()
     }))
     .await;
     let started = Instant::now();
@@ -320,17 +320,17 @@ async fn the_schedule_follows_time_since_the_plan_was_installed() {
                 name: "outage".into(),
                 start_ms: 0,
                 end_ms: Some(400),
-                faults: FaultSpec {
+                faults: FaultSettings {
                     failure_rate: 1.0,
                     failure_statuses: vec![503],
-                    ..FaultSpec::default()
+                    ..FaultSettings::default()
                 },
             },
             FaultPhase {
                 name: "recovery".into(),
                 start_ms: 400,
                 end_ms: None,
-                faults: FaultSpec::default(),
+                faults: FaultSettings::default(),
             },
         ],
         ..FaultPlan::default()

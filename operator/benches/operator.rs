@@ -228,7 +228,8 @@ async fn reference(client: Client, ns: String, n: usize) {
         async move {
             let applied = futures::future::join_all(children::services(rx).iter().map(apply)).await;
             let ips = ServiceIps::from_applied(&Names::new(rx), &applied).expect("ClusterIPs");
-            let rest = children::workloads(rx, &ips, &LabDefaults::default());
+            let experiment = relab_operator::crd::validated(rx).expect("a valid example");
+            let rest = children::workloads(rx, &experiment, &ips, &LabDefaults::default());
             futures::future::join_all(rest.iter().map(apply)).await;
             start.elapsed()
         }

@@ -1,7 +1,9 @@
 use clap::{Parser, Subcommand};
+use relab_model::validate::read_bounded;
+use relab_model::ValidatedExperiment;
 use relab_operator::controller::{self, children::LabDefaults};
+use relab_operator::crdgen;
 use relab_operator::runner::{self, RunError, RunOptions};
-use relab_operator::{crdgen, validate};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,7 +47,7 @@ enum Command {
         #[arg(long, env = "RELAB_POSTGRES_IMAGE")]
         postgres_image: Option<String>,
         /// Default imagePullPolicy of the lab's pods (Always, IfNotPresent, Never).
-        #[arg(long, env = "RELAB_IMAGE_PULL_POLICY", value_parser = relab_operator::controller::children::PULL_POLICIES)]
+        #[arg(long, env = "RELAB_IMAGE_PULL_POLICY", value_parser = relab_model::spec::PULL_POLICIES)]
         image_pull_policy: Option<String>,
         /// How long the load generator waits for the lab to become ready.
         #[arg(long, env = "RELAB_WAIT_READY_SECS", default_value_t = 300)]
@@ -234,15 +236,15 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Validate { manifest } => {
-            let text = match std::fs::read_to_string(&manifest) {
+            let text = match read_manifest(&manifest) {
                 Ok(t) => t,
                 Err(e) => {
-                    eprintln!("relab: cannot read {}: {e}", manifest.display());
+                    eprintln!("relab: {e}");
                     return ExitCode::from(2);
                 }
             };
-            let problems = match validate::parse_manifest(&text) {
-                Ok(rx) => validate::validate(&rx.spec),
+            let problems = match ValidatedExperiment::from_manifest(&text) {
+                Ok(_) => Vec::new(),
                 Err(p) => p,
             };
             if problems.is_empty() {
@@ -256,6 +258,16 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// A manifest file, read at most to the limit (`/dev/zero` answers at once);
+/// the error names the file and the problem.
+fn read_manifest(path: &std::path::Path) -> Result<String, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    read_bounded(file).map_err(|problems| {
+        let p = &problems[0];
+        format!("{}: {}", path.display(), p)
+    })
 }
 
 /// `KEY=VALUE` of a repeated flag.
@@ -335,25 +347,21 @@ async fn run(
         eprintln!("relab: {msg}");
         ExitCode::from(2)
     };
-    if !(time_scale > 0.0 && time_scale <= 100.0) {
-        return fail(format!("--time-scale must be within (0, 100], got {time_scale}"));
-    }
-    let text = match std::fs::read_to_string(&manifest) {
+    let text = match read_manifest(&manifest) {
         Ok(t) => t,
-        Err(e) => return fail(format!("cannot read {}: {e}", manifest.display())),
+        Err(e) => return fail(e),
     };
-    let rx = match runner::load_manifest(&text, time_scale) {
-        Ok(rx) => rx,
+    let experiment = match runner::load_manifest(&text, time_scale) {
+        Ok((experiment, _)) => experiment,
         Err(e) => return fail(format!("{}: {e}", manifest.display())),
     };
-    let name = rx.metadata.name.clone().unwrap_or_else(|| "experiment".into());
+    let name = experiment.name().to_string();
     let output_dir = output.unwrap_or_else(|| {
         PathBuf::from("relab-results").join(format!("{name}-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S")))
     });
     let opts = RunOptions {
         database_url,
         output_dir: Some(output_dir),
-        time_scale,
     };
     let stop = CancellationToken::new();
     let on_signal = stop.clone();
@@ -364,9 +372,9 @@ async fn run(
         }
     });
     let (tx, rx_progress) = tokio::sync::watch::channel(Default::default());
-    let load_seconds = relab_operator::validate::load_seconds(&rx.spec);
-    let bar = (!quiet).then(|| runner::progress::spawn(rx_progress, load_seconds, std::io::stderr().is_terminal()));
-    let result = runner::run_local(&rx, &opts, tx, stop).await;
+    let planned = experiment.load_duration();
+    let bar = (!quiet).then(|| runner::progress::spawn(rx_progress, planned, std::io::stderr().is_terminal()));
+    let result = runner::run_local(&experiment, &opts, tx, stop).await;
     if let Some(bar) = bar {
         bar.finish().await;
     }

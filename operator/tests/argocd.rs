@@ -18,11 +18,10 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use lab_service::summary::{InjectedFaults, InvariantResults, OrderCounts, PaymentResults, Percentiles, RunResults};
 use relab_operator::controller::machine::{self, Loadgen, Observed};
-use relab_operator::controller::problems;
+use relab_operator::crd::{parse, problems};
 use relab_operator::crd::{
-    FaultPhaseSpec, Phase, Progress, ReliabilityExperiment, ReliabilityExperimentStatus, VerdictResult,
+    FaultPhaseSpec, LiveProgress, Phase, ReliabilityExperiment, ReliabilityExperimentStatus, VerdictResult,
 };
-use relab_operator::validate::parse_manifest;
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -188,7 +187,7 @@ fn t0() -> DateTime<Utc> {
 /// load, 30% failures asked, objectives: 0.99 paid, API p95 <= 250 ms).
 fn flaky_payments(generation: i64) -> ReliabilityExperiment {
     let text = std::fs::read_to_string(repo().join("deploy/examples/flaky-payments.yaml")).unwrap();
-    let mut rx = parse_manifest(&text).unwrap_or_else(|e| panic!("flaky-payments.yaml: {e:?}"));
+    let mut rx = parse(&text).unwrap_or_else(|e| panic!("flaky-payments.yaml: {e:?}"));
     rx.metadata.namespace = Some("relab".into());
     rx.metadata.generation = Some(generation);
     rx.metadata.uid = Some("3f1c2a4e-0000-4000-8000-000000000001".into());
@@ -210,7 +209,7 @@ fn step(
     status: &ReliabilityExperimentStatus,
     now: DateTime<Utc>,
     loadgen: Loadgen,
-    progress: Option<Progress>,
+    progress: Option<LiveProgress>,
 ) -> ReliabilityExperimentStatus {
     let seen = Observed { now, loadgen, progress };
     machine::advance(&rx.spec, status, rx.metadata.generation.unwrap(), &seen).0
@@ -235,7 +234,7 @@ fn running(rx: &ReliabilityExperiment) -> ReliabilityExperimentStatus {
         Loadgen::Running {
             started_at: loadgen_started(),
         },
-        Some(Progress {
+        Some(LiveProgress {
             elapsed_seconds: 0.0,
             sent: 480,
             paid: 470,
@@ -680,7 +679,7 @@ fn the_applications_point_at_real_paths_and_the_health_key_matches_the_crd() {
         if !name.ends_with(".yaml") || exclude.trim_matches(['{', '}']).split(',').any(|e| e == name) {
             continue;
         }
-        let rx = parse_manifest(&std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let rx = parse(&std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{name}: {e:?}"));
         assert!(problems(&rx).is_empty(), "{name}: {:?}", problems(&rx));
         synced += 1;
     }

@@ -21,11 +21,10 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::{Client, Resource, ResourceExt};
+use relab_model::status::get_condition;
 use relab_operator::controller::{self, children::LabDefaults, Options, StartError};
 use relab_operator::crd::{Phase, ReliabilityExperiment};
 use relab_operator::runner::{self, LocalRun, RunOptions};
-use relab_operator::status::get_condition;
-use relab_operator::validate::scale_time;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use std::fmt::Debug;
@@ -114,7 +113,7 @@ fn admin_url() -> String {
 /// An example, shortened (the same spec goes to the cluster and to the local run).
 fn shortened(file: &str, scale: f64, name: &str) -> ReliabilityExperiment {
     let mut rx = example(file);
-    scale_time(&mut rx.spec, scale);
+    common::shorten(&mut rx.spec, scale);
     rx.metadata.name = Some(name.into());
     rx
 }
@@ -126,7 +125,8 @@ async fn local_run(rx: &ReliabilityExperiment) -> LocalRun {
         ..RunOptions::default()
     };
     let (tx, _rx) = tokio::sync::watch::channel(Default::default());
-    runner::run_local(rx, &opts, tx, CancellationToken::new())
+    let experiment = relab_operator::crd::validated(rx).expect("a valid experiment");
+    runner::run_local(&experiment, &opts, tx, CancellationToken::new())
         .await
         .expect("the local run finishes")
 }
@@ -712,6 +712,7 @@ async fn the_ttl_removes_workloads_but_keeps_results_unless_a_failed_run_is_reta
         keep.spec.objectives.api_latency = vec![relab_operator::crd::LatencyObjective {
             percentile: relab_operator::crd::Percentile::P50,
             max_ms: 0.001,
+            requests: Default::default(),
         }];
         for rx in [&clean, &keep] {
             api.create(&PostParams::default(), rx).await.unwrap();

@@ -30,11 +30,8 @@ fn image(var: &str, default: &str) -> String {
 }
 
 fn manifest(file: &str, scale: f64, name: &str) -> ReliabilityExperiment {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy/examples")
-        .join(file);
-    let text = std::fs::read_to_string(&path).unwrap();
-    let mut rx = runner::load_manifest(&text, scale).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let mut rx = common::example(file);
+    common::shorten(&mut rx.spec, scale);
     rx.metadata.name = Some(name.into());
     rx
 }
@@ -47,7 +44,8 @@ async fn local_run(rx: &ReliabilityExperiment) -> LocalRun {
         ..RunOptions::default()
     };
     let (tx, _rx) = tokio::sync::watch::channel(Default::default());
-    runner::run_local(rx, &opts, tx, CancellationToken::new())
+    let experiment = relab_operator::crd::validated(rx).unwrap_or_else(|e| panic!("{}: {e:?}", rx.name_any()));
+    runner::run_local(&experiment, &opts, tx, CancellationToken::new())
         .await
         .expect("the local run")
 }

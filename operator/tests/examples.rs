@@ -16,14 +16,13 @@ async fn run_example(file: &str, time_scale: f64) -> LocalRun {
         .join("../deploy/examples")
         .join(file);
     let text = std::fs::read_to_string(&path).unwrap();
-    let rx = runner::load_manifest(&text, time_scale).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let (experiment, _) = runner::load_manifest(&text, time_scale).unwrap_or_else(|e| panic!("{file}: {e}"));
     let opts = RunOptions {
         database_url: Some(admin_url()),
-        time_scale,
         ..RunOptions::default()
     };
     let (tx, _rx) = tokio::sync::watch::channel(Default::default());
-    let run = runner::run_local(&rx, &opts, tx, CancellationToken::new())
+    let run = runner::run_local(&experiment, &opts, tx, CancellationToken::new())
         .await
         .unwrap_or_else(|e| panic!("{file}: {e}"));
     eprintln!("{}", runner::table::render(&run.name, &run.status));
@@ -54,14 +53,11 @@ fn invariants_hold(r: &RunResults) {
 }
 
 /// Payment calls made while the named fault phase was active.
-fn calls_during(run: &LocalRun, phase: &str, spec: &relab_operator::crd::ReliabilityExperimentSpec) -> u64 {
-    let ph = spec
-        .payment
-        .faults_schedule
-        .iter()
-        .find(|p| p.name == phase)
-        .expect("phase");
-    let (start, end) = (ph.start_seconds, ph.end_seconds.unwrap_or(u32::MAX));
+/// Payment calls in the timeline's seconds that `phase` of the (scaled) plan covers.
+fn calls_during(run: &LocalRun, phase: &str, plan: &lab_service::payment_mock::FaultPlan) -> u64 {
+    let ph = plan.schedule.iter().find(|p| p.name == phase).expect("phase");
+    let start = (ph.start_ms / 1000) as u32;
+    let end = ph.end_ms.map_or(u32::MAX, |e| e.div_ceil(1000) as u32);
     run.output
         .timeline
         .iter()
@@ -102,7 +98,7 @@ async fn flaky_payments_are_absorbed_by_retries() {
 async fn the_breaker_shields_the_payment_service_during_an_outage_and_the_drill_passes_only_with_it() {
     let with = run_example("outage-drill.yaml", 0.5).await;
     let without = run_example("outage-drill-no-breaker.yaml", 0.5).await;
-    let spec = runner::load_manifest(
+    let plan = runner::load_manifest(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../deploy/examples/outage-drill.yaml"
@@ -111,7 +107,8 @@ async fn the_breaker_shields_the_payment_service_during_an_outage_and_the_drill_
         0.5,
     )
     .unwrap()
-    .spec;
+    .0
+    .fault_plan();
     let (rw, rn) = (results(&with), results(&without));
 
     let t = &rw.breaker.transitions;
@@ -124,8 +121,8 @@ async fn the_breaker_shields_the_payment_service_during_an_outage_and_the_drill_
     assert!(rw.retries.breaker_rejected > 0);
     assert!(rn.breaker.transitions.is_empty());
     let (calls_with, calls_without) = (
-        calls_during(&with, "outage", &spec),
-        calls_during(&without, "outage", &spec),
+        calls_during(&with, "outage", &plan),
+        calls_during(&without, "outage", &plan),
     );
     assert!(
         calls_with * 3 < calls_without,

@@ -18,7 +18,7 @@ mod common;
 
 use common::free_port;
 use relab_operator::controller::children::{managed_database_url, workloads, Kind, LabDefaults, Names, ServiceIps};
-use relab_operator::validate::parse_manifest;
+use relab_operator::crd::{parse, validated};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -369,7 +369,7 @@ impl Drop for Server {
 /// gets.
 fn operator_postgres_container() -> (Value, String) {
     let manifest = std::fs::read_to_string(repo_root().join("deploy/examples/flaky-payments.yaml")).unwrap();
-    let mut rx = parse_manifest(&manifest).expect("a valid example");
+    let mut rx = parse(&manifest).expect("a valid example");
     assert!(
         rx.spec.database.external.is_none(),
         "the example uses the managed database"
@@ -382,7 +382,7 @@ fn operator_postgres_container() -> (Value, String) {
         payment_mock: "127.0.0.2".into(),
         order_service: "127.0.0.3".into(),
     };
-    let children = workloads(&rx, &ips, &LabDefaults::default());
+    let children = workloads(&rx, &validated(&rx).expect("valid"), &ips, &LabDefaults::default());
     let postgres = Names::new(&rx).postgres();
     let deployment = children
         .iter()

@@ -19,7 +19,6 @@ use relab_operator::controller::children::{
 use relab_operator::controller::metrics::OperatorMetrics;
 use relab_operator::crd::{LatencyObjective, Percentile, ReliabilityExperiment, ReliabilityExperimentStatus};
 use relab_operator::monitoring::{dashboard, RULES_PATH};
-use relab_operator::validate::scale_time;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -80,16 +79,18 @@ async fn wait_http(url: &str, secs: u64) {
 
 fn experiment() -> ReliabilityExperiment {
     let mut rx = common::example("outage-drill.yaml");
-    scale_time(&mut rx.spec, 0.5);
+    common::shorten(&mut rx.spec, 0.5);
     rx.metadata.name = Some(NAME.into());
     rx.metadata.namespace = Some(NS.into());
     rx.spec.objectives.api_latency = vec![LatencyObjective {
         percentile: Percentile::P95,
         max_ms: 100.0,
+        requests: Default::default(),
     }];
     rx.spec.objectives.end_to_end_latency = vec![LatencyObjective {
         percentile: Percentile::P95,
         max_ms: 5000.0,
+        requests: Default::default(),
     }];
     rx
 }
@@ -170,7 +171,7 @@ async fn every_dashboard_query_and_rule_works_against_prometheus_scraping_a_real
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let mut env: BTreeMap<String, String> = lab_environment(
-        &rx,
+        &relab_operator::crd::validated(&rx).expect("a valid experiment"),
         &ips,
         &LabDefaults {
             wait_ready_secs: 60,

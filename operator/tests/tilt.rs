@@ -17,8 +17,7 @@
 //! `${RELAB_CACHE:-/var/cache/relab}/tools/bin`); fails, never skips, without it.
 
 use relab_operator::controller::children::{Names, API_PORT, WORKER_ADMIN_PORT};
-use relab_operator::controller::problems;
-use relab_operator::validate::parse_manifest;
+use relab_operator::crd::{parse, problems};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -749,7 +748,7 @@ fn the_drill_is_applied_where_the_operator_watches_and_forwarded_by_its_names() 
     let manifest = deps[0];
     assert!(cmd.contains(&format!("-f {manifest}")), "{cmd}");
     let text = std::fs::read_to_string(repo().join(manifest)).unwrap_or_else(|e| panic!("{manifest}: {e}"));
-    let rx = parse_manifest(&text).unwrap_or_else(|e| panic!("{manifest}: {e:?}"));
+    let rx = parse(&text).unwrap_or_else(|e| panic!("{manifest}: {e:?}"));
     assert!(problems(&rx).is_empty(), "{manifest}: {:?}", problems(&rx));
     let name = rx.metadata.name.clone().unwrap();
     assert!(rx.metadata.namespace.is_none(), "{manifest} must not pin a namespace");

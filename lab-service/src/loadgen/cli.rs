@@ -221,15 +221,6 @@ async fn print_progress(mut watcher: watch::Receiver<Progress>) {
     }
 }
 
-fn breaker_name(state: i64) -> &'static str {
-    match state {
-        0 => "closed",
-        1 => "open",
-        2 => "half-open",
-        _ => "?",
-    }
-}
-
 /// `[load] 12.0s/30.0s sent=600 accepted=598 ...`
 pub fn progress_line(p: &Progress) -> String {
     format!(
@@ -245,7 +236,7 @@ pub fn progress_line(p: &Progress) -> String {
         p.failed,
         p.dead_lettered,
         p.queue_depth,
-        breaker_name(p.breaker_state)
+        relab_model::results::BreakerState::name_of_gauge(p.breaker_state)
     )
 }
 

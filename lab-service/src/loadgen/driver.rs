@@ -71,6 +71,8 @@ pub async fn run_load(
         late_sends: recorder.late_sends,
         accepted_ids: recorder.accepted_ids,
         latency: recorder.latency,
+        accepted_latency: recorder.accepted_latency,
+        shed_latency: recorder.shed_latency,
         send_lag: recorder.send_lag,
         seconds: recorder.seconds,
         elapsed,

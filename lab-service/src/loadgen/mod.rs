@@ -45,13 +45,9 @@ use uuid::Uuid;
 /// A send that leaves more than this after its intended time is a late send.
 pub const LATE_SEND_THRESHOLD: Duration = Duration::from_millis(5);
 
-/// One stage of an open-loop run: a constant arrival rate for a while.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LoadStage {
-    /// Requests per second (0: a pause).
-    pub rate_per_sec: f64,
-    pub duration: Duration,
-}
+/// One stage of an open-loop run (the experiment model's, which a
+/// validated experiment produces).
+pub use relab_model::LoadStage;
 
 /// How requests are paced.
 #[derive(Debug, Clone, PartialEq)]
@@ -235,6 +231,10 @@ pub struct LoadReport {
     pub accepted_ids: Vec<Uuid>,
     /// Latency of every answer in microseconds (open loop: from the intended send time).
     pub latency: Histogram<u64>,
+    /// The same, of accepted requests (201) only.
+    pub accepted_latency: Histogram<u64>,
+    /// The same, of shed requests (503/429) only.
+    pub shed_latency: Histogram<u64>,
     /// Actual minus intended send time, in microseconds (closed loop: ~0).
     pub send_lag: Histogram<u64>,
     /// Counts and latency per second of intended send time.

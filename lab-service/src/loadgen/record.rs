@@ -112,8 +112,12 @@ pub(crate) struct Recorder {
     pub totals: SecondStats,
     pub late_sends: u64,
     pub late_threshold: Duration,
-    /// Latency in microseconds, 3 significant digits.
+    /// Latency in microseconds, 3 significant digits: every answer.
     pub latency: Histogram<u64>,
+    /// The same, of accepted requests only.
+    pub accepted_latency: Histogram<u64>,
+    /// The same, of shed requests only.
+    pub shed_latency: Histogram<u64>,
     pub send_lag: Histogram<u64>,
     pub seconds: Vec<SecondStats>,
     pub accepted_ids: Vec<Uuid>,
@@ -126,6 +130,8 @@ impl Recorder {
             late_sends: 0,
             late_threshold,
             latency: latency_histogram(3),
+            accepted_latency: latency_histogram(3),
+            shed_latency: latency_histogram(3),
             send_lag: latency_histogram(3),
             seconds: Vec::new(),
             accepted_ids: Vec::new(),
@@ -137,6 +143,11 @@ impl Recorder {
         let latency = micros(sample.latency);
         self.totals.count(sample.class);
         self.latency.saturating_record(latency);
+        match sample.class {
+            ResponseClass::Accepted => self.accepted_latency.saturating_record(latency),
+            ResponseClass::Shed => self.shed_latency.saturating_record(latency),
+            _ => {}
+        }
         self.send_lag.saturating_record(micros(sample.send_lag));
         if sample.send_lag > self.late_threshold {
             self.late_sends += 1;
@@ -194,5 +205,11 @@ mod tests {
         assert_eq!(r.seconds[1].latency_ms(0.99), 0.0);
         assert!((r.seconds[2].latency_ms(1.0) - 26.0).abs() < 0.5);
         assert_eq!(r.latency.len(), 3);
+        assert_eq!(
+            (r.accepted_latency.len(), r.shed_latency.len()),
+            (1, 1),
+            "kept apart by class"
+        );
+        assert!((r.shed_latency.max() as f64 / 1000.0 - 26.0).abs() < 0.5);
     }
 }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::faults::FieldError;
+use relab_model::FieldError;
 
 /// Body of `POST /charges`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,20 +29,20 @@ impl ChargeRequest {
     /// currency code. Reports the first problem, with its JSON field name.
     pub fn validate(&self) -> Result<(), FieldError> {
         if self.amount_cents <= 0 {
-            return Err(FieldError {
-                field: "amountCents".into(),
-                message: format!("must be greater than 0, got {}", self.amount_cents),
-            });
+            return Err(FieldError::new(
+                "amountCents",
+                format!("must be greater than 0, got {}", self.amount_cents),
+            ));
         }
         let well_formed = self.currency.len() == 3 && self.currency.bytes().all(|b| b.is_ascii_uppercase());
         if !well_formed {
-            return Err(FieldError {
-                field: "currency".into(),
-                message: format!(
+            return Err(FieldError::new(
+                "currency",
+                format!(
                     "must be an ISO 4217 code of three uppercase letters (e.g. EUR), got {:?}",
                     self.currency
                 ),
-            });
+            ));
         }
         Ok(())
     }
@@ -247,13 +247,13 @@ mod tests {
 
     #[test]
     fn request_validation_names_the_field() {
-        assert_eq!(request(0).validate().unwrap_err().field, "amountCents");
+        assert_eq!(request(0).validate().unwrap_err().path, "amountCents");
         let mut lower = request(100);
         lower.currency = "eur".into();
-        assert_eq!(lower.validate().unwrap_err().field, "currency");
+        assert_eq!(lower.validate().unwrap_err().path, "currency");
         let mut long = request(100);
         long.currency = "EURO".into();
-        assert_eq!(long.validate().unwrap_err().field, "currency");
+        assert_eq!(long.validate().unwrap_err().path, "currency");
         assert_eq!(request(100).validate(), Ok(()));
     }
 }

@@ -11,10 +11,11 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
-use super::faults::{Decision, FaultPlan, FieldError};
+use super::faults::{Decision, FaultPlan};
 use super::ledger::{ChargeOutcome, ChargeRequest, ChargeResponse, IdempotencyConflict, LedgerSnapshot};
 use super::state::{MockState, MockStats, Outcome};
 use crate::http_error::{ApiError, AppJson};
+use relab_model::FieldError;
 
 /// Request header that makes a charge idempotent.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -63,7 +64,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 fn invalid(error: FieldError) -> ApiError {
-    ApiError::invalid_field(error.field, error.message)
+    ApiError::invalid_field(error.path, error.message)
 }
 
 async fn pause(duration: Duration) {
@@ -180,7 +181,7 @@ async fn put_faults(
 ) -> Result<AppJson<FaultPlan>, ApiError> {
     state.replace_plan(plan.clone()).map_err(|errors| {
         let message = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-        let field = errors.into_iter().next().map(|e| e.field).unwrap_or_default();
+        let field = errors.into_iter().next().map(|e| e.path).unwrap_or_default();
         ApiError::invalid_field(field, message)
     })?;
     tracing::info!(seed = plan.seed, phases = plan.schedule.len(), "fault plan replaced");

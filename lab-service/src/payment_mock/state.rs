@@ -10,8 +10,9 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::faults::{decide, Decision, FaultPlan, FieldError};
+use super::faults::{decide, Decision, FaultPlan};
 use super::ledger::{ChargeOutcome, ChargeRequest, IdempotencyConflict, Ledger, LedgerSnapshot};
+use relab_model::FieldError;
 
 /// How one charge call ended, as counted in `relab_mock_calls_total{outcome}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,7 +200,7 @@ impl MockState {
     pub(crate) fn next_decision(&self) -> Decision {
         let mut control = lock(&self.inner.control);
         let Control { plan, rng, epoch } = &mut *control;
-        decide(plan.active_spec(epoch.elapsed()), rng)
+        decide(plan.active_settings(epoch.elapsed()), rng)
     }
 
     /// Records (or replays) a charge in the ledger.

@@ -89,31 +89,9 @@ impl BreakerConfig {
     }
 }
 
-/// The breaker's state, also its metric value (0, 1, 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BreakerState {
-    Closed,
-    Open,
-    HalfOpen,
-}
-
-impl BreakerState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BreakerState::Closed => "closed",
-            BreakerState::Open => "open",
-            BreakerState::HalfOpen => "half_open",
-        }
-    }
-
-    pub fn gauge_value(self) -> i64 {
-        match self {
-            BreakerState::Closed => 0,
-            BreakerState::Open => 1,
-            BreakerState::HalfOpen => 2,
-        }
-    }
-}
+/// The breaker's state, also its metric value (0, 1, 2): the model's one
+/// decoding, shared with the observer, the status and the reports.
+pub use relab_model::results::BreakerState;
 
 /// A call refused by the breaker: permanent for now, try again after `retry_after`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,9 +1,9 @@
 //! One helper for every integration test: a fresh database per test, and the
 //! lab (payment mock, order API, workers) started in-process on port 0.
 
-use lab_service::app::{ApiServer, MockServer, WorkerServer};
 use lab_service::audit::{self, AuditReport, LedgerCharge};
 use lab_service::config::{ApiConfig, WorkerConfig};
+use lab_service::lab::{Lab, LabPlan, MetricsLayout, RunningLab};
 use lab_service::metrics::LabMetrics;
 use lab_service::orders::Order;
 use lab_service::payment_mock::FaultPlan;
@@ -11,7 +11,6 @@ use lab_service::resilience::{BackoffConfig, BreakerConfig, BreakerMode};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Server that tests create their databases on (`scripts/setup.sh` provides it).
@@ -115,46 +114,34 @@ pub struct TestLab {
     pub mock_url: String,
     pub http: reqwest::Client,
     pub metrics: LabMetrics,
-    stop: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<lab_service::Result<()>>>,
+    lab: RunningLab,
 }
 
 impl TestLab {
     pub async fn start(opts: LabOptions) -> Self {
         let db = TestDb::new().await;
-        let metrics = LabMetrics::new().expect("metrics");
-        let stop = CancellationToken::new();
-        let mock = MockServer::build("127.0.0.1:0".parse().unwrap(), opts.faults, &metrics)
-            .await
-            .expect("mock");
-        let mock_url = format!("http://{}", mock.local_addr());
-        let api = ApiServer::build(db.pool.clone(), opts.api, &metrics)
-            .await
-            .expect("api");
-        let api_url = format!("http://{}", api.local_addr());
-        let mut tasks = vec![
-            tokio::spawn(mock.run_until_stopped(stop.clone())),
-            tokio::spawn(api.run_until_stopped(stop.clone())),
-        ];
-        if let Some(mut w) = opts.worker {
-            w.payment_url = mock_url.clone();
-            let worker = WorkerServer::build(db.pool.clone(), w, None, &metrics)
-                .await
-                .expect("worker");
-            tasks.push(tokio::spawn(worker.run_until_stopped(stop.clone())));
-        }
+        let lab = Lab::start(LabPlan {
+            pool: db.pool.clone(),
+            replicas: 1,
+            api: opts.api,
+            worker: opts.worker,
+            mock_listen: "127.0.0.1:0".parse().unwrap(),
+            faults: opts.faults,
+            metrics: MetricsLayout::Shared,
+        })
+        .await
+        .expect("lab");
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()
             .unwrap();
         Self {
+            api_url: lab.api_url().to_string(),
+            mock_url: lab.payment_url.clone(),
+            metrics: lab.metrics[0].clone(),
             db,
-            api_url,
-            mock_url,
             http,
-            metrics,
-            stop,
-            tasks,
+            lab,
         }
     }
 
@@ -170,13 +157,9 @@ impl TestLab {
     }
 
     /// Start (more) in-process workers against this lab's database and mock.
-    pub async fn spawn_workers(&mut self, mut config: WorkerConfig) {
-        config.payment_url = self.mock_url.clone();
-        let worker = WorkerServer::build(self.db.pool.clone(), config, None, &self.metrics)
-            .await
-            .expect("worker");
-        self.tasks
-            .push(tokio::spawn(worker.run_until_stopped(self.stop.clone())));
+    pub async fn spawn_workers(&mut self, config: WorkerConfig) {
+        let metrics = self.metrics.clone();
+        self.lab.start_workers(config, &metrics).await.expect("workers");
     }
 
     pub async fn post_order(&self, key: &str, amount_cents: i64) -> reqwest::Response {
@@ -293,10 +276,7 @@ impl TestLab {
     }
 
     pub async fn stop(self) {
-        self.stop.cancel();
-        for t in self.tasks {
-            t.await.expect("task joined").expect("server stopped cleanly");
-        }
+        self.lab.shutdown().await.expect("servers stopped cleanly");
     }
 }
 

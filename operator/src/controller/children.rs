@@ -11,14 +11,14 @@
 //! with their assigned IPs, everything else ([`workloads`]).
 
 use crate::crd::{ReliabilityExperiment, ReliabilityExperimentStatus};
-use crate::lab_config;
-use crate::validate::load_seconds;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{ApiResource, DynamicObject};
 use kube::{Resource, ResourceExt};
+use lab_service::lab;
 use lab_service::loadgen::schedule::format_stages;
+use relab_model::ValidatedExperiment;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -31,13 +31,6 @@ pub const API_PORT: i32 = 8080;
 pub const WORKER_ADMIN_PORT: i32 = 9090;
 pub const MOCK_PORT: i32 = 8081;
 pub const POSTGRES_PORT: i32 = 5432;
-
-/// The `imagePullPolicy` values Kubernetes accepts.
-pub const PULL_POLICIES: [&str; 3] = ["Always", "IfNotPresent", "Never"];
-
-/// Longest experiment name: child names add `-r<generation>-order-service`
-/// and must stay DNS labels (63 characters).
-pub const MAX_NAME_LEN: usize = 40;
 
 /// Operator-wide defaults for the lab's pods (flags of `relab operator`);
 /// `spec.images` overrides them per experiment.
@@ -328,21 +321,21 @@ pub fn managed_database_url(postgres_ip: &str) -> String {
 /// The lab's `RELAB_*` environment, shared through one ConfigMap by the
 /// order service's containers, the payment mock and the load generator.
 pub fn lab_environment(
-    rx: &ReliabilityExperiment,
+    experiment: &ValidatedExperiment,
     ips: &ServiceIps,
     defaults: &LabDefaults,
 ) -> BTreeMap<String, String> {
-    let spec = &rx.spec;
+    let spec = experiment.spec();
     let payment_url = format!("http://{}:{MOCK_PORT}", ips.payment_mock);
     let api_url = format!("http://{}:{API_PORT}", ips.order_service);
     let mut env: BTreeMap<String, String> = BTreeMap::new();
-    for (k, v) in lab_config::api_config(spec).to_env() {
+    for (k, v) in lab::api_config(experiment).to_env() {
         env.insert(k.into(), v);
     }
-    for (k, v) in lab_config::worker_config(spec, &payment_url).to_env() {
+    for (k, v) in lab::worker_config(experiment, &payment_url).to_env() {
         env.insert(k.into(), v);
     }
-    let plan = serde_json::to_string(&lab_config::fault_plan(spec)).expect("a fault plan serializes");
+    let plan = serde_json::to_string(&experiment.fault_plan()).expect("a fault plan serializes");
     let extra = [
         ("RELAB_LOG_FORMAT", "json".to_string()),
         ("RELAB_FAULTS", plan),
@@ -354,7 +347,7 @@ pub fn lab_environment(
                 ips.order_service
             ),
         ),
-        ("RELAB_LOAD_STAGES", format_stages(&lab_config::load_stages(spec))),
+        ("RELAB_LOAD_STAGES", format_stages(&experiment.load_stages())),
         ("RELAB_MAX_IN_FLIGHT", spec.load.max_in_flight.to_string()),
         ("RELAB_DRAIN_TIMEOUT_SECS", spec.load.drain_timeout_seconds.to_string()),
         ("RELAB_WAIT_READY_SECS", defaults.wait_ready_secs.to_string()),
@@ -461,9 +454,14 @@ fn deployment(rx: &ReliabilityExperiment, names: &Names, name: String, component
 /// Everything but the Services: the lab's ConfigMap, the Deployments of
 /// Postgres (managed only), the payment mock and the order service, and the
 /// load generator's Job.
-pub fn workloads(rx: &ReliabilityExperiment, ips: &ServiceIps, defaults: &LabDefaults) -> Vec<Child> {
+pub fn workloads(
+    rx: &ReliabilityExperiment,
+    experiment: &ValidatedExperiment,
+    ips: &ServiceIps,
+    defaults: &LabDefaults,
+) -> Vec<Child> {
     let names = Names::new(rx);
-    let spec = &rx.spec;
+    let spec = experiment.spec();
     let img = images(rx, defaults);
     let config_name = names.config();
     let env_from = json!([{ "configMapRef": { "name": config_name } }]);
@@ -474,7 +472,7 @@ pub fn workloads(rx: &ReliabilityExperiment, ips: &ServiceIps, defaults: &LabDef
             "v1",
             "ConfigMap",
             metadata(rx, &names, config_name.clone(), "config"),
-            ("data", json!(lab_environment(rx, ips, defaults))),
+            ("data", json!(lab_environment(experiment, ips, defaults))),
         ),
         name: config_name,
     }];
@@ -619,7 +617,8 @@ pub fn workloads(rx: &ReliabilityExperiment, ips: &ServiceIps, defaults: &LabDef
     out.push(order);
 
     // wait for the lab + load + drain + audit, with room to spare
-    let deadline = defaults.wait_ready_secs + load_seconds(spec) + u64::from(spec.load.drain_timeout_seconds) + 300;
+    let deadline =
+        defaults.wait_ready_secs + spec.load.total_seconds() + u64::from(spec.load.drain_timeout_seconds) + 300;
     let job_name = names.loadgen();
     let mut job_pod = lab_pod(
         json!([lab_container(
@@ -659,14 +658,19 @@ pub fn workloads(rx: &ReliabilityExperiment, ips: &ServiceIps, defaults: &LabDef
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::parse_manifest;
+    use crate::crd::{resource, validated};
     use k8s_openapi::api::core::v1::Container;
+    use relab_model::validate::parse_manifest;
+
+    fn v(rx: &ReliabilityExperiment) -> ValidatedExperiment {
+        validated(rx).expect("a valid experiment")
+    }
 
     fn experiment(spec_yaml: &str) -> ReliabilityExperiment {
-        let mut rx = parse_manifest(&format!(
+        let mut rx = resource(parse_manifest(&format!(
             "apiVersion: relab.dev/v1alpha1\nkind: ReliabilityExperiment\nmetadata: {{name: drill, namespace: lab}}\nspec:\n{spec_yaml}"
         ))
-        .expect("valid manifest");
+        .expect("valid manifest"));
         rx.metadata.uid = Some("3f0c6f7e-0000-4000-8000-000000000001".into());
         rx.metadata.generation = Some(3);
         rx
@@ -698,7 +702,7 @@ mod tests {
     fn every_child_parses_as_its_kubernetes_type_with_owner_and_labels() {
         let rx = experiment("  load: {ratePerSecond: 5, durationSeconds: 10}\n");
         let mut all = services(&rx);
-        all.extend(workloads(&rx, &ips(true), &LabDefaults::default()));
+        all.extend(workloads(&rx, &v(&rx), &ips(true), &LabDefaults::default()));
         assert_eq!(all.len(), 3 + 5);
         for child in &all {
             let meta: kube::api::ObjectMeta =
@@ -728,7 +732,7 @@ mod tests {
     #[test]
     fn pods_are_hardened_with_probes_and_resources() {
         let rx = experiment("  load: {ratePerSecond: 5, durationSeconds: 10}\n");
-        for child in workloads(&rx, &ips(true), &LabDefaults::default()) {
+        for child in workloads(&rx, &v(&rx), &ips(true), &LabDefaults::default()) {
             let pod = match child.kind {
                 Kind::Deployment | Kind::Job => child.body["spec"]["template"]["spec"].clone(),
                 _ => continue,
@@ -758,7 +762,7 @@ mod tests {
         let rx = experiment(
             "  load: {stages: [{ratePerSecond: 5, durationSeconds: 10}, {ratePerSecond: 20, durationSeconds: 5}]}\n  payment: {failureRate: 0.3}\n  orderService:\n    workers: 3\n    circuitBreaker: {failureThreshold: 7, openTimeoutMs: 1500}\n",
         );
-        let env = lab_environment(&rx, &ips(true), &LabDefaults::default());
+        let env = lab_environment(&v(&rx), &ips(true), &LabDefaults::default());
         assert_eq!(env["RELAB_BREAKER_FAILURE_THRESHOLD"], "7");
         assert_eq!(env["RELAB_BREAKER_OPEN_TIMEOUT_MS"], "1500");
         assert_eq!(env["RELAB_WORKER_CONCURRENCY"], "3");
@@ -777,9 +781,9 @@ mod tests {
         );
         let svcs = services(&rx);
         assert!(svcs.iter().all(|c| !c.name.ends_with("-postgres")));
-        let w = workloads(&rx, &ips(false), &LabDefaults::default());
+        let w = workloads(&rx, &v(&rx), &ips(false), &LabDefaults::default());
         assert!(w.iter().all(|c| !c.name.ends_with("-postgres")));
-        let env = lab_environment(&rx, &ips(false), &LabDefaults::default());
+        let env = lab_environment(&v(&rx), &ips(false), &LabDefaults::default());
         assert!(!env.contains_key("RELAB_DATABASE_URL"));
         let order = w.iter().find(|c| c.name.ends_with("-order-service")).unwrap();
         let d: Deployment = serde_json::from_value(order.body.clone()).unwrap();
@@ -803,7 +807,7 @@ mod tests {
             postgres_image: "localhost/relab/postgres:dev".into(),
             ..LabDefaults::default()
         };
-        let w = workloads(&rx, &ips(true), &defaults);
+        let w = workloads(&rx, &v(&rx), &ips(true), &defaults);
         let d = |suffix: &str| -> Deployment {
             serde_json::from_value(w.iter().find(|c| c.name.ends_with(suffix)).unwrap().body.clone()).unwrap()
         };
@@ -842,6 +846,9 @@ mod tests {
         let rx = experiment("  load: {ratePerSecond: 5, durationSeconds: 10}\n");
         let d = LabDefaults::default();
         assert_eq!(services(&rx), services(&rx));
-        assert_eq!(workloads(&rx, &ips(true), &d), workloads(&rx, &ips(true), &d));
+        assert_eq!(
+            workloads(&rx, &v(&rx), &ips(true), &d),
+            workloads(&rx, &v(&rx), &ips(true), &d)
+        );
     }
 }

@@ -20,11 +20,13 @@
 //! A run is one `metadata.generation`: any spec change (a new `runId`
 //! included) starts a new run, and the finished one goes to `history`.
 
-use crate::crd::{Phase, Progress, ReliabilityExperimentSpec, ReliabilityExperimentStatus, RunSummary, VerdictResult};
-use crate::status::{condition, judge_run, set_condition, timestamp};
-use crate::validate::{load_seconds, FieldError};
+use crate::crd::{
+    LiveProgress, Phase, ReliabilityExperimentSpec, ReliabilityExperimentStatus, RunSummary, VerdictResult,
+};
 use chrono::{DateTime, Utc};
-use lab_service::summary::RunResults;
+use relab_model::results::RunResults;
+use relab_model::status::{condition, judge_run, set_condition, timestamp};
+use relab_model::FieldError;
 
 /// Finished runs kept in `status.history`.
 pub const HISTORY_LIMIT: usize = 5;
@@ -59,7 +61,7 @@ pub struct Observed {
     pub now: DateTime<Utc>,
     pub loadgen: Loadgen,
     /// From the order service's metrics, when they could be read.
-    pub progress: Option<Progress>,
+    pub progress: Option<LiveProgress>,
 }
 
 /// A notable change, published as a Kubernetes Event.
@@ -262,7 +264,7 @@ pub fn advance(
                 progress.breaker_state = "unknown".into();
             }
             s.progress = Some(progress);
-            let load = load_seconds(spec) as f64;
+            let load = spec.load.total_seconds() as f64;
             if s.phase == Phase::Provisioning {
                 go(&mut s, Phase::Running, format!("load started: {load} s of load"));
             }
@@ -452,8 +454,8 @@ pub fn cleaned_up(
 mod tests {
     use super::*;
     use crate::crd::CleanupPolicy;
-    use crate::status::get_condition;
-    use crate::validate::parse_manifest;
+    use relab_model::status::get_condition;
+    use relab_model::validate::parse_manifest;
 
     fn spec(extra: &str) -> ReliabilityExperimentSpec {
         parse_manifest(&format!(

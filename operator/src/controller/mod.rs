@@ -29,9 +29,7 @@ pub mod metrics;
 pub mod observe;
 
 use crate::crd::{Phase, ReliabilityExperiment, ReliabilityExperimentStatus};
-use crate::status::get_condition;
-use crate::validate::{self, FieldError};
-use children::{Child, LabDefaults, Names, ServiceIps, MANAGED_BY, MAX_NAME_LEN};
+use children::{Child, LabDefaults, Names, ServiceIps, MANAGED_BY};
 use chrono::Utc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -45,6 +43,7 @@ use kube::runtime::{predicates, watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use machine::{Loadgen, Note, Observed};
 use metrics::OperatorMetrics;
+use relab_model::status::get_condition;
 use serde::de::DeserializeOwned;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -339,12 +338,14 @@ impl Reconciler<'_> {
         let now = Utc::now();
 
         // 1. validate
-        let problems = problems(rx);
-        if !problems.is_empty() {
-            let (status, notes) = machine::invalid(&old, generation, &problems, now);
-            self.commit(&old, &status, &notes).await?;
-            return Ok(Action::await_change());
-        }
+        let experiment = match crate::crd::validated(rx) {
+            Ok(experiment) => experiment,
+            Err(problems) => {
+                let (status, notes) = machine::invalid(&old, generation, &problems, now);
+                self.commit(&old, &status, &notes).await?;
+                return Ok(Action::await_change());
+            }
+        };
 
         // 2. a new run?
         let names = Names::new(rx);
@@ -377,7 +378,7 @@ impl Reconciler<'_> {
             .is_some_and(|at| at.elapsed() < REAPPLY_EVERY);
         if !fresh {
             let ips = self.apply_services(rx, &names).await?;
-            let workloads = children::workloads(rx, &ips, &self.ctx.options.defaults);
+            let workloads = children::workloads(rx, &experiment, &ips, &self.ctx.options.defaults);
             futures::future::try_join_all(workloads.iter().map(|child| self.apply(child))).await?;
             let mut applied = self.ctx.applied.lock().expect("applied cache");
             applied.retain(|(uid, _), at| *uid != key.0 && at.elapsed() < REAPPLY_EVERY * 10);
@@ -584,37 +585,4 @@ impl Reconciler<'_> {
         }
         Ok(())
     }
-}
-
-/// Every problem of the experiment: the spec's, plus what the cluster adds
-/// (the name must leave room for the children's suffixes).
-pub fn problems(rx: &ReliabilityExperiment) -> Vec<FieldError> {
-    let mut problems = validate::validate(&rx.spec);
-    let name = rx.name_any();
-    if name.len() > MAX_NAME_LEN {
-        problems.push(FieldError {
-            path: "metadata.name".into(),
-            message: format!(
-                "must be at most {MAX_NAME_LEN} characters (the lab's objects are named after it), got {}",
-                name.len()
-            ),
-        });
-    }
-    if let Some(ext) = &rx.spec.database.external {
-        if ext.secret_name.is_empty() {
-            problems.push(FieldError {
-                path: "spec.database.external.secretName".into(),
-                message: "must name a Secret in the experiment's namespace".into(),
-            });
-        }
-    }
-    if let Some(policy) = &rx.spec.images.pull_policy {
-        if !children::PULL_POLICIES.contains(&policy.as_str()) {
-            problems.push(FieldError {
-                path: "spec.images.pullPolicy".into(),
-                message: format!("must be Always, IfNotPresent or Never, got {policy:?}"),
-            });
-        }
-    }
-    problems
 }

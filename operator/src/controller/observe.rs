@@ -9,7 +9,7 @@
 
 use super::children::{Names, LABEL_COMPONENT};
 use super::machine::Loadgen;
-use crate::crd::Progress;
+use crate::crd::LiveProgress;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -108,7 +108,7 @@ pub fn pod_state(pod: &Pod) -> Loadgen {
 
 /// Live figures from the order service's API and worker metrics, through
 /// the API server's service proxy; `None` when they cannot be read (yet).
-pub async fn progress(client: &Client, namespace: &str, names: &Names) -> Option<Progress> {
+pub async fn progress(client: &Client, namespace: &str, names: &Names) -> Option<LiveProgress> {
     let service = names.order_service();
     let mut samples = Vec::new();
     for port in ["http", "worker-metrics"] {
@@ -125,8 +125,8 @@ pub async fn progress(client: &Client, namespace: &str, names: &Names) -> Option
 
 /// `relab_orders_created_total` is sent (accepted), `relab_worker_jobs_total`
 /// by outcome gives paid and failed, `relab_breaker_state` the breaker.
-pub fn progress_from_metrics(samples: &[lab_service::observe::PromSample]) -> Progress {
-    let mut p = Progress::default();
+pub fn progress_from_metrics(samples: &[lab_service::observe::PromSample]) -> LiveProgress {
+    let mut p = LiveProgress::default();
     let mut breaker = 0.0_f64;
     for s in samples {
         match s.name.as_str() {
@@ -140,12 +140,7 @@ pub fn progress_from_metrics(samples: &[lab_service::observe::PromSample]) -> Pr
             _ => {}
         }
     }
-    p.breaker_state = match breaker as i64 {
-        0 => "closed",
-        1 => "open",
-        _ => "half_open",
-    }
-    .into();
+    p.breaker_state = relab_model::results::BreakerState::name_of_gauge(breaker as i64).into();
     p
 }
 

@@ -10,6 +10,7 @@
 //! * [`overview`]: one dashboard comparing experiments (shipped in the chart).
 
 use crate::crd::{ReliabilityExperimentSpec, ReliabilityExperimentStatus};
+use relab_model::results::BreakerState;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -160,16 +161,27 @@ fn experiment_panels(sel: &str, spec: &ReliabilityExperimentSpec) -> Vec<Panel> 
     e2e.thresholds = ms(&spec.objectives.end_to_end_latency);
     let mut breaker = Panel::new(
         "Circuit breaker state",
-        "0 closed, 1 open, 2 half-open (per order-service pod).",
+        "0 closed, 1 open, 2 half_open (per order-service pod).",
         "none",
     )
     .target(format!("max by (pod) (relab_breaker_state{{{sel}}})"), "{{pod}}");
     breaker.kind = "state-timeline";
-    breaker.mappings = json!([{ "type": "value", "options": {
-        "0": { "text": "closed", "color": "green", "index": 0 },
-        "1": { "text": "open", "color": "red", "index": 1 },
-        "2": { "text": "half-open", "color": "yellow", "index": 2 },
-    }}]);
+    let options: serde_json::Map<String, Value> = BreakerState::ALL
+        .iter()
+        .map(|state| {
+            let color = match state {
+                BreakerState::Closed => "green",
+                BreakerState::Open => "red",
+                BreakerState::HalfOpen => "yellow",
+            };
+            let value = state.gauge();
+            (
+                value.to_string(),
+                json!({ "text": state.as_str(), "color": color, "index": value }),
+            )
+        })
+        .collect();
+    breaker.mappings = json!([{ "type": "value", "options": options }]);
     vec![
         Panel::new(
             "Throughput",
@@ -495,7 +507,8 @@ pub fn queries(dashboard: &Value) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{FaultPhaseSpec, FaultSettings, LatencyObjective, Percentile};
+    use crate::crd::{FaultPhaseSpec, LatencyObjective, Percentile};
+    use relab_model::faults::FaultSettings;
     use std::collections::BTreeSet;
 
     fn spec() -> ReliabilityExperimentSpec {
@@ -509,6 +522,7 @@ mod tests {
         spec.objectives.api_latency = vec![LatencyObjective {
             percentile: Percentile::P95,
             max_ms: 100.0,
+            requests: Default::default(),
         }];
         spec
     }

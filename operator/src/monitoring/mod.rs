@@ -64,6 +64,7 @@ mod tests {
         LatencyObjective {
             percentile: Percentile::P95,
             max_ms,
+            requests: Default::default(),
         }
     }
 

@@ -13,38 +13,23 @@ pub mod progress;
 pub mod report;
 pub mod table;
 
-use crate::crd::{ReliabilityExperiment, ReliabilityExperimentStatus, VerdictResult};
-use crate::lab_config;
-use crate::status;
-use crate::validate::{self, FieldError};
-use lab_service::app::{ApiServer, MockServer, WorkerServer};
+use crate::crd::{ReliabilityExperimentStatus, VerdictResult};
 use lab_service::experiment::{run_experiment, ExperimentRun, RunOutput};
+use lab_service::lab::{self, Lab, LabPlan};
 use lab_service::loadgen::Progress;
-use lab_service::metrics::LabMetrics;
-use std::net::SocketAddr;
+use relab_model::status::{self, condition};
+use relab_model::validate::ManifestMeta;
+use relab_model::{FieldError, ValidatedExperiment};
 use std::path::PathBuf;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// How `relab run` runs.
-#[derive(Debug, Clone)]
+/// How `relab run` runs (the time scale is the experiment's: [`load_manifest`]).
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Use this server (a fresh database is created and dropped) instead of an ephemeral one.
     pub database_url: Option<String>,
     /// Where status.yaml, status.json, timeline.json and report.html go (created).
     pub output_dir: Option<PathBuf>,
-    /// Multiply every duration (load, stages, fault phases) by this.
-    pub time_scale: f64,
-}
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        Self {
-            database_url: None,
-            output_dir: None,
-            time_scale: 1.0,
-        }
-    }
 }
 
 /// Why a run could not produce a verdict (exit code 2).
@@ -83,17 +68,11 @@ impl LocalRun {
     }
 }
 
-/// Read, validate and (optionally) time-scale a manifest.
-pub fn load_manifest(text: &str, time_scale: f64) -> Result<ReliabilityExperiment, RunError> {
-    let mut rx = validate::parse_manifest(text).map_err(RunError::Invalid)?;
-    let problems = validate::validate(&rx.spec);
-    if !problems.is_empty() {
-        return Err(RunError::Invalid(problems));
-    }
-    if (time_scale - 1.0).abs() > f64::EPSILON {
-        validate::scale_time(&mut rx.spec, time_scale);
-    }
-    Ok(rx)
+/// Read, validate and time-scale a manifest (every problem, exit 2).
+pub fn load_manifest(text: &str, time_scale: f64) -> Result<(ValidatedExperiment, ManifestMeta), RunError> {
+    let (experiment, meta) = ValidatedExperiment::from_manifest(text).map_err(RunError::Invalid)?;
+    let experiment = experiment.with_time_scale(time_scale).map_err(RunError::Invalid)?;
+    Ok((experiment, meta))
 }
 
 /// The database the run uses; dropped (or the server stopped) afterwards.
@@ -142,63 +121,38 @@ impl Database {
     }
 }
 
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().expect("static address")
-}
-
 /// Run a validated experiment on this machine.
 pub async fn run_local(
-    rx: &ReliabilityExperiment,
+    experiment: &ValidatedExperiment,
     opts: &RunOptions,
     progress: tokio::sync::watch::Sender<Progress>,
     stop: CancellationToken,
 ) -> Result<LocalRun, RunError> {
-    let name = rx.metadata.name.clone().unwrap_or_else(|| "experiment".into());
-    let spec = &rx.spec;
+    let name = experiment.name().to_string();
+    let spec = experiment.spec();
     let started = chrono::Utc::now();
     let db = Database::open(opts).await?;
     let result = async {
         let url = db.url();
-        let pool = lab_service::db::connect_and_migrate(&url, 8 + 4 * spec.order_service.replicas).await?;
-        let lab_stop = CancellationToken::new();
-        let mock_metrics = LabMetrics::new().map_err(lab_service::Error::from)?;
-        let mock = MockServer::build(loopback(), lab_config::fault_plan(spec), &mock_metrics).await?;
-        let payment_url = format!("http://{}", mock.local_addr());
-        let mut tasks = vec![tokio::spawn(mock.run_until_stopped(lab_stop.clone()))];
-        let mut api_urls = Vec::new();
-        for _ in 0..spec.order_service.replicas {
-            let metrics = LabMetrics::new().map_err(lab_service::Error::from)?;
-            let mut api_cfg = lab_config::api_config(spec);
-            api_cfg.listen = loopback();
-            let api = ApiServer::build(pool.clone(), api_cfg, &metrics).await?;
-            api_urls.push(format!("http://{}", api.local_addr()));
-            let workers = WorkerServer::build(
-                pool.clone(),
-                lab_config::worker_config(spec, &payment_url),
-                None,
-                &metrics,
-            )
-            .await?;
-            tasks.push(tokio::spawn(api.run_until_stopped(lab_stop.clone())));
-            tasks.push(tokio::spawn(workers.run_until_stopped(lab_stop.clone())));
-        }
+        let pool_size = LabPlan::pool_size(spec.order_service.replicas);
+        let pool = lab_service::db::connect_and_migrate(&url, pool_size).await?;
+        let running = Lab::start(LabPlan::for_experiment(experiment, pool.clone())).await?;
         let run = ExperimentRun {
-            load: lab_config::load_config(spec),
-            api_url: api_urls[0].clone(),
+            load: lab::load_config(experiment),
+            api_url: running.api_url().to_string(),
             database_url: url.clone(),
-            payment_url: payment_url.clone(),
-            metrics_urls: api_urls.iter().map(|u| format!("{u}/metrics")).collect(),
-            faults: Some(lab_config::fault_plan(spec)),
-            drain_timeout: Duration::from_secs(u64::from(spec.load.drain_timeout_seconds)),
-            wait_ready: Duration::ZERO,
+            payment_url: running.payment_url.clone(),
+            metrics_urls: running.metrics_urls.clone(),
+            faults: Some(experiment.fault_plan()),
+            drain_timeout: experiment.drain_timeout(),
+            wait_ready: std::time::Duration::ZERO,
         };
         let output = run_experiment(run, progress, stop.clone()).await;
-        lab_stop.cancel();
-        for t in tasks {
-            let _ = t.await;
-        }
+        let stopped = running.shutdown().await;
         pool.close().await;
-        Ok::<_, RunError>(output?)
+        let output = output?;
+        stopped?;
+        Ok::<_, RunError>(output)
     }
     .await;
     db.close().await;
@@ -208,20 +162,19 @@ pub async fn run_local(
     }
 
     let now = status::timestamp(chrono::Utc::now());
-    let gen = rx.metadata.generation;
-    let judged = status::judge_run(spec, &output.results, gen, &now);
-    let mut conditions = vec![status::condition(
+    let judged = status::judge_run(spec, &output.results, None, &now);
+    let mut conditions = vec![condition(
         "Valid",
         "True",
         "SpecValid",
         "the spec passed validation".into(),
-        gen,
+        None,
         &now,
     )];
     conditions.extend(judged.conditions);
     let status = ReliabilityExperimentStatus {
         phase: judged.phase,
-        observed_generation: gen,
+        observed_generation: None,
         run_id: spec.run_id.clone(),
         start_time: Some(status::timestamp(started)),
         finish_time: Some(now.clone()),
@@ -233,7 +186,7 @@ pub async fn run_local(
         history: Vec::new(),
     };
     let files = match &opts.output_dir {
-        Some(dir) => write_outputs(dir, &name, rx, &status, &output)?,
+        Some(dir) => write_outputs(dir, experiment, &status, &output)?,
         None => Vec::new(),
     };
     Ok(LocalRun {
@@ -246,8 +199,7 @@ pub async fn run_local(
 
 fn write_outputs(
     dir: &std::path::Path,
-    name: &str,
-    rx: &ReliabilityExperiment,
+    experiment: &ValidatedExperiment,
     status: &ReliabilityExperimentStatus,
     output: &RunOutput,
 ) -> Result<Vec<PathBuf>, RunError> {
@@ -266,8 +218,8 @@ fn write_outputs(
         (
             "report.html",
             report::render(
-                name,
-                &rx.spec,
+                experiment.name(),
+                experiment.spec(),
                 status.results.as_ref().expect("results set"),
                 status.verdict.as_ref().expect("verdict set"),
                 &output.timeline,

@@ -20,7 +20,8 @@ impl ProgressHandle {
 }
 
 /// Draw `progress` until [`ProgressHandle::finish`].
-pub fn spawn(mut progress: watch::Receiver<Progress>, load_seconds: u64, terminal: bool) -> ProgressHandle {
+pub fn spawn(mut progress: watch::Receiver<Progress>, planned: Duration, terminal: bool) -> ProgressHandle {
+    let load_seconds = planned.as_secs_f64().ceil() as u64;
     let done = tokio_util::sync::CancellationToken::new();
     let stop = done.clone();
     let task = tokio::spawn(async move {

@@ -4,6 +4,7 @@
 
 use crate::crd::{ReliabilityExperimentSpec, Verdict, VerdictResult};
 use lab_service::summary::{RunResults, TimelinePoint};
+use relab_model::results::BreakerState;
 use std::fmt::Write;
 
 const W: f64 = 760.0;
@@ -296,7 +297,7 @@ pub fn render(
             step: true,
         }],
         &bands,
-        Some(&[(0.0, "closed"), (1.0, "open"), (2.0, "half-open")]),
+        Some(&BreakerState::ALL.map(|state| (state.gauge() as f64, state.as_str()))),
     );
     let queue = line_chart(
         "Queue depth (queued + running jobs)",

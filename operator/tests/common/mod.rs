@@ -8,8 +8,8 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config, CustomResourceExt};
+use relab_operator::crd::parse;
 use relab_operator::crd::ReliabilityExperiment;
-use relab_operator::validate::parse_manifest;
 use std::future::Future;
 use std::time::Duration;
 
@@ -133,7 +133,7 @@ pub fn example(file: &str) -> ReliabilityExperiment {
         .join("../deploy/examples")
         .join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    parse_manifest(&text).unwrap_or_else(|e| panic!("{file}: {e:?}"))
+    parse(&text).unwrap_or_else(|e| panic!("{file}: {e:?}"))
 }
 
 /// The helm binary: `RELAB_HELM`, else the one `scripts/tools.sh` installs,
@@ -222,4 +222,22 @@ pub async fn impersonating(ns: &str, service_account: &str) -> Client {
         "system:authenticated".into(),
     ]);
     Client::try_from(config).expect("impersonating client")
+}
+
+/// A shortened copy of an experiment, as a manifest (whole seconds, each
+/// duration and phase bound multiplied by `factor` and rounded, at least
+/// 1 s, phases kept in order): what the tests apply to a cluster and run
+/// locally alike. (`relab run --time-scale` scales in milliseconds instead.)
+pub fn shorten(spec: &mut relab_operator::crd::ReliabilityExperimentSpec, factor: f64) {
+    let scale = |s: u32| ((f64::from(s) * factor).round() as u32).max(1);
+    if let Some(d) = spec.load.duration_seconds.as_mut() {
+        *d = scale(*d);
+    }
+    for st in &mut spec.load.stages {
+        st.duration_seconds = scale(st.duration_seconds);
+    }
+    for ph in &mut spec.payment.faults_schedule {
+        ph.start_seconds = (f64::from(ph.start_seconds) * factor).round() as u32;
+        ph.end_seconds = ph.end_seconds.map(|e| scale(e).max(ph.start_seconds + 1));
+    }
 }

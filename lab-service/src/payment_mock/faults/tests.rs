@@ -1,23 +1,25 @@
-//! Unit tests of the fault model: seeded decisions, rates, phases, validation.
+//! Unit tests of the mock's decisions: seeded, at the configured rates.
+//! (The plan's phases and validation are tested with the model,
+//! `model/src/faults.rs`.)
 
 use super::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-fn mixed_spec() -> FaultSpec {
-    FaultSpec {
+fn mixed_spec() -> FaultSettings {
+    FaultSettings {
         decline_rate: 0.10,
         failure_rate: 0.20,
         rate_limit_rate: 0.05,
         timeout_rate: 0.05,
         lost_response_rate: 0.10,
-        latency: LatencySpec {
+        latency: LatencySettings {
             base_ms: 5,
             jitter_ms: 10,
             tail_rate: 0.1,
             tail_ms: 100,
         },
-        ..FaultSpec::default()
+        ..FaultSettings::default()
     }
 }
 
@@ -25,23 +27,6 @@ fn decisions(seed: u64, n: usize) -> Vec<Decision> {
     let spec = mixed_spec();
     let mut rng = StdRng::seed_from_u64(seed);
     (0..n).map(|_| decide(&spec, &mut rng)).collect()
-}
-
-fn fields(result: Result<(), Vec<FieldError>>) -> Vec<String> {
-    result
-        .expect_err("expected validation errors")
-        .into_iter()
-        .map(|e| e.field)
-        .collect()
-}
-
-fn phase(name: &str, start_ms: u64, end_ms: Option<u64>) -> FaultPhase {
-    FaultPhase {
-        name: name.to_string(),
-        start_ms,
-        end_ms,
-        faults: FaultSpec::default(),
-    }
 }
 
 #[test]
@@ -114,10 +99,10 @@ fn latency_is_base_plus_jitter_plus_an_occasional_tail() {
 #[test]
 fn hangs_use_hang_ms_and_extreme_rates_are_absolute() {
     let mut rng = StdRng::seed_from_u64(1);
-    let spec = FaultSpec {
+    let spec = FaultSettings {
         lost_response_rate: 1.0,
         hang_ms: 300,
-        ..FaultSpec::default()
+        ..FaultSettings::default()
     };
     for _ in 0..100 {
         assert_eq!(
@@ -127,173 +112,8 @@ fn hangs_use_hang_ms_and_extreme_rates_are_absolute() {
             }
         );
     }
-    let healthy = FaultSpec::default();
+    let healthy = FaultSettings::default();
     for _ in 0..100 {
         assert_eq!(decide(&healthy, &mut rng), Decision::Success { delay: Duration::ZERO });
     }
-}
-
-#[test]
-fn the_active_phase_follows_elapsed_time() {
-    let plan = FaultPlan {
-        schedule: vec![
-            phase("warmup", 100, Some(200)),
-            phase("outage", 200, Some(500)),
-            phase("degraded", 800, None),
-        ],
-        ..FaultPlan::default()
-    };
-    let at = |ms: u64| plan.active_phase(Duration::from_millis(ms)).map(|p| p.name.as_str());
-    assert_eq!(at(0), None);
-    assert_eq!(at(99), None);
-    assert_eq!(at(100), Some("warmup"));
-    assert_eq!(at(199), Some("warmup"));
-    assert_eq!(at(200), Some("outage"));
-    assert_eq!(at(499), Some("outage"));
-    assert_eq!(at(500), None);
-    assert_eq!(at(800), Some("degraded"));
-    assert_eq!(at(86_400_000), Some("degraded"));
-}
-
-#[test]
-fn the_active_spec_is_the_phase_faults_else_base() {
-    let mut outage = phase("outage", 0, Some(200));
-    outage.faults.failure_rate = 1.0;
-    outage.faults.failure_statuses = vec![503];
-    let plan = FaultPlan {
-        schedule: vec![outage],
-        ..FaultPlan::default()
-    };
-    assert_eq!(plan.active_spec(Duration::from_millis(10)).failure_rate, 1.0);
-    assert_eq!(plan.active_spec(Duration::from_millis(200)), &plan.base);
-}
-
-#[test]
-fn defaults_and_wire_names() {
-    let plan: FaultPlan = serde_json::from_str("{}").unwrap();
-    assert_eq!(plan, FaultPlan::default());
-    assert_eq!(plan.seed, 42);
-    assert_eq!(plan.base.failure_statuses, vec![500, 503]);
-    assert_eq!(plan.base.retry_after_secs, 1);
-    assert_eq!(plan.base.hang_ms, 10_000);
-
-    let plan: FaultPlan = serde_json::from_str(
-        r#"{"seed": 1, "base": {"lostResponseRate": 0.5, "latency": {"tailMs": 9}},
-            "schedule": [{"name": "outage", "startMs": 5, "endMs": 10}]}"#,
-    )
-    .unwrap();
-    assert_eq!(plan.base.lost_response_rate, 0.5);
-    assert_eq!(plan.base.latency.tail_ms, 9);
-    assert_eq!(plan.schedule[0].end_ms, Some(10));
-
-    let typo = serde_json::from_str::<FaultPlan>(r#"{"base": {"failurRate": 0.5}}"#);
-    assert!(typo.unwrap_err().to_string().contains("failurRate"));
-}
-
-#[test]
-fn a_valid_plan_passes() {
-    let mut outage = phase("outage", 1_000, Some(2_000));
-    outage.faults.failure_rate = 1.0;
-    outage.faults.failure_statuses = vec![503];
-    let plan = FaultPlan {
-        base: mixed_spec(),
-        schedule: vec![phase("healthy", 0, Some(1_000)), outage, phase("recovery", 2_000, None)],
-        ..FaultPlan::default()
-    };
-    assert_eq!(plan.validate(), Ok(()));
-}
-
-#[test]
-fn an_out_of_range_rate_in_a_phase_is_reported_with_its_path() {
-    let mut second = phase("outage", 100, Some(200));
-    second.faults.timeout_rate = -0.1;
-    second.faults.latency.tail_rate = 2.0;
-    let plan = FaultPlan {
-        schedule: vec![phase("healthy", 0, Some(100)), second],
-        ..FaultPlan::default()
-    };
-    assert_eq!(
-        fields(plan.validate()),
-        ["schedule[1].faults.timeoutRate", "schedule[1].faults.latency.tailRate"]
-    );
-
-    let mut base_only = FaultPlan::default();
-    base_only.base.failure_rate = 1.5;
-    let errors = base_only.validate().unwrap_err();
-    assert_eq!(errors[0].field, "base.failureRate");
-    assert!(errors[0].to_string().starts_with("base.failureRate: "));
-}
-
-#[test]
-fn rates_summing_over_one_are_refused() {
-    let spec = FaultSpec {
-        failure_rate: 0.6,
-        decline_rate: 0.5,
-        ..FaultSpec::default()
-    };
-    assert_eq!(fields(spec.validate("base")), ["base"]);
-    assert_eq!(fields(spec.validate("")), ["faults"]);
-
-    let exactly_one = FaultSpec {
-        failure_rate: 0.1,
-        decline_rate: 0.2,
-        lost_response_rate: 0.7,
-        ..FaultSpec::default()
-    };
-    assert_eq!(exactly_one.validate("base"), Ok(()));
-}
-
-#[test]
-fn failure_statuses_must_be_5xx_and_present_when_failing() {
-    let spec = FaultSpec {
-        failure_rate: 0.5,
-        failure_statuses: vec![503, 404],
-        ..FaultSpec::default()
-    };
-    let errors = spec.validate("schedule[0].faults").unwrap_err();
-    assert_eq!(errors.len(), 1);
-    assert_eq!(errors[0].field, "schedule[0].faults.failureStatuses[1]");
-    assert!(errors[0].message.contains("404"));
-
-    let empty = FaultSpec {
-        failure_rate: 0.5,
-        failure_statuses: vec![],
-        ..FaultSpec::default()
-    };
-    assert_eq!(fields(empty.validate("base")), ["base.failureStatuses"]);
-    let unused = FaultSpec {
-        failure_statuses: vec![],
-        ..FaultSpec::default()
-    };
-    assert_eq!(unused.validate("base"), Ok(()));
-}
-
-#[test]
-fn the_schedule_must_be_sorted_without_overlaps() {
-    let overlapping = FaultPlan {
-        schedule: vec![phase("a", 0, Some(300)), phase("b", 200, Some(400))],
-        ..FaultPlan::default()
-    };
-    assert_eq!(fields(overlapping.validate()), ["schedule[1].startMs"]);
-
-    let unsorted = FaultPlan {
-        schedule: vec![phase("a", 500, Some(600)), phase("b", 0, Some(100))],
-        ..FaultPlan::default()
-    };
-    assert_eq!(fields(unsorted.validate()), ["schedule[1].startMs"]);
-
-    let after_forever = FaultPlan {
-        schedule: vec![phase("a", 0, None), phase("b", 1_000, Some(2_000))],
-        ..FaultPlan::default()
-    };
-    assert_eq!(fields(after_forever.validate()), ["schedule[1].startMs"]);
-
-    let empty_window = FaultPlan {
-        schedule: vec![phase("", 100, Some(100))],
-        ..FaultPlan::default()
-    };
-    assert_eq!(
-        fields(empty_window.validate()),
-        ["schedule[0].name", "schedule[0].endMs"]
-    );
 }

@@ -4,9 +4,9 @@
 //! accepted, too few samples for a named percentile, or the payment service
 //! injected far fewer faults than asked.
 
-use crate::crd::{LatencyObjective, ObjectiveResult, Percentile, ReliabilityExperimentSpec, Verdict, VerdictResult};
-use crate::validate::load_seconds;
-use lab_service::summary::{Percentiles, RunResults};
+use crate::results::{Percentiles, RunResults};
+use crate::spec::{LatencyObjective, LatencyRequests, Percentile, ReliabilityExperimentSpec};
+use crate::status::{ObjectiveResult, Verdict, VerdictResult};
 
 /// Samples needed before a percentile means something: 5 / (1 - q)
 /// (p50: 10, p90: 50, p95: 100, p99: 500).
@@ -17,25 +17,35 @@ pub fn min_samples(p: Percentile) -> u64 {
 /// Payment calls needed before an injected rate is compared with the asked one.
 pub const MIN_CALLS_FOR_FAULT_CHECK: u64 = 50;
 
+/// `apiLatency.p99`, or `apiLatency.p99.accepted` for one kind of answer.
+fn objective_name(list: &str, o: &LatencyObjective) -> String {
+    match o.requests {
+        LatencyRequests::All => format!("{list}.{}", o.percentile.as_str()),
+        LatencyRequests::Accepted => format!("{list}.{}.accepted", o.percentile.as_str()),
+        LatencyRequests::Shed => format!("{list}.{}.shed", o.percentile.as_str()),
+    }
+}
+
 fn latency_rows(
     name: &str,
     objectives: &[LatencyObjective],
-    observed: &Percentiles,
+    observed_for: impl Fn(LatencyRequests) -> Percentiles,
     rows: &mut Vec<ObjectiveResult>,
     reasons: &mut Vec<String>,
 ) {
     for o in objectives {
+        let observed = observed_for(o.requests);
         let value = observed.get(o.percentile.as_str()).unwrap_or(f64::NAN);
         let needed = min_samples(o.percentile);
+        let row = objective_name(name, o);
         if observed.count < needed {
             reasons.push(format!(
-                "{name}.{}: {} samples, at least {needed} are needed for this percentile",
-                o.percentile.as_str(),
+                "{row}: {} samples, at least {needed} are needed for this percentile",
                 observed.count
             ));
         }
         rows.push(ObjectiveResult {
-            name: format!("{name}.{}", o.percentile.as_str()),
+            name: row,
             target: format!("<= {} ms", o.max_ms),
             observed: format!("{value:.1} ms"),
             passed: value <= o.max_ms,
@@ -48,7 +58,7 @@ fn latency_rows(
 /// Only the steady state (outside any phase) is checked, because a breaker
 /// legitimately changes how many calls land in a phase.
 fn steady_state_share(spec: &ReliabilityExperimentSpec) -> f64 {
-    let total = load_seconds(spec) as f64;
+    let total = spec.load.total_seconds() as f64;
     if total == 0.0 {
         return 0.0;
     }
@@ -81,14 +91,18 @@ pub fn judge(spec: &ReliabilityExperimentSpec, results: &RunResults) -> Verdict 
     latency_rows(
         "apiLatency",
         &obj.api_latency,
-        &results.api_latency_ms,
+        |requests| match requests {
+            LatencyRequests::All => results.api_latency_ms.clone(),
+            LatencyRequests::Accepted => results.accepted_api_latency_ms.clone(),
+            LatencyRequests::Shed => results.shed_api_latency_ms.clone(),
+        },
         &mut rows,
         &mut reasons,
     );
     latency_rows(
         "endToEndLatency",
         &obj.end_to_end_latency,
-        &results.end_to_end_latency_ms,
+        |_| results.end_to_end_latency_ms.clone(),
         &mut rows,
         &mut reasons,
     );
@@ -164,8 +178,8 @@ pub fn judge(spec: &ReliabilityExperimentSpec, results: &RunResults) -> Verdict 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::results::{InjectedFaults, InvariantResults, OrderCounts, PaymentResults};
     use crate::validate::parse_manifest;
-    use lab_service::summary::{InjectedFaults, InvariantResults, OrderCounts, PaymentResults};
 
     fn spec(objectives: &str, failure_rate: f64) -> ReliabilityExperimentSpec {
         let yaml = format!(
@@ -281,6 +295,26 @@ mod tests {
     fn nothing_accepted_is_inconclusive_not_passed() {
         let v = judge(&spec("{}", 0.0), &results(0, 0, 0.0, 0.0));
         assert_eq!(v.result, VerdictResult::Inconclusive);
+    }
+
+    #[test]
+    fn accepted_latency_is_judged_apart_from_shed_requests() {
+        let mut r = results(600, 600, 900.0, 0.0);
+        r.api_latency_ms.p99 = 900.0;
+        r.accepted_api_latency_ms = Percentiles {
+            count: 600,
+            p99: 40.0,
+            ..Default::default()
+        };
+        let v = judge(
+            &spec("{apiLatency: [{percentile: p99, maxMs: 100, requests: Accepted}]}", 0.0),
+            &r,
+        );
+        assert_eq!(v.result, VerdictResult::Passed, "{v:?}");
+        assert_eq!(v.objectives[0].name, "apiLatency.p99.accepted");
+        assert_eq!(v.objectives[0].observed, "40.0 ms");
+        let v = judge(&spec("{apiLatency: [{percentile: p99, maxMs: 100}]}", 0.0), &r);
+        assert_eq!(v.result, VerdictResult::Failed, "all requests include the slow ones");
     }
 
     #[test]
