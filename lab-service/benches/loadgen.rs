@@ -24,7 +24,7 @@
 mod common;
 use anyhow::{bail, Context, Result};
 use common::env_or;
-use lab_service::loadgen::{run_load, LoadConfig, LoadReport, LoadStage, Progress, Target};
+use lab_service::loadgen::{run_load, LoadConfig, LoadProgress, LoadReport, LoadStage, Target};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -163,7 +163,7 @@ impl Round {
 }
 
 async fn loadgen(server: &Server, config: LoadConfig) -> Result<(LoadReport, f64, f64)> {
-    let (progress, _watcher) = watch::channel(Progress::default());
+    let (progress, _watcher) = watch::channel(LoadProgress::default());
     let target = Target::Get {
         url: server.url.clone(),
     };

@@ -8,7 +8,6 @@ use crate::payment_mock::FaultPlan;
 use crate::telemetry::LogFormat;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -18,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 )]
 pub struct Cli {
     /// Log format (RUST_LOG sets the filter).
-    #[arg(long, value_enum, env = "RELAB_LOG_FORMAT", default_value = "text", global = true)]
+    #[arg(long, value_enum, env = crate::telemetry::LOG_FORMAT_ENV, default_value = "text", global = true)]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -41,7 +40,7 @@ pub enum Command {
         #[command(flatten)]
         worker: WorkerArgs,
         /// Admin server with /metrics, /healthz, /readyz ("off" to disable).
-        #[arg(long, env = "RELAB_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+        #[arg(long, env = ADMIN_LISTEN_ENV, default_value = "127.0.0.1:9090")]
         admin_listen: String,
     },
     /// The fault-injecting payment service with a ledger.
@@ -63,8 +62,16 @@ pub enum Command {
     /// Load the order API (open loop), drain, audit, and print the results JSON.
     Loadgen {
         #[command(flatten)]
-        args: crate::loadgen::cli::LoadgenArgs,
+        args: crate::run::cli::LoadgenArgs,
     },
+}
+
+/// The variable of `lab-service worker`'s admin address (`--admin-listen`).
+const ADMIN_LISTEN_ENV: &str = "RELAB_ADMIN_LISTEN";
+
+/// `lab-service worker`'s admin server address, for its environment.
+pub fn admin_listen_env(addr: SocketAddr) -> Vec<(&'static str, String)> {
+    vec![(ADMIN_LISTEN_ENV, addr.to_string())]
 }
 
 /// Payment mock settings: a whole plan as JSON, and/or single knobs over its base.
@@ -95,7 +102,36 @@ pub struct MockArgs {
     pub latency_jitter_ms: Option<u64>,
 }
 
+/// The payment mock's settings, as `lab-service payment-mock` reads them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MockConfig {
+    pub listen: SocketAddr,
+    pub plan: FaultPlan,
+}
+
+impl MockConfig {
+    /// The `RELAB_*` variables `lab-service payment-mock` reads back into
+    /// this configuration (the plan as one JSON document).
+    pub fn to_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("RELAB_MOCK_LISTEN", self.listen.to_string()),
+            (
+                "RELAB_FAULTS",
+                serde_json::to_string(&self.plan).expect("a fault plan serializes"),
+            ),
+        ]
+    }
+}
+
 impl MockArgs {
+    /// The listen address and the plan, checked.
+    pub fn into_config(self) -> Result<MockConfig, ConfigError> {
+        Ok(MockConfig {
+            listen: self.mock_listen,
+            plan: self.plan()?,
+        })
+    }
+
     pub fn plan(&self) -> Result<FaultPlan, ConfigError> {
         let mut plan = match self.faults.as_deref() {
             None => FaultPlan::default(),
@@ -128,22 +164,6 @@ impl MockArgs {
     }
 }
 
-/// Cancelled on SIGTERM or Ctrl-C.
-pub fn shutdown_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
-        }
-        t.cancel();
-    });
-    token
-}
-
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     crate::telemetry::init(cli.log_format);
     let metrics = LabMetrics::new()?;
@@ -153,7 +173,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = db.connect().await?;
             let server = ApiServer::build(pool, config, &metrics).await?;
             tracing::info!(addr = %server.local_addr(), "order API listening");
-            server.run_until_stopped(shutdown_signal()).await?;
+            server.run_until_stopped(crate::shutdown::signal()).await?;
         }
         Command::Worker {
             db,
@@ -167,13 +187,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(a) = server.admin_addr() {
                 tracing::info!(addr = %a, "worker admin listening");
             }
-            server.run_until_stopped(shutdown_signal()).await?;
+            server.run_until_stopped(crate::shutdown::signal()).await?;
         }
         Command::PaymentMock { mock } => {
             let plan = mock.plan()?;
             let server = MockServer::build(mock.mock_listen, plan, &metrics).await?;
             tracing::info!(addr = %server.local_addr(), "payment mock listening");
-            server.run_until_stopped(shutdown_signal()).await?;
+            server.run_until_stopped(crate::shutdown::signal()).await?;
         }
         Command::All { db, api, worker, mock } => {
             let api = api.into_config()?;
@@ -194,10 +214,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await?;
             tracing::info!(api = %lab.api_url(), payment_mock = %lab.payment_url, "lab running");
-            shutdown_signal().cancelled().await;
+            crate::shutdown::signal().cancelled().await;
             lab.shutdown().await?;
         }
-        Command::Loadgen { args } => crate::loadgen::cli::run(args).await?,
+        Command::Loadgen { args } => crate::run::cli::run(args).await?,
     }
     Ok(())
 }
@@ -220,5 +240,125 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Parse `subcommand` from the variables `env`, through the real command line.
+    fn from_env(subcommand: &str, env: &[(&'static str, String)]) -> Command {
+        let cli = Cli::command();
+        let sub = cli.find_subcommand(subcommand).expect("subcommand");
+        // the global flag (log format) is the top-level command's
+        let (global, own): (Vec<_>, Vec<_>) = env
+            .iter()
+            .cloned()
+            .partition(|(k, _)| *k == crate::telemetry::LOG_FORMAT_ENV);
+        let mut args = vec!["lab-service".to_string()];
+        args.extend(crate::config::env_as_flags(&cli, &global));
+        args.push(subcommand.to_string());
+        args.extend(crate::config::env_as_flags(sub, &own));
+        let parsed = Cli::try_parse_from(args).expect("the environment parses");
+        if !global.is_empty() {
+            assert_eq!(parsed.log_format, LogFormat::Json);
+        }
+        parsed.command
+    }
+
+    fn database() -> DatabaseArgs {
+        DatabaseArgs {
+            database_url: "postgres://postgres@10.0.0.10:5432/relab".into(),
+            database_max_connections: 7,
+            database_connect_timeout_secs: 300,
+        }
+    }
+
+    fn plan() -> FaultPlan {
+        serde_json::from_value(serde_json::json!({
+            "seed": 9,
+            "base": {"failureRate": 0.1234567891, "latency": {"baseMs": 3, "tailRate": 0.01, "tailMs": 700}},
+            "schedule": [{"name": "outage", "startMs": 250, "endMs": 1750, "faults": {"failureRate": 1.0, "failureStatuses": [503]}}]
+        }))
+        .expect("plan")
+    }
+
+    #[test]
+    fn every_process_reads_back_the_settings_it_was_given() {
+        use crate::config::{ApiConfig, WorkerConfig};
+        // the order API, with its database and the log format
+        let api = ApiConfig {
+            listen: "0.0.0.0:8080".parse().unwrap(),
+            max_queue_depth: 123,
+            max_job_attempts: 3,
+            ..ApiConfig::default()
+        };
+        let mut env = api.to_env();
+        env.extend(database().to_env());
+        env.extend(LogFormat::Json.to_env());
+        let Command::Api { db, api: args } = from_env("api", &env) else {
+            panic!("api")
+        };
+        assert_eq!(db, database());
+        assert_eq!(format!("{:?}", args.into_config().unwrap()), format!("{api:?}"));
+
+        // the workers
+        let worker = WorkerConfig {
+            worker_id: "w-1".into(),
+            concurrency: 5,
+            payment_url: "http://10.0.0.11:8081".into(),
+            ..WorkerConfig::default()
+        };
+        let mut env = worker.to_env();
+        env.extend(database().to_env());
+        env.extend(admin_listen_env("0.0.0.0:9090".parse().unwrap()));
+        let Command::Worker {
+            db,
+            worker: mut args,
+            admin_listen,
+        } = from_env("worker", &env)
+        else {
+            panic!("worker")
+        };
+        assert_eq!(admin_listen, "0.0.0.0:9090");
+        args.worker_id = Some("w-1".into());
+        assert_eq!(db, database());
+        assert_eq!(format!("{:?}", args.into_config().unwrap()), format!("{worker:?}"));
+
+        // the payment mock: listen address and plan
+        let mock = MockConfig {
+            listen: "0.0.0.0:8081".parse().unwrap(),
+            plan: plan(),
+        };
+        let Command::PaymentMock { mock: args } = from_env("payment-mock", &mock.to_env()) else {
+            panic!("payment-mock")
+        };
+        assert_eq!(args.into_config().unwrap(), mock);
+
+        // the load generator: the run's settings and where the results go
+        let stages = crate::loadgen::schedule::parse_stages("5:7.5,0:0.25,40:2").unwrap();
+        let mut load = crate::loadgen::LoadConfig::open_loop(stages);
+        load.max_in_flight = 33;
+        load.request_timeout = std::time::Duration::from_millis(2_500);
+        load.seed = 4;
+        let loadgen = crate::run::cli::LoadgenConfig {
+            run: crate::run::ExperimentRun {
+                load,
+                api_url: "http://10.0.0.12:8080".into(),
+                database_url: database().database_url,
+                payment_url: "http://10.0.0.11:8081".into(),
+                metrics_urls: vec![
+                    "http://10.0.0.12:8080/metrics".into(),
+                    "http://10.0.0.12:9090/metrics".into(),
+                ],
+                faults: Some(plan()),
+                drain_timeout: std::time::Duration::from_secs(45),
+                wait_ready: std::time::Duration::from_secs(300),
+            },
+            output: None,
+            termination_log: Some("/dev/termination-log".into()),
+        };
+        let mut env = loadgen.to_env();
+        env.push((crate::config::DATABASE_URL_ENV, database().database_url));
+        let Command::Loadgen { args } = from_env("loadgen", &env) else {
+            panic!("loadgen")
+        };
+        assert_eq!(format!("{:?}", args.into_config().unwrap()), format!("{loadgen:?}"));
     }
 }

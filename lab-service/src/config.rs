@@ -8,13 +8,7 @@ use crate::resilience::{BackoffConfig, BreakerConfig, BreakerMode};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// A setting that failed validation: `field` is the flag (and its env variable).
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("invalid configuration: {field}: {message}")]
-pub struct ConfigError {
-    pub field: String,
-    pub message: String,
-}
+pub use crate::error::ConfigError;
 
 fn problem(field: &str, message: impl Into<String>) -> ConfigError {
     ConfigError {
@@ -141,9 +135,10 @@ fn ms(d: Duration) -> String {
 
 impl ApiConfig {
     /// The `RELAB_*` variables that `lab-service api` reads back into this
-    /// configuration (all but the listen address, which belongs to the pod).
+    /// configuration.
     pub fn to_env(&self) -> Vec<(&'static str, String)> {
         vec![
+            ("RELAB_API_LISTEN", self.listen.to_string()),
             ("RELAB_MAX_QUEUE_DEPTH", self.max_queue_depth.to_string()),
             ("RELAB_SHED_RETRY_AFTER_SECS", self.shed_retry_after_secs.to_string()),
             ("RELAB_MAX_BODY_BYTES", self.max_body_bytes.to_string()),
@@ -429,11 +424,15 @@ impl WorkerArgs {
     }
 }
 
+/// The variable that holds the lab database's URL (a Secret's key may
+/// provide it instead of the shared environment).
+pub const DATABASE_URL_ENV: &str = "RELAB_DATABASE_URL";
+
 /// Database connection settings.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct DatabaseArgs {
     /// postgres:// URL of the lab database (migrations run at start-up).
-    #[arg(long, env = "RELAB_DATABASE_URL")]
+    #[arg(long, env = DATABASE_URL_ENV)]
     pub database_url: String,
     #[arg(long, env = "RELAB_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
@@ -443,6 +442,28 @@ pub struct DatabaseArgs {
 }
 
 impl DatabaseArgs {
+    /// The `RELAB_*` variables these settings are read back from, but the
+    /// URL (which may come from a Secret: [`DATABASE_URL_ENV`]).
+    pub fn to_env_without_url(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "RELAB_DATABASE_MAX_CONNECTIONS",
+                self.database_max_connections.to_string(),
+            ),
+            (
+                "RELAB_DATABASE_CONNECT_TIMEOUT_SECS",
+                self.database_connect_timeout_secs.to_string(),
+            ),
+        ]
+    }
+
+    /// Every `RELAB_*` variable these settings are read back from.
+    pub fn to_env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![(DATABASE_URL_ENV, self.database_url.clone())];
+        env.extend(self.to_env_without_url());
+        env
+    }
+
     /// Connect (retrying for `--database-connect-timeout-secs`) and run the migrations.
     pub async fn connect(&self) -> crate::error::Result<sqlx::PgPool> {
         crate::db::connect_and_migrate_within(
@@ -452,6 +473,21 @@ impl DatabaseArgs {
         )
         .await
     }
+}
+
+/// `--flag=value` for each variable, found through clap's own env names, so
+/// a renamed variable or flag breaks the round-trip tests that use it.
+#[cfg(test)]
+pub(crate) fn env_as_flags(cmd: &clap::Command, env: &[(&'static str, String)]) -> Vec<String> {
+    env.iter()
+        .map(|(key, value)| {
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_env().is_some_and(|e| e == *key))
+                .unwrap_or_else(|| panic!("no flag of `{}` reads {key}", cmd.get_name()));
+            format!("--{}={value}", arg.get_long().expect("long flag"))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -490,20 +526,6 @@ mod tests {
         assert!(e.field.contains("--payment-url"), "{e}");
         let e = parse(&["--retry-max-attempts", "0"]).unwrap_err();
         assert!(e.message.contains("first call"), "{e}");
-    }
-
-    /// `--flag=value` for each variable, found through clap's own env names,
-    /// so a renamed variable or flag breaks this test.
-    fn env_as_flags(cmd: &clap::Command, env: &[(&'static str, String)]) -> Vec<String> {
-        env.iter()
-            .map(|(key, value)| {
-                let arg = cmd
-                    .get_arguments()
-                    .find(|a| a.get_env().is_some_and(|e| e == *key))
-                    .unwrap_or_else(|| panic!("no flag reads {key}"));
-                format!("--{}={value}", arg.get_long().expect("long flag"))
-            })
-            .collect()
     }
 
     #[test]

@@ -1,8 +1,15 @@
 //! The crate's error type. HTTP handlers turn it into an [`ApiError`] that
 //! hides internals (500 + a log line).
 
-use crate::config::ConfigError;
 use crate::http_error::ApiError;
+
+/// A setting that failed validation: `field` is the flag (and its env variable).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid configuration: {field}: {message}")]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

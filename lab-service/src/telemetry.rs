@@ -11,6 +11,20 @@ pub enum LogFormat {
     Json,
 }
 
+/// The variable every subcommand reads its log format from.
+pub const LOG_FORMAT_ENV: &str = "RELAB_LOG_FORMAT";
+
+impl LogFormat {
+    /// `RELAB_LOG_FORMAT` for a process's environment.
+    pub fn to_env(self) -> Vec<(&'static str, String)> {
+        let value = match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        };
+        vec![(LOG_FORMAT_ENV, value.to_string())]
+    }
+}
+
 /// Install the global subscriber once; later calls are no-ops (tests).
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

@@ -287,7 +287,7 @@ async fn operator(options: controller::Options, election: Option<controller::lea
             return ExitCode::from(2);
         }
     };
-    let stop = lab_service::cli::shutdown_signal();
+    let stop = lab_service::shutdown::signal();
     // With leader election, a standby answers /healthz and /readyz (so a
     // rollout of several replicas completes) until it leads.
     let lost = CancellationToken::new();

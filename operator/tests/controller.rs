@@ -138,7 +138,7 @@ fn spawn_local_run(rx: &ReliabilityExperiment) -> tokio::task::JoinHandle<LocalR
 }
 
 fn message_of(run: &LocalRun) -> String {
-    lab_service::experiment::termination_message(run.status.results.as_ref().expect("results"))
+    lab_service::run::termination_message(run.status.results.as_ref().expect("results"))
 }
 
 /// Poll `name` until `pred` holds; panics with the last status after `secs`.

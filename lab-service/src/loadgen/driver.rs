@@ -6,7 +6,7 @@
 use super::record::{Recorder, Sample};
 use super::request::Requester;
 use super::schedule::Schedule;
-use super::{LoadConfig, LoadMode, LoadReport, LoadStage, Phase, Progress, Target, LATE_SEND_THRESHOLD};
+use super::{LoadConfig, LoadMode, LoadProgress, LoadReport, LoadStage, Target, LATE_SEND_THRESHOLD};
 use crate::error::Result;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -17,17 +17,17 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// How often the publisher copies the totals into [`Progress`].
+/// How often the publisher copies the totals into [`LoadProgress`].
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Run the load described by `config` against `target` until its schedule
 /// (or duration) is done, or `stop` is cancelled; then wait for the answers
 /// still outstanding (each bounded by the request timeout) and report.
-/// Sets `progress.phase` to `Load` and keeps its request counts current.
+/// Marks `progress` started and keeps its request counts current.
 pub async fn run_load(
     target: &Target,
     config: &LoadConfig,
-    progress: &watch::Sender<Progress>,
+    progress: &watch::Sender<LoadProgress>,
     stop: &CancellationToken,
 ) -> Result<LoadReport> {
     config.validate()?;
@@ -38,7 +38,7 @@ pub async fn run_load(
     });
     let start = Instant::now();
     progress.send_modify(|p| {
-        p.phase = Phase::Load;
+        p.started = true;
         p.planned = config.planned_duration();
         p.elapsed = Duration::ZERO;
     });
@@ -190,7 +190,7 @@ async fn closed_loop(
 /// Copy the totals into `progress` every [`PROGRESS_INTERVAL`] until `finished`, and once more then.
 async fn publish_progress(
     shared: Arc<Shared>,
-    progress: watch::Sender<Progress>,
+    progress: watch::Sender<LoadProgress>,
     start: Instant,
     finished: CancellationToken,
 ) {

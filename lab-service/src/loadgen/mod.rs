@@ -21,10 +21,10 @@
 //! (`http1`: plain `http://`, the calling task does the socket I/O), cheap
 //! enough per request to keep up with `wrk` on the same cores.
 //!
-//! Live counts go to a [`tokio::sync::watch`] channel of [`Progress`]
-//! (about five times a second) for a progress bar.
+//! Live counts go to a [`tokio::sync::watch`] channel of [`LoadProgress`]
+//! (about five times a second). This is the HTTP load driver only; the
+//! whole run (wait, faults, load, drain, audit) is [`crate::run`].
 
-pub mod cli;
 mod driver;
 mod http1;
 mod record;
@@ -37,8 +37,6 @@ pub use record::{latency_histogram, ResponseClass, SecondStats};
 use crate::config::ConfigError;
 use crate::summary::Percentiles;
 use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -153,66 +151,19 @@ impl LoadConfig {
     }
 }
 
-/// What an experiment is doing right now.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Phase {
-    #[default]
-    Starting,
-    Load,
-    Drain,
-    Audit,
-    Done,
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Phase::Starting => "starting",
-            Phase::Load => "load",
-            Phase::Drain => "drain",
-            Phase::Audit => "audit",
-            Phase::Done => "done",
-        })
-    }
-}
-
-/// Live counts of a run, for a progress bar. The load generator fills the
-/// request counts; the observer the order outcomes, breaker and queue.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Progress {
+/// Live counts of the load, published about five times a second while it runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadProgress {
+    /// True from the first send on.
+    pub started: bool,
     /// Since the load started.
-    #[serde(rename = "elapsedSeconds", with = "secs_f64")]
     pub elapsed: Duration,
-    /// Planned length of the load phase (the progress bar's 100%).
-    #[serde(rename = "plannedSeconds", with = "secs_f64")]
+    /// Planned length of the load.
     pub planned: Duration,
-    pub phase: Phase,
     pub sent: u64,
     pub accepted: u64,
     pub shed: u64,
     pub errors: u64,
-    pub paid: u64,
-    pub failed: u64,
-    pub dead_lettered: u64,
-    /// 0 closed, 1 open, 2 half-open.
-    pub breaker_state: i64,
-    pub queue_depth: i64,
-}
-
-mod secs_f64 {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let secs = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
-    }
 }
 
 /// What the load generator saw.

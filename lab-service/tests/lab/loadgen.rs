@@ -5,10 +5,9 @@
 use crate::harness::{bin, fast_worker, plan, LabOptions, TestLab};
 use axum::routing::{get, post};
 use axum::Router;
-use lab_service::experiment::{
-    run_experiment, termination_message, ExperimentRun, RunOutput, TERMINATION_MESSAGE_LIMIT,
-};
-use lab_service::loadgen::{run_load, LoadConfig, LoadReport, LoadStage, Phase, Progress, Target};
+use lab_service::loadgen::{run_load, LoadConfig, LoadProgress, LoadReport, LoadStage, Target};
+use lab_service::run::{run_experiment, termination_message, ExperimentRun, RunOutput, TERMINATION_MESSAGE_LIMIT};
+use lab_service::run::{RunProgress, RunStage};
 use lab_service::summary::RunResults;
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -112,7 +111,7 @@ fn stage(rate_per_sec: f64, secs: u64) -> LoadStage {
 }
 
 async fn load(target: Target, config: LoadConfig) -> LoadReport {
-    let (progress, watcher) = watch::channel(Progress::default());
+    let (progress, watcher) = watch::channel(LoadProgress::default());
     let report = run_load(&target, &config, &progress, &CancellationToken::new())
         .await
         .expect("load ran");
@@ -254,7 +253,7 @@ async fn a_run_against_a_flaky_lab_fills_consistent_results() {
         ..LabOptions::default()
     })
     .await;
-    let (progress, watcher) = watch::channel(Progress::default());
+    let (progress, watcher) = watch::channel(RunProgress::default());
 
     let out: RunOutput = run_experiment(flaky_run(&lab, 40.0, 3), progress, CancellationToken::new())
         .await
@@ -303,7 +302,7 @@ async fn a_run_against_a_flaky_lab_fills_consistent_results() {
     assert_eq!(r.breaker.seconds_not_closed, 0.0, "the breaker is disabled");
     // progress ended on the final numbers
     let last = watcher.borrow().clone();
-    assert_eq!((last.phase, last.sent, last.paid), (Phase::Done, o.sent, o.paid));
+    assert_eq!((last.stage, last.sent, last.paid), (RunStage::Done, o.sent, o.paid));
     // what an in-cluster Job would leave as its termination message
     let message = termination_message(r);
     assert!(message.len() < TERMINATION_MESSAGE_LIMIT, "{} bytes", message.len());
@@ -314,7 +313,7 @@ async fn a_run_against_a_flaky_lab_fills_consistent_results() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_run_ends_its_load_early_and_still_audits_what_was_accepted() {
     let lab = TestLab::start(LabOptions::default()).await;
-    let (progress, _watcher) = watch::channel(Progress::default());
+    let (progress, _watcher) = watch::channel(RunProgress::default());
     let stop = CancellationToken::new();
     let stopper = stop.clone();
     tokio::spawn(async move {

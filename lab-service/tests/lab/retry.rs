@@ -67,7 +67,7 @@ async fn a_business_rejection_is_never_retried() {
 async fn a_429_is_retried_no_sooner_than_its_retry_after() {
     let faults = plan(json!({
         "base": {},
-        "schedule": [{"name": "limited", "startMs": 0, "endMs": 600, "faults": {"rateLimitRate": 1.0, "retryAfterSecs": 1}}]
+        "schedule": [{"name": "limited", "startMs": 0, "endMs": 600, "faults": {"rateLimitRate": 1.0, "retryAfterSeconds": 1}}]
     }));
     let lab = TestLab::start(LabOptions {
         faults,

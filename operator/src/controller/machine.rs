@@ -492,7 +492,7 @@ mod tests {
         Loadgen::Terminated {
             exit_code: 0,
             reason: Some("Completed".into()),
-            message: Some(lab_service::experiment::termination_message(r)),
+            message: Some(lab_service::run::termination_message(r)),
         }
     }
 

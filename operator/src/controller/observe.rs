@@ -15,7 +15,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::Client;
-use lab_service::observe::parse_text;
+use lab_service::run::sampler::parse_text;
 use std::time::Duration;
 
 /// The load generator of this run, as its pod (preferred) and Job show it.
@@ -125,7 +125,7 @@ pub async fn progress(client: &Client, namespace: &str, names: &Names) -> Option
 
 /// `relab_orders_created_total` is sent (accepted), `relab_worker_jobs_total`
 /// by outcome gives paid and failed, `relab_breaker_state` the breaker.
-pub fn progress_from_metrics(samples: &[lab_service::observe::PromSample]) -> LiveProgress {
+pub fn progress_from_metrics(samples: &[lab_service::run::sampler::PromSample]) -> LiveProgress {
     let mut p = LiveProgress::default();
     let mut breaker = 0.0_f64;
     for s in samples {

@@ -14,9 +14,9 @@ pub mod report;
 pub mod table;
 
 use crate::crd::{ReliabilityExperimentStatus, VerdictResult};
-use lab_service::experiment::{run_experiment, ExperimentRun, RunOutput};
 use lab_service::lab::{self, Lab, LabPlan};
-use lab_service::loadgen::Progress;
+use lab_service::run::RunProgress;
+use lab_service::run::{run_experiment, ExperimentRun, RunOutput};
 use relab_model::status::{self, condition};
 use relab_model::validate::ManifestMeta;
 use relab_model::{FieldError, ValidatedExperiment};
@@ -125,7 +125,7 @@ impl Database {
 pub async fn run_local(
     experiment: &ValidatedExperiment,
     opts: &RunOptions,
-    progress: tokio::sync::watch::Sender<Progress>,
+    progress: tokio::sync::watch::Sender<RunProgress>,
     stop: CancellationToken,
 ) -> Result<LocalRun, RunError> {
     let name = experiment.name().to_string();

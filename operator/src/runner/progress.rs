@@ -2,8 +2,8 @@
 //! every few seconds otherwise (CI logs).
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use lab_service::loadgen::cli::progress_line;
-use lab_service::loadgen::Progress;
+use lab_service::run::cli::progress_line;
+use lab_service::run::RunProgress;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -20,7 +20,7 @@ impl ProgressHandle {
 }
 
 /// Draw `progress` until [`ProgressHandle::finish`].
-pub fn spawn(mut progress: watch::Receiver<Progress>, planned: Duration, terminal: bool) -> ProgressHandle {
+pub fn spawn(mut progress: watch::Receiver<RunProgress>, planned: Duration, terminal: bool) -> ProgressHandle {
     let load_seconds = planned.as_secs_f64().ceil() as u64;
     let done = tokio_util::sync::CancellationToken::new();
     let stop = done.clone();

@@ -1,4 +1,4 @@
-//! The observer: once a second during a run (and at the end) it samples the
+//! The sampler: once a second during a run (and at the end) it samples the
 //! database (orders by status, queue depth) and the lab's Prometheus
 //! `/metrics` endpoints (payment calls and failures, retries, breaker),
 //! summed across endpoints (the breaker state: the maximum). Counters are
@@ -9,8 +9,9 @@
 //! (`lab-service all`, the in-process test lab) the API's `/metrics`
 //! already holds the workers' series.
 
+use super::RunProgress;
 use crate::error::Result;
-use crate::loadgen::{LoadReport, Progress};
+use crate::loadgen::LoadReport;
 use crate::summary::TimelinePoint;
 use sqlx::PgPool;
 use std::collections::BTreeMap;
@@ -100,13 +101,13 @@ impl Snapshot {
 
 /// Samples the database and the metrics endpoints.
 #[derive(Debug, Clone)]
-pub struct Observer {
+pub struct Sampler {
     pool: PgPool,
     http: reqwest::Client,
     metrics_urls: Vec<String>,
 }
 
-impl Observer {
+impl Sampler {
     pub fn new(pool: PgPool, http: reqwest::Client, metrics_urls: Vec<String>) -> Self {
         Self {
             pool,
@@ -183,7 +184,7 @@ impl Observer {
         &self,
         baseline: &Snapshot,
         start: Instant,
-        progress: &watch::Sender<Progress>,
+        progress: &watch::Sender<RunProgress>,
         done: &CancellationToken,
     ) -> Vec<Snapshot> {
         let mut samples: Vec<Snapshot> = Vec::new();
@@ -205,7 +206,7 @@ impl Observer {
 }
 
 /// Copy an observation into the live progress.
-pub fn publish(progress: &watch::Sender<Progress>, baseline: &Snapshot, now: &Snapshot, start: Instant) {
+pub fn publish(progress: &watch::Sender<RunProgress>, baseline: &Snapshot, now: &Snapshot, start: Instant) {
     let since = |status: &str| (now.orders(status) - baseline.orders(status)).max(0) as u64;
     progress.send_modify(|p| {
         p.elapsed = start.elapsed();

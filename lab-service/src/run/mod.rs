@@ -1,8 +1,10 @@
-//! One experiment run end to end: baseline, faults, load, drain, audit, and
-//! the [`RunResults`] that the local runner prints and the operator puts in
-//! `status.results`.
+//! The run engine: one experiment run end to end (baseline, faults, load,
+//! drain, audit) and the [`RunResults`] that the local runner prints and the
+//! operator puts in `status.results`. The HTTP load itself is
+//! [`crate::loadgen`]'s; `lab-service loadgen` ([`cli`]) runs this engine in
+//! the cluster's Job.
 //!
-//! 1. connect to the database, take the observer's baseline;
+//! 1. connect to the database, take the sampler's baseline;
 //! 2. `PUT {payment_url}/faults` when a plan is given (restarts the mock's
 //!    schedule clock, so fault phases line up with the load);
 //! 3. run the open-loop load against `POST {api_url}/orders`, observing
@@ -16,8 +18,7 @@
 
 use crate::audit::{self, AuditReport};
 use crate::error::{Error, Result};
-use crate::loadgen::{self, latency_histogram, LoadConfig, LoadReport, Phase, Progress, Target};
-use crate::observe::{self, Observer, Snapshot};
+use crate::loadgen::{self, latency_histogram, LoadConfig, LoadProgress, LoadReport, Target};
 use crate::payment_mock::{FaultPlan, MockStats};
 use crate::summary::{
     BreakerResults, InjectedFaults, InvariantResults, OrderCounts, PaymentResults, Percentiles, RetryResults,
@@ -30,6 +31,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+pub mod cli;
+pub mod progress;
+pub mod sampler;
+
+pub use progress::{RunProgress, RunStage};
+use sampler::{Sampler, Snapshot};
 
 /// After a stop request the drain waits at most this long (or the drain timeout, if shorter).
 pub const STOPPED_DRAIN_LIMIT: Duration = Duration::from_secs(10);
@@ -108,7 +116,7 @@ async fn wait_until_ready(http: &reqwest::Client, run: &ExperimentRun, stop: &Ca
 /// Run one experiment; see the module docs for the steps.
 pub async fn run_experiment(
     run: ExperimentRun,
-    progress: watch::Sender<Progress>,
+    progress: watch::Sender<RunProgress>,
     stop: CancellationToken,
 ) -> Result<RunOutput> {
     run.load.validate()?;
@@ -120,10 +128,10 @@ pub async fn run_experiment(
         wait_until_ready(&http, &run, &stop).await?;
     }
     let pool = crate::db::connect_and_migrate_within(&run.database_url, 4, run.wait_ready).await?;
-    let observer = Observer::new(pool.clone(), http.clone(), run.metrics_urls.clone());
+    let lab_sampler = Sampler::new(pool.clone(), http.clone(), run.metrics_urls.clone());
     let payment_url = run.payment_url.trim_end_matches('/').to_string();
 
-    let baseline = observer.snapshot(Duration::ZERO).await?;
+    let baseline = lab_sampler.snapshot(Duration::ZERO).await?;
     if let Some(plan) = &run.faults {
         install_faults(&http, &payment_url, plan).await?;
     }
@@ -132,17 +140,37 @@ pub async fn run_experiment(
     // load, observed once a second
     let start = Instant::now();
     let observing = CancellationToken::new();
-    // whatever happens below, the observer stops with this run
+    // whatever happens below, the sampler stops with this run
     let _stop_observing = observing.clone().drop_guard();
-    let sampler = {
-        let (observer, baseline, progress, observing) =
-            (observer.clone(), baseline.clone(), progress.clone(), observing.clone());
-        tokio::spawn(async move { observer.every_second(&baseline, start, &progress, &observing).await })
+    let sampling = {
+        let (lab_sampler, baseline, progress, observing) = (
+            lab_sampler.clone(),
+            baseline.clone(),
+            progress.clone(),
+            observing.clone(),
+        );
+        tokio::spawn(async move { lab_sampler.every_second(&baseline, start, &progress, &observing).await })
     };
     let target = Target::Orders {
         api_url: run.api_url.clone(),
     };
-    let load = loadgen::run_load(&target, &run.load, &progress, &stop).await?;
+    let load = {
+        // the driver's counts, copied into the run's progress as they come
+        let (counts, mut watch_counts) = watch::channel(LoadProgress::default());
+        let forward = {
+            let progress = progress.clone();
+            tokio::spawn(async move {
+                while watch_counts.changed().await.is_ok() {
+                    let load = *watch_counts.borrow_and_update();
+                    progress.send_modify(|p| p.take_load(&load));
+                }
+            })
+        };
+        let load = loadgen::run_load(&target, &run.load, &counts, &stop).await;
+        drop(counts);
+        let _ = forward.await;
+        load?
+    };
     tracing::info!(
         sent = load.sent,
         accepted = load.accepted,
@@ -151,7 +179,7 @@ pub async fn run_experiment(
     );
 
     // drain
-    progress.send_modify(|p| p.phase = Phase::Drain);
+    progress.send_modify(|p| p.stage = RunStage::Drain);
     let limit = if stop.is_cancelled() {
         run.drain_timeout.min(STOPPED_DRAIN_LIMIT)
     } else {
@@ -161,15 +189,15 @@ pub async fn run_experiment(
     let drained = wait_for_drain(&pool, &load.accepted_ids, limit, &progress, start).await?;
     let drain_seconds = drain_started.elapsed().as_secs_f64();
     observing.cancel();
-    let mut samples = sampler.await.map_err(|e| Error::Other(format!("observer task: {e}")))?;
-    let last = observer
+    let mut samples = sampling.await.map_err(|e| Error::Other(format!("sampler task: {e}")))?;
+    let last = lab_sampler
         .snapshot_or_previous(start.elapsed(), samples.last().unwrap_or(&baseline))
         .await;
-    observe::publish(&progress, &baseline, &last, start);
+    sampler::publish(&progress, &baseline, &last, start);
     samples.push(last);
 
     // audit
-    progress.send_modify(|p| p.phase = Phase::Audit);
+    progress.send_modify(|p| p.stage = RunStage::Audit);
     let ledger = audit::fetch_ledger(&http, &payment_url).await?;
     let report = audit::audit(&pool, &ledger, Some(&load.accepted_ids)).await?;
     let mock_after = mock_stats(&http, &payment_url).await?;
@@ -186,9 +214,9 @@ pub async fn run_experiment(
         mock_after: &mock_after,
         audit: &report,
     });
-    let timeline = observe::timeline(&load, &baseline, &samples);
+    let timeline = sampler::timeline(&load, &baseline, &samples);
     progress.send_modify(|p| {
-        p.phase = Phase::Done;
+        p.stage = RunStage::Done;
         p.paid = results.orders.paid;
         p.failed = results.orders.failed;
         p.dead_lettered = results.orders.dead_lettered;
@@ -222,7 +250,7 @@ async fn wait_for_drain(
     pool: &PgPool,
     ids: &[Uuid],
     limit: Duration,
-    progress: &watch::Sender<Progress>,
+    progress: &watch::Sender<RunProgress>,
     start: Instant,
 ) -> Result<bool> {
     let deadline = Instant::now() + limit;
@@ -311,7 +339,7 @@ fn assemble(a: Assembly<'_>) -> RunResults {
     let (load, outcomes) = (a.load, a.outcomes);
     let then = &a.baseline.counters;
     let now = a.samples.last().map_or(then, |s| &s.counters);
-    let loops = observe::delta_map(&now.retry_loops, &then.retry_loops);
+    let loops = sampler::delta_map(&now.retry_loops, &then.retry_loops);
     let loop_count = |result: &str| loops.get(result).copied().unwrap_or(0);
     RunResults {
         load_seconds: load.elapsed.as_secs_f64(),
@@ -339,8 +367,8 @@ fn assemble(a: Assembly<'_>) -> RunResults {
         shed_api_latency_ms: Percentiles::from_micros(&load.shed_latency),
         end_to_end_latency_ms: outcomes.end_to_end.clone(),
         payment: PaymentResults {
-            calls: observe::delta(now.payment_calls, then.payment_calls),
-            failures_by_reason: observe::delta_map(&now.payment_failures, &then.payment_failures),
+            calls: sampler::delta(now.payment_calls, then.payment_calls),
+            failures_by_reason: sampler::delta_map(&now.payment_failures, &then.payment_failures),
             charges: a.mock_after.charges.saturating_sub(a.mock_before.charges),
             injected: injected_faults(a.mock_before, a.mock_after),
         },
@@ -349,11 +377,11 @@ fn assemble(a: Assembly<'_>) -> RunResults {
             gave_up: loop_count("gave_up"),
             permanent: loop_count("permanent"),
             breaker_rejected: loop_count("breaker_rejected"),
-            retries: observe::delta(now.retries, then.retries),
+            retries: sampler::delta(now.retries, then.retries),
         },
         breaker: BreakerResults {
-            transitions: observe::delta_map(&now.breaker_transitions, &then.breaker_transitions),
-            rejections: observe::delta_map(&now.breaker_rejections, &then.breaker_rejections),
+            transitions: sampler::delta_map(&now.breaker_transitions, &then.breaker_transitions),
+            rejections: sampler::delta_map(&now.breaker_rejections, &then.breaker_rejections),
             seconds_not_closed: a.samples.iter().filter(|s| s.counters.breaker_state != 0).count() as f64,
         },
         max_queue_depth: a.samples.iter().map(|s| s.queue_depth).max().unwrap_or(0),

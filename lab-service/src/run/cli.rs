@@ -1,11 +1,12 @@
-//! `lab-service loadgen`: run one experiment against a running lab (load,
-//! drain, audit), print progress to stderr and the results JSON to stdout,
-//! and optionally write the full output and a Kubernetes termination message.
+//! `lab-service loadgen` (the cluster's load-generator Job): run the run
+//! engine against a running lab (load, drain, audit), print progress to
+//! stderr and the results JSON to stdout, and optionally write the full
+//! output and a Kubernetes termination message.
 
-use super::schedule::{parse_stages, stage};
-use super::{LoadConfig, Phase, Progress};
+use super::{run_experiment, termination_message, ExperimentRun, RunOutput, RunProgress, RunStage};
 use crate::config::ConfigError;
-use crate::experiment::{run_experiment, termination_message, ExperimentRun, RunOutput};
+use crate::loadgen::schedule::{format_stages, parse_stages, stage};
+use crate::loadgen::{LoadConfig, LoadMode};
 use crate::payment_mock::FaultPlan;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -79,7 +80,68 @@ fn check_url(field: &str, url: &str) -> Result<String, ConfigError> {
     Ok(url.trim_end_matches('/').to_string())
 }
 
+/// What `lab-service loadgen` runs: the run's settings and where its
+/// results go. Crosses into the load generator's pod as environment
+/// ([`LoadgenConfig::to_env`], read back by [`LoadgenArgs`]).
+#[derive(Debug, Clone)]
+pub struct LoadgenConfig {
+    pub run: ExperimentRun,
+    pub output: Option<PathBuf>,
+    pub termination_log: Option<PathBuf>,
+}
+
+impl LoadgenConfig {
+    /// The `RELAB_*` variables `lab-service loadgen` reads back into this
+    /// configuration, but the database URL (the database settings' own:
+    /// [`crate::config::DatabaseArgs::to_env`], as it may come from a Secret).
+    pub fn to_env(&self) -> Vec<(&'static str, String)> {
+        let run = &self.run;
+        let stages = match &run.load.mode {
+            LoadMode::OpenLoop { stages } => format_stages(stages),
+            LoadMode::ClosedLoop { .. } => unreachable!("the load generator runs an open loop"),
+        };
+        let mut env = vec![
+            ("RELAB_API_URL", run.api_url.clone()),
+            ("RELAB_PAYMENT_URL", run.payment_url.clone()),
+            ("RELAB_METRICS_URLS", run.metrics_urls.join(",")),
+            ("RELAB_LOAD_STAGES", stages),
+            ("RELAB_MAX_IN_FLIGHT", run.load.max_in_flight.to_string()),
+            (
+                "RELAB_REQUEST_TIMEOUT_MS",
+                run.load.request_timeout.as_millis().to_string(),
+            ),
+            ("RELAB_LOAD_SEED", run.load.seed.to_string()),
+            ("RELAB_DRAIN_TIMEOUT_SECS", run.drain_timeout.as_secs().to_string()),
+            ("RELAB_WAIT_READY_SECS", run.wait_ready.as_secs().to_string()),
+        ];
+        if let Some(plan) = &run.faults {
+            env.push((
+                "RELAB_FAULTS",
+                serde_json::to_string(plan).expect("a fault plan serializes"),
+            ));
+        }
+        if let Some(path) = &self.output {
+            env.push(("RELAB_OUTPUT", path.display().to_string()));
+        }
+        if let Some(path) = &self.termination_log {
+            env.push(("RELAB_TERMINATION_LOG", path.display().to_string()));
+        }
+        env
+    }
+}
+
 impl LoadgenArgs {
+    /// Check every flag: the run and where its results go.
+    pub fn into_config(self) -> Result<LoadgenConfig, ConfigError> {
+        let output = self.output.clone();
+        let termination_log = self.termination_log.clone();
+        Ok(LoadgenConfig {
+            run: self.into_run()?,
+            output,
+            termination_log,
+        })
+    }
+
     /// Check every flag and build the run; the error names the flag.
     pub fn into_run(self) -> Result<ExperimentRun, ConfigError> {
         const STAGES: &str = "--stages (RELAB_LOAD_STAGES)";
@@ -166,13 +228,15 @@ fn parse_faults(raw: &str) -> Result<FaultPlan, ConfigError> {
 /// Run `lab-service loadgen`. Completing the run is success (exit 0) whatever
 /// the results say; verdicts are decided elsewhere.
 pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
-    let output = args.output.clone();
-    let termination_log = args.termination_log.clone();
-    let run = args.into_run()?;
-    let (progress, watcher) = watch::channel(Progress::default());
+    let LoadgenConfig {
+        run,
+        output,
+        termination_log,
+    } = args.into_config()?;
+    let (progress, watcher) = watch::channel(RunProgress::default());
     let last = watcher.clone();
     let printer = tokio::spawn(print_progress(watcher));
-    let result = run_experiment(run, progress, crate::cli::shutdown_signal()).await;
+    let result = run_experiment(run, progress, crate::shutdown::signal()).await;
     printer.abort();
     let last = last.borrow().clone();
     if std::io::stderr().is_terminal() {
@@ -196,7 +260,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
 }
 
 /// One line per second on a log (not a TTY); a redrawn bar on a terminal.
-async fn print_progress(mut watcher: watch::Receiver<Progress>) {
+async fn print_progress(mut watcher: watch::Receiver<RunProgress>) {
     let tty = std::io::stderr().is_terminal();
     let every = if tty {
         Duration::from_millis(250)
@@ -210,7 +274,7 @@ async fn print_progress(mut watcher: watch::Receiver<Progress>) {
             return;
         }
         let p = watcher.borrow_and_update().clone();
-        if p.phase == Phase::Starting {
+        if p.stage == RunStage::Starting {
             continue;
         }
         if tty {
@@ -222,10 +286,10 @@ async fn print_progress(mut watcher: watch::Receiver<Progress>) {
 }
 
 /// `[load] 12.0s/30.0s sent=600 accepted=598 ...`
-pub fn progress_line(p: &Progress) -> String {
+pub fn progress_line(p: &RunProgress) -> String {
     format!(
         "[{}] {:.1}s/{:.1}s sent={} accepted={} shed={} errors={} paid={} failed={} dead_lettered={} queue={} breaker={}",
-        p.phase,
+        p.stage,
         p.elapsed.as_secs_f64(),
         p.planned.as_secs_f64(),
         p.sent,
@@ -240,7 +304,7 @@ pub fn progress_line(p: &Progress) -> String {
     )
 }
 
-fn progress_bar(p: &Progress) -> String {
+fn progress_bar(p: &RunProgress) -> String {
     const WIDTH: usize = 30;
     let planned = p.planned.as_secs_f64();
     let share = if planned > 0.0 {
@@ -327,13 +391,13 @@ mod tests {
 
     #[test]
     fn the_progress_line_names_phase_and_counts() {
-        let p = Progress {
-            phase: Phase::Drain,
+        let p = RunProgress {
+            stage: RunStage::Drain,
             elapsed: Duration::from_millis(12_500),
             planned: Duration::from_secs(10),
             sent: 500,
             breaker_state: 1,
-            ..Progress::default()
+            ..RunProgress::default()
         };
         let line = progress_line(&p);
         assert!(line.starts_with("[drain] 12.5s/10.0s sent=500"), "{line}");
