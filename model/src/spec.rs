@@ -532,9 +532,9 @@ pub struct ImagesSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub postgres: Option<String>,
-    /// IfNotPresent, Always or Never.
+    /// IfNotPresent, Always or Never (checked by relab, not the schema, so
+    /// that a wrong value reaches the operator and shows as `Valid=False`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 16))]
     pub pull_policy: Option<String>,
 }
 

@@ -58,6 +58,37 @@ fn invalid_manifests_exit_2_and_name_the_field() {
             "spec.payment.faultsSchedule[0].endSeconds",
         ),
         ("wrong kind", "kind: ReliabilityExperiment", "kind: Experiment", "kind"),
+        // the CRD schema's bounds (the API server refuses these too: tests/bounds.rs)
+        (
+            "too many workers",
+            "retry: {",
+            "workers: 1000000\n    retry: {",
+            "spec.orderService.workers",
+        ),
+        (
+            "too many replicas",
+            "retry: {",
+            "replicas: 100\n    retry: {",
+            "spec.orderService.replicas",
+        ),
+        (
+            "too many retry attempts",
+            "maxAttempts: 4,",
+            "maxAttempts: 1000,",
+            "spec.orderService.retry.maxAttempts",
+        ),
+        (
+            "a hang of 1e9 ms",
+            "failureRate: 0.3}",
+            "failureRate: 0.3, hangMs: 1000000000}",
+            "spec.payment.hangMs",
+        ),
+        (
+            "a phase name of 100 characters",
+            "failureRate: 0.3}",
+            "failureRate: 0.3, faultsSchedule: [{name: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa, startSeconds: 1, endSeconds: 2}]}",
+            "spec.payment.faultsSchedule[0].name",
+        ),
     ];
     for (what, from, to, field) in cases {
         let manifest = BASE.replace(from, to);
@@ -76,6 +107,45 @@ fn invalid_manifests_exit_2_and_name_the_field() {
     let (code, _, stderr) = relab(&["run", "/nonexistent/x.yaml"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("cannot read"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn hostile_documents_are_refused_at_once_naming_the_limit() {
+    let dir = std::env::temp_dir().join(format!("relab-cli-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // endless input: answers at once (a read bounded by the 1 MiB limit)
+    let started = std::time::Instant::now();
+    let (code, _, stderr) = relab(&["validate", "/dev/zero"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("1048576"), "names the limit: {stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+    // a 50 MB manifest, refused before parsing
+    let big = dir.join("big.yaml");
+    let mut text = BASE.to_string();
+    text.push_str(&format!("# {}\n", "x".repeat(50 * 1024 * 1024)));
+    std::fs::write(&big, text).unwrap();
+    for cmd in ["validate", "run"] {
+        let (code, _, stderr) = relab(&[cmd, big.to_str().unwrap()]);
+        assert_eq!(code, 2, "{cmd}: {stderr}");
+        assert!(stderr.contains("1048576"), "{cmd}: {stderr}");
+    }
+    // 10,000 fault phases: past the schema's maxItems
+    let phases = (0..10_000)
+        .map(|i| format!("{{name: p{i}, startSeconds: 0}}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let many = dir.join("many.yaml");
+    std::fs::write(&many, BASE.replace("failureRate: 0.3}", &format!("failureRate: 0.3, faultsSchedule: [{phases}]}}"))).unwrap();
+    let (code, _, stderr) = relab(&["validate", many.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("spec.payment.faultsSchedule:"), "{}", &stderr[..stderr.len().min(500)]);
+    // a time scale out of range names the flag
+    let ok = dir.join("ok.yaml");
+    std::fs::write(&ok, BASE).unwrap();
+    let (code, _, stderr) = relab(&["run", ok.to_str().unwrap(), "--time-scale", "0"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--time-scale"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
