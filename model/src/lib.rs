@@ -20,6 +20,7 @@ pub mod schema;
 pub mod spec;
 pub mod status;
 pub mod validate;
+pub mod variants;
 pub mod verdict;
 
 pub use error::FieldError;

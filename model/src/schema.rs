@@ -133,15 +133,20 @@ fn dotted(root: &str, pointer: &str, value: &Value) -> String {
 pub enum Step {
     Field(String),
     Item,
+    /// Any key of a map (`additionalProperties`).
+    Key,
 }
 
 /// One bound of the spec's schema: where, which keyword, and its value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bound {
     pub path: Vec<Step>,
-    /// `minimum`, `maximum`, `minLength`, `maxLength`, `minItems` or `maxItems`.
+    /// `minimum`, `maximum`, `minLength`, `maxLength`, `minItems`,
+    /// `maxItems` or `maxProperties`.
     pub keyword: &'static str,
     pub value: f64,
+    /// The bound itself is outside (`exclusiveMinimum`/`exclusiveMaximum`).
+    pub exclusive: bool,
     /// `integer`, `number`, `string` or `array`.
     pub type_: String,
 }
@@ -157,6 +162,7 @@ impl Bound {
                     s.push_str(f);
                 }
                 Step::Item => s.push_str("[]"),
+                Step::Key => s.push_str("[*]"),
             }
         }
         s
@@ -165,7 +171,15 @@ impl Bound {
 
 /// Every bound stated in the CRD's spec schema, in schema order.
 pub fn bounds() -> Vec<Bound> {
-    const KEYWORDS: [&str; 6] = ["minimum", "maximum", "minLength", "maxLength", "minItems", "maxItems"];
+    const KEYWORDS: [&str; 7] = [
+        "minimum",
+        "maximum",
+        "minLength",
+        "maxLength",
+        "minItems",
+        "maxItems",
+        "maxProperties",
+    ];
     fn walk(schema: &Value, path: &mut Vec<Step>, out: &mut Vec<Bound>) {
         let type_ = schema
             .get("type")
@@ -174,10 +188,16 @@ pub fn bounds() -> Vec<Bound> {
             .to_string();
         for keyword in KEYWORDS {
             if let Some(value) = schema.get(keyword).and_then(Value::as_f64) {
+                let exclusive = match keyword {
+                    "minimum" => schema.get("exclusiveMinimum") == Some(&Value::Bool(true)),
+                    "maximum" => schema.get("exclusiveMaximum") == Some(&Value::Bool(true)),
+                    _ => false,
+                };
                 out.push(Bound {
                     path: path.clone(),
                     keyword,
                     value,
+                    exclusive,
                     type_: type_.clone(),
                 });
             }
@@ -192,6 +212,11 @@ pub fn bounds() -> Vec<Bound> {
         if let Some(items) = schema.get("items") {
             path.push(Step::Item);
             walk(items, path, out);
+            path.pop();
+        }
+        if let Some(values) = schema.get("additionalProperties").filter(|v| v.is_object()) {
+            path.push(Step::Key);
+            walk(values, path, out);
             path.pop();
         }
     }

@@ -14,6 +14,7 @@
 use crate::faults::{FaultSettings, MAX_FAULT_PHASES};
 #[cfg(feature = "kube")]
 use crate::status::ReliabilityExperimentStatus;
+use crate::variants::{BaselineSpec, RepeatSpec, Sweep, VariantSpec, MAX_LAB_RUNS};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +77,28 @@ pub struct ReliabilityExperimentSpec {
     /// Image overrides for the lab's workloads.
     #[serde(default)]
     pub images: ImagesSpec,
+    /// Configurations to compare: each a full lab run of the same load and
+    /// faults, with overrides deep-merged over `orderService` / `payment`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LAB_RUNS))]
+    pub variants: Vec<VariantSpec>,
+    /// Instead of `variants`: dotted paths to the values each takes
+    /// (`orderService.retry.maxAttempts: [1, 3, 5]`); the cross product
+    /// becomes the variants, and the status recommends one.
+    #[serde(default, skip_serializing_if = "is_empty_sweep")]
+    pub sweep: Sweep,
+    /// Runs per variant (run i uses payment seed + i) and the confidence of
+    /// the intervals each objective is judged on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat: Option<RepeatSpec>,
+    /// Fail when a figure regresses past these margins against the last
+    /// Passed run in `status.history` (`relab run --baseline status.json` locally).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineSpec>,
+}
+
+fn is_empty_sweep(sweep: &Sweep) -> bool {
+    sweep.0.is_empty()
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -13,6 +13,7 @@
 use crate::error::{FieldError, Problems};
 use crate::faults::{check_windows, FaultPhase, FaultPlan, Window};
 use crate::spec::{ReliabilityExperimentSpec, PULL_POLICIES};
+use crate::variants::{Expectation, RepeatSpec};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -249,6 +250,88 @@ pub fn check_name(name: Option<&str>) -> Vec<FieldError> {
     p.0
 }
 
+/// Validate each variant as a spec of its own: the base spec (without
+/// the comparison fields) with the variant's overrides deep-merged, through
+/// the schema, the types and the cross-field rules; problems named at the
+/// variant (or the sweep entry).
+fn plan_variants(spec: &ReliabilityExperimentSpec, problems: &mut Vec<FieldError>) -> Vec<PlannedVariant> {
+    use crate::variants::{check, deep_merge, expand_sweep, rehome};
+    let mut base = spec.clone();
+    base.variants.clear();
+    base.sweep = Default::default();
+    base.repeat = None;
+    let defaults = serde_json::to_value(&base).expect("a spec serializes");
+    let mut p = Problems::default();
+    check(
+        &spec.variants,
+        &spec.sweep.0,
+        &spec.repeat.clone().unwrap_or_default(),
+        &defaults,
+        &mut p,
+    );
+    if !p.is_empty() {
+        // the variants cannot be made (or are too many): say so, not more
+        problems.extend(p.0);
+        return Vec::new();
+    }
+    let (variants, sweep) = if spec.sweep.0.is_empty() {
+        (spec.variants.clone(), None)
+    } else {
+        (expand_sweep(&spec.sweep.0), Some(&spec.sweep.0))
+    };
+    let mut out = Vec::new();
+    for (i, v) in variants.iter().enumerate() {
+        let mut merged = defaults.clone();
+        let mut overrides = serde_json::Map::new();
+        for (root, value) in [("orderService", &v.order_service), ("payment", &v.payment)] {
+            if let Some(value) = value {
+                let value = serde_json::Value::Object(value.clone());
+                deep_merge(&mut merged[root], &value);
+                overrides.insert(root.to_string(), value);
+            }
+        }
+        let mut found = crate::schema::check_spec(&merged);
+        let typed: Option<ReliabilityExperimentSpec> = if found.is_empty() {
+            match typed(&merged, "spec") {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    found.extend(e);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(t) = &typed {
+            found.extend(cross_field(t));
+        }
+        let before = problems.len();
+        for e in found.into_iter().map(|e| rehome(e, v, i, sweep)) {
+            // a sweep entry that breaks every variant is reported once
+            if !problems
+                .iter()
+                .any(|known| known.path == e.path && e.path.starts_with("spec.sweep"))
+            {
+                problems.push(e);
+            }
+        }
+        if let (Some(t), true) = (typed, problems.len() == before) {
+            out.push(PlannedVariant {
+                name: v.name.clone(),
+                expect: v.expect,
+                overrides: serde_json::Value::Object(overrides),
+                experiment: ValidatedExperiment {
+                    name: v.name.clone(),
+                    spec: t,
+                    time_scale: 1.0,
+                    variants: Vec::new(),
+                },
+            });
+        }
+    }
+    out
+}
+
 /// One stage of the load: a constant arrival rate for a while.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LoadStage {
@@ -265,6 +348,29 @@ pub struct ValidatedExperiment {
     name: String,
     spec: ReliabilityExperimentSpec,
     time_scale: f64,
+    /// The configurations compared (`spec.variants`, or `spec.sweep`
+    /// expanded), each validated as a spec of its own; empty without.
+    variants: Vec<PlannedVariant>,
+}
+
+/// One variant of an experiment: its name, what it is meant to show, the
+/// overrides it was made of, and its own validated spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedVariant {
+    pub name: String,
+    pub expect: Expectation,
+    /// `{"orderService": {...}, "payment": {...}}` as given (or as the sweep made it).
+    pub overrides: serde_json::Value,
+    pub experiment: ValidatedExperiment,
+}
+
+/// One lab run of an experiment: which variant (none without variants),
+/// which repeat, and the spec it runs (payment seed + repeat).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabRun {
+    pub variant: Option<usize>,
+    pub repeat: u32,
+    pub experiment: ValidatedExperiment,
 }
 
 /// The range `--time-scale` may take.
@@ -277,6 +383,7 @@ impl ValidatedExperiment {
     pub fn new(name: Option<&str>, spec: ReliabilityExperimentSpec) -> Result<Self, Vec<FieldError>> {
         let mut problems = check_name(name);
         problems.extend(cross_field(&spec));
+        let variants = plan_variants(&spec, &mut problems);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -284,7 +391,50 @@ impl ValidatedExperiment {
             name: name.unwrap_or("experiment").to_string(),
             spec,
             time_scale: 1.0,
+            variants,
         })
+    }
+
+    /// The variants compared (empty when the spec has none).
+    pub fn variants(&self) -> &[PlannedVariant] {
+        &self.variants
+    }
+
+    /// `spec.repeat`, or one run.
+    pub fn repeat(&self) -> RepeatSpec {
+        self.spec.repeat.clone().unwrap_or_default()
+    }
+
+    /// Every lab run, in the order the local runner runs them: interleaved
+    /// A1 B1 A2 B2 ..., so that drift of the machine hits every variant
+    /// alike. Run i of a variant uses the payment seed + i.
+    pub fn lab_runs(&self) -> Vec<LabRun> {
+        let runs = self.repeat().runs;
+        let mut out = Vec::new();
+        for repeat in 0..runs {
+            if self.variants.is_empty() {
+                out.push(LabRun {
+                    variant: None,
+                    repeat,
+                    experiment: self.seeded(repeat),
+                });
+            }
+            for (i, v) in self.variants.iter().enumerate() {
+                out.push(LabRun {
+                    variant: Some(i),
+                    repeat,
+                    experiment: v.experiment.seeded(repeat),
+                });
+            }
+        }
+        out
+    }
+
+    /// This experiment with the payment seed moved on by `offset`.
+    pub fn seeded(&self, offset: u32) -> Self {
+        let mut next = self.clone();
+        next.spec.payment.seed = next.spec.payment.seed.wrapping_add(u64::from(offset));
+        next
     }
 
     /// Parse and validate a manifest's text.
@@ -308,6 +458,9 @@ impl ValidatedExperiment {
             )]);
         }
         self.time_scale = factor;
+        for v in &mut self.variants {
+            v.experiment.time_scale = factor;
+        }
         Ok(self)
     }
 
@@ -555,5 +708,123 @@ spec:
                 "{bad}"
             );
         }
+    }
+
+    const VARIANTS: &str = r#"
+apiVersion: relab.dev/v1alpha1
+kind: ReliabilityExperiment
+metadata: {name: t}
+spec:
+  load: {ratePerSecond: 20, durationSeconds: 30}
+  variants:
+    - {name: with-breaker}
+    - name: no-breaker
+      expect: Failed
+      orderService: {circuitBreaker: {enabled: false}}
+  repeat: {runs: 2, confidence: 0.9}
+"#;
+
+    #[test]
+    fn variants_are_validated_specs_of_their_own_run_interleaved_with_seeds() {
+        let (v, _) = ValidatedExperiment::from_manifest(VARIANTS).unwrap();
+        let names: Vec<_> = v.variants().iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["with-breaker", "no-breaker"]);
+        assert!(v.variants()[0].experiment.spec().order_service.circuit_breaker.enabled);
+        let off = &v.variants()[1];
+        assert!(!off.experiment.spec().order_service.circuit_breaker.enabled);
+        assert_eq!(off.expect, Expectation::Failed);
+        assert_eq!(
+            off.experiment.spec().order_service.retry.max_attempts,
+            4,
+            "the rest is the base's"
+        );
+        assert_eq!(
+            off.overrides,
+            serde_json::json!({"orderService": {"circuitBreaker": {"enabled": false}}})
+        );
+        let order: Vec<_> = v
+            .lab_runs()
+            .iter()
+            .map(|r| (r.variant, r.repeat, r.experiment.spec().payment.seed))
+            .collect();
+        assert_eq!(
+            order,
+            [(Some(0), 0, 42), (Some(1), 0, 42), (Some(0), 1, 43), (Some(1), 1, 43)]
+        );
+        let scaled = v.with_time_scale(0.5).unwrap();
+        assert_eq!(scaled.variants()[1].experiment.load_duration(), Duration::from_secs(15));
+    }
+
+    #[test]
+    fn every_comparison_problem_names_its_field() {
+        let cases = [
+            (
+                "circuitBreaker: {enabled: false}",
+                "circuitBreaker: {enabld: false}",
+                "spec.variants[1].orderService.circuitBreaker.enabld",
+            ),
+            (
+                "circuitBreaker: {enabled: false}",
+                "workers: 100000",
+                "spec.variants[1].orderService.workers",
+            ),
+            (
+                "circuitBreaker: {enabled: false}",
+                "retry: {initialBackoffMs: 5000}",
+                "spec.variants[1].orderService.retry.maxBackoffMs",
+            ),
+            ("name: no-breaker", "name: with-breaker", "spec.variants[1].name"),
+            ("name: no-breaker", "name: No_Breaker", "spec.variants[1].name"),
+            ("{runs: 2, confidence: 0.9}", "{runs: 0}", "spec.repeat.runs"),
+            ("{runs: 2, confidence: 0.9}", "{runs: 51}", "spec.repeat.runs"),
+            (
+                "{runs: 2, confidence: 0.9}",
+                "{runs: 2, confidence: 0.5}",
+                "spec.repeat.confidence",
+            ),
+            (
+                "{runs: 2, confidence: 0.9}",
+                "{runs: 2, confidence: 0.999}",
+                "spec.repeat.confidence",
+            ),
+            ("{runs: 2, confidence: 0.9}", "{runs: 33}", "spec.variants"),
+            (
+                "  repeat:",
+                "  sweep: {orderService.retry.maxAttempts: [1, 2]}\n  repeat:",
+                "spec.sweep",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let yaml = VARIANTS.replace(from, to);
+            assert_ne!(yaml, VARIANTS, "{to}");
+            let got = paths(&yaml);
+            assert!(got.contains(&want.to_string()), "{to}: got {got:?}");
+        }
+        let sweep = |entries: &str| {
+            paths(&format!(
+                "apiVersion: relab.dev/v1alpha1\nkind: ReliabilityExperiment\nmetadata: {{name: t}}\nspec:\n  load: {{ratePerSecond: 20, durationSeconds: 30}}\n  sweep: {{{entries}}}\n"
+            ))
+        };
+        assert_eq!(sweep("orderService.retry.maxAttempts: [1, 3, 5]"), Vec::<String>::new());
+        assert_eq!(
+            sweep("orderService.retry.maxAtempts: [1, 3]"),
+            [r#"spec.sweep["orderService.retry.maxAtempts"]"#]
+        );
+        assert_eq!(
+            sweep("orderService.retry: [1, 3]"),
+            [r#"spec.sweep["orderService.retry"]"#]
+        );
+        assert_eq!(
+            sweep("load.ratePerSecond: [1, 3]"),
+            [r#"spec.sweep["load.ratePerSecond"]"#]
+        );
+        let bad_value = sweep("orderService.retry.maxAttempts: [1, 1000]");
+        assert_eq!(
+            bad_value,
+            [r#"spec.sweep["orderService.retry.maxAttempts"]"#],
+            "the field's own bound"
+        );
+        let many = sweep("orderService.retry.maxAttempts: [1, 2, 3, 4, 5, 6, 7, 8], orderService.workers: [1, 2, 3, 4, 5, 6, 7, 8, 9]");
+        assert_eq!(many, ["spec.sweep"], "72 lab runs");
     }
 }

@@ -24,15 +24,19 @@ fn base_spec() -> Value {
 
 /// A valid element for a list at `path` (the path of the list itself).
 fn element_for(path: &[Step]) -> Value {
+    if matches!(path.last(), Some(Step::Key)) {
+        return json!(1); // a sweep value
+    }
     let last = path.iter().rev().find_map(|s| match s {
         Step::Field(f) => Some(f.as_str()),
-        Step::Item => None,
+        Step::Item | Step::Key => None,
     });
     match last {
         Some("stages") => json!({ "ratePerSecond": 1, "durationSeconds": 1 }),
         Some("faultsSchedule") => json!({ "name": "phase", "startSeconds": 0 }),
         Some("apiLatency" | "endToEndLatency") => json!({ "percentile": "p95", "maxMs": 1 }),
         Some("failureStatuses") => json!(500),
+        Some("variants") => json!({ "name": "v" }),
         other => panic!("no valid element known for the list {other:?}: add one here"),
     }
 }
@@ -51,11 +55,29 @@ fn values(b: &Bound) -> (Value, Value) {
     let integer = b.type_ == "integer";
     let step = if integer { 1.0 } else { (b.value.abs() * 1e-6).max(1e-6) };
     let num = |v: f64| if integer { json!(v as i64) } else { json!(v) };
+    match (b.keyword, b.exclusive) {
+        ("minimum", true) => (num(b.value + step), num(b.value)),
+        ("maximum", true) => (num(b.value - step), num(b.value)),
+        _ => values_inclusive(b, step, num),
+    }
+}
+
+fn values_inclusive(b: &Bound, step: f64, num: impl Fn(f64) -> Value) -> (Value, Value) {
     match b.keyword {
         "minimum" => (num(b.value), num(b.value - step)),
         "maximum" => (num(b.value), num(b.value + step)),
-        "minLength" => (json!("a".repeat(b.value as usize)), json!("a".repeat(b.value as usize - 1))),
-        "maxLength" => (json!("a".repeat(b.value as usize)), json!("a".repeat(b.value as usize + 1))),
+        "maxProperties" => {
+            let map = |n: usize| Value::Object((0..n).map(|i| (format!("k{i}"), json!([1]))).collect());
+            (map(b.value as usize), map(b.value as usize + 1))
+        }
+        "minLength" => (
+            json!("a".repeat(b.value as usize)),
+            json!("a".repeat(b.value as usize - 1)),
+        ),
+        "maxLength" => (
+            json!("a".repeat(b.value as usize)),
+            json!("a".repeat(b.value as usize + 1)),
+        ),
         "minItems" | "maxItems" => {
             let n = b.value as usize;
             let element = element_for(&b.path);
@@ -89,6 +111,15 @@ fn with_value(mut spec: Value, path: &[Step], value: Value) -> (Value, String) {
                     object_for(f)
                 };
                 at = obj.entry(f.clone()).or_insert(fresh);
+            }
+            Step::Key => {
+                shown.push_str(".k");
+                let map = at.as_object_mut().expect("a map on the way");
+                if last {
+                    map.insert("k".into(), value);
+                    return (spec, shown);
+                }
+                at = map.entry("k".to_string()).or_insert(json!([1]));
             }
             Step::Item => {
                 shown.push_str("[0]");
@@ -147,7 +178,11 @@ async fn every_schema_bound_is_refused_just_past_it_and_accepted_at_it_by_both_c
                 let server = api.create(&dry, &object).await;
                 let mine = relab_problems(&spec, &field);
                 if should_pass {
-                    assert!(server.is_ok(), "{what}: the API server refused the bound: {:?}", server.err());
+                    assert!(
+                        server.is_ok(),
+                        "{what}: the API server refused the bound: {:?}",
+                        server.err()
+                    );
                     assert!(mine.is_empty(), "{what}: relab refused the bound: {mine:?}");
                 } else {
                     match server {

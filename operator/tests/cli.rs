@@ -119,7 +119,11 @@ fn hostile_documents_are_refused_at_once_naming_the_limit() {
     let (code, _, stderr) = relab(&["validate", "/dev/zero"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("1048576"), "names the limit: {stderr}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
     // a 50 MB manifest, refused before parsing
     let big = dir.join("big.yaml");
     let mut text = BASE.to_string();
@@ -136,10 +140,21 @@ fn hostile_documents_are_refused_at_once_naming_the_limit() {
         .collect::<Vec<_>>()
         .join(", ");
     let many = dir.join("many.yaml");
-    std::fs::write(&many, BASE.replace("failureRate: 0.3}", &format!("failureRate: 0.3, faultsSchedule: [{phases}]}}"))).unwrap();
+    std::fs::write(
+        &many,
+        BASE.replace(
+            "failureRate: 0.3}",
+            &format!("failureRate: 0.3, faultsSchedule: [{phases}]}}"),
+        ),
+    )
+    .unwrap();
     let (code, _, stderr) = relab(&["validate", many.to_str().unwrap()]);
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("spec.payment.faultsSchedule:"), "{}", &stderr[..stderr.len().min(500)]);
+    assert!(
+        stderr.contains("spec.payment.faultsSchedule:"),
+        "{}",
+        &stderr[..stderr.len().min(500)]
+    );
     // a time scale out of range names the flag
     let ok = dir.join("ok.yaml");
     std::fs::write(&ok, BASE).unwrap();
