@@ -38,8 +38,32 @@ pub fn deployment(owner: &Owner, experiment: &ValidatedExperiment, images: &Imag
     if spec.database.external.is_some() {
         return None;
     }
-    let max_connections = max_connections(spec.order_service.replicas);
-    let container = Container {
+    let container = container(images, max_connections(spec.order_service.replicas));
+    let pod = PodSpec {
+        automount_service_account_token: Some(false),
+        // the lab's data is disposable once the run is judged: Postgres'
+        // SIGTERM (smart shutdown) would wait for every client
+        termination_grace_period_seconds: Some(LAB_GRACE_SECONDS),
+        security_context: Some(pod_security_context(Some(POSTGRES_USER))),
+        containers: vec![container],
+        volumes: Some(
+            VOLUMES
+                .iter()
+                .map(|(name, _)| Volume {
+                    name: name.to_string(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Volume::default()
+                })
+                .collect(),
+        ),
+        ..PodSpec::default()
+    };
+    Some(pod::deployment(owner, owner.names.postgres(), "postgres", pod))
+}
+
+/// The `postgres` container: trust auth, database `relab`, `fsync=off`.
+fn container(images: &Images, max_connections: i64) -> Container {
+    Container {
         name: "postgres".into(),
         image: Some(images.postgres.clone()),
         image_pull_policy: Some(images.pull_policy.clone()),
@@ -89,25 +113,5 @@ pub fn deployment(owner: &Owner, experiment: &ValidatedExperiment, images: &Imag
                 .collect(),
         ),
         ..Container::default()
-    };
-    let pod = PodSpec {
-        automount_service_account_token: Some(false),
-        // the lab's data is disposable once the run is judged: Postgres'
-        // SIGTERM (smart shutdown) would wait for every client
-        termination_grace_period_seconds: Some(LAB_GRACE_SECONDS),
-        security_context: Some(pod_security_context(Some(POSTGRES_USER))),
-        containers: vec![container],
-        volumes: Some(
-            VOLUMES
-                .iter()
-                .map(|(name, _)| Volume {
-                    name: name.to_string(),
-                    empty_dir: Some(EmptyDirVolumeSource::default()),
-                    ..Volume::default()
-                })
-                .collect(),
-        ),
-        ..PodSpec::default()
-    };
-    Some(pod::deployment(owner, owner.names.postgres(), "postgres", pod))
+    }
 }
