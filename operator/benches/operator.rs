@@ -20,7 +20,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use relab_operator::controller::children::{self, LabDefaults, Names, ServiceIps};
+use relab_operator::controller::build::{self, LabDefaults, ServiceIps};
 use relab_operator::crd::{Phase, ReliabilityExperiment};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -213,7 +213,7 @@ async fn reference(client: Client, ns: String, n: usize) {
         rx.metadata.name = Some(format!("ref-{i:03}"));
         stored.push(api.create(&PostParams::default(), &rx).await.expect("create"));
     }
-    let apply = |child: &children::Child| {
+    let apply = |child: &build::Child| {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &child.kind.api_resource());
         let (name, body) = (child.name.clone(), child.body.clone());
         async move {
@@ -226,10 +226,11 @@ async fn reference(client: Client, ns: String, n: usize) {
     let runs = stored.iter().map(|rx| {
         let apply = &apply;
         async move {
-            let applied = futures::future::join_all(children::services(rx).iter().map(apply)).await;
-            let ips = ServiceIps::from_applied(&Names::new(rx), &applied).expect("ClusterIPs");
             let experiment = relab_operator::crd::validated(rx).expect("a valid example");
-            let rest = children::workloads(rx, &experiment, &ips, &LabDefaults::default());
+            let owner = build::Owner::of(rx);
+            let applied = futures::future::join_all(build::services(&owner, &experiment).iter().map(apply)).await;
+            let ips = ServiceIps::from_applied(&owner.names, &applied).expect("ClusterIPs");
+            let rest = build::workloads(&owner, &experiment, &ips, &LabDefaults::default());
             futures::future::join_all(rest.iter().map(apply)).await;
             start.elapsed()
         }

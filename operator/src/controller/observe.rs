@@ -1,14 +1,16 @@
-//! What the controller reads back from the cluster: the load generator's
-//! pod and Job (where the results arrive, as the container's termination
-//! message), and live progress from the order service's `/metrics`.
+//! The observe step: what the controller reads back from the cluster for
+//! the phase machine ([`Observed`]): the load generator's pod and Job (where
+//! the results arrive, as the container's termination message), and live
+//! progress from the order service's `/metrics`.
 //!
 //! Progress is read through the API server's service proxy
 //! (`/api/v1/namespaces/<ns>/services/<svc>:<port>/proxy/metrics`): it works
 //! whether the operator runs in the cluster or beside it, needs no DNS, and
 //! sends nothing anywhere the API server would not.
 
-use super::children::{Names, LABEL_COMPONENT};
-use super::machine::Loadgen;
+use super::build::{Names, LABEL_COMPONENT};
+use super::machine::{Loadgen, Observed};
+use super::{err, Context, Error, ErrorKind};
 use crate::crd::LiveProgress;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
@@ -17,6 +19,28 @@ use kube::api::{Api, ListParams};
 use kube::Client;
 use lab_service::run::sampler::parse_text;
 use std::time::Duration;
+
+/// What this run shows now: the load generator's state and, while it runs
+/// (and the operator reads progress), the live figures. A run that started
+/// in this reconcile has nothing to show yet (its status goes out first).
+pub async fn run(ctx: &Context, namespace: &str, names: &Names, started_now: bool) -> Result<Observed, Error> {
+    let loadgen = if started_now {
+        Loadgen::Missing
+    } else {
+        loadgen(&ctx.client, namespace, names)
+            .await
+            .map_err(err(ErrorKind::Read, "reading the load generator"))?
+    };
+    let progress = match loadgen {
+        Loadgen::Running { .. } if ctx.options.read_progress => progress(&ctx.client, namespace, names).await,
+        _ => None,
+    };
+    Ok(Observed {
+        now: Utc::now(),
+        loadgen,
+        progress,
+    })
+}
 
 /// The load generator of this run, as its pod (preferred) and Job show it.
 pub async fn loadgen(client: &Client, namespace: &str, names: &Names) -> Result<Loadgen, kube::Error> {

@@ -1,0 +1,54 @@
+//! The load generator's Job: one attempt of `lab-service loadgen` (wait for
+//! the lab, load, drain, audit), whose results arrive as the container's
+//! termination message (read back by [`crate::controller::observe`]).
+
+use super::config_map::TERMINATION_LOG;
+use super::pod::{database_env, lab_container, lab_pod, resources, Images};
+use super::{LabDefaults, Owner};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use relab_model::ValidatedExperiment;
+
+/// Seconds the Job may run: the wait for the lab, the load, the drain, and
+/// 300 s to spare for the audit.
+pub fn deadline_seconds(experiment: &ValidatedExperiment, defaults: &LabDefaults) -> i64 {
+    let load = &experiment.spec().load;
+    let secs = defaults.wait_ready_secs + load.total_seconds() + u64::from(load.drain_timeout_seconds) + 300;
+    i64::try_from(secs).expect("a deadline in seconds fits i64")
+}
+
+/// The `loadgen` container; it writes its results to [`TERMINATION_LOG`].
+pub fn container(owner: &Owner, experiment: &ValidatedExperiment, images: &Images) -> Container {
+    Container {
+        env: database_env(experiment),
+        termination_message_path: Some(TERMINATION_LOG.into()),
+        termination_message_policy: Some("File".into()),
+        resources: Some(resources("100m", "64Mi", "1", "256Mi")),
+        ..lab_container(owner, images, "loadgen", &["loadgen"])
+    }
+}
+
+/// The load generator's Job.
+pub fn job(owner: &Owner, experiment: &ValidatedExperiment, images: &Images, defaults: &LabDefaults) -> Job {
+    let deadline = deadline_seconds(experiment, defaults);
+    let mut pod = lab_pod(vec![container(owner, experiment, images)], "Never");
+    pod.active_deadline_seconds = Some(deadline);
+    Job {
+        metadata: owner.metadata(owner.names.loadgen(), "loadgen"),
+        spec: Some(JobSpec {
+            // a second attempt would load a database the first one already filled
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(deadline),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(owner.names.labels("loadgen")),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    }
+}

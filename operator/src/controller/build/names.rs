@@ -1,0 +1,91 @@
+//! Names, labels and selectors of one run's children.
+
+use super::DASHBOARD;
+use crate::crd::ReliabilityExperiment;
+use kube::ResourceExt;
+use std::collections::BTreeMap;
+
+pub const LABEL_EXPERIMENT: &str = "relab.dev/experiment";
+pub const LABEL_RUN: &str = "relab.dev/run";
+pub const LABEL_COMPONENT: &str = "relab.dev/component";
+pub const MANAGED_BY: &str = "relab-operator";
+
+/// Names of one run's children.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    pub experiment: String,
+    pub generation: i64,
+    base: String,
+}
+
+impl Names {
+    /// The names of the stored experiment's current run (its generation).
+    pub fn new(rx: &ReliabilityExperiment) -> Self {
+        Self::for_run(rx.name_any(), rx.metadata.generation.unwrap_or(0))
+    }
+
+    /// The names of run `generation` of the experiment `experiment`.
+    pub fn for_run(experiment: String, generation: i64) -> Self {
+        Self {
+            base: format!("{experiment}-r{generation}"),
+            experiment,
+            generation,
+        }
+    }
+
+    pub fn postgres(&self) -> String {
+        format!("{}-postgres", self.base)
+    }
+    pub fn payment_mock(&self) -> String {
+        format!("{}-payment-mock", self.base)
+    }
+    pub fn order_service(&self) -> String {
+        format!("{}-order-service", self.base)
+    }
+    pub fn config(&self) -> String {
+        format!("{}-config", self.base)
+    }
+    pub fn loadgen(&self) -> String {
+        format!("{}-loadgen", self.base)
+    }
+    /// `relab.dev/experiment=<name>,relab.dev/run=<generation>`
+    pub fn run_selector(&self) -> String {
+        format!("{LABEL_EXPERIMENT}={},{LABEL_RUN}={}", self.experiment, self.generation)
+    }
+    /// Every child of this experiment that belongs to another run (never
+    /// the dashboard, which outlives runs).
+    pub fn other_runs_selector(&self) -> String {
+        format!(
+            "{LABEL_EXPERIMENT}={},{LABEL_RUN}!={},{LABEL_COMPONENT}!={DASHBOARD}",
+            self.experiment, self.generation
+        )
+    }
+    /// Every workload of this experiment (not the dashboard: like the
+    /// results, it stays after the TTL).
+    pub fn experiment_selector(&self) -> String {
+        format!("{LABEL_EXPERIMENT}={},{LABEL_COMPONENT}!={DASHBOARD}", self.experiment)
+    }
+    /// The experiment's dashboard ConfigMap (one per experiment, updated per run).
+    pub fn dashboard(&self) -> String {
+        format!("{}-dashboard", self.experiment)
+    }
+    /// Every label of a child of this run that is `component`.
+    pub fn labels(&self, component: &str) -> BTreeMap<String, String> {
+        let mut labels = self.selector(component);
+        labels.extend([
+            ("app.kubernetes.io/name".into(), "relab-lab".into()),
+            ("app.kubernetes.io/component".into(), component.into()),
+            ("app.kubernetes.io/instance".into(), self.experiment.clone()),
+            ("app.kubernetes.io/managed-by".into(), MANAGED_BY.into()),
+        ]);
+        labels
+    }
+    /// The labels that select this run's pods of `component`.
+    pub fn selector(&self, component: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (LABEL_EXPERIMENT.into(), self.experiment.clone()),
+            (LABEL_RUN.into(), self.generation.to_string()),
+            (LABEL_COMPONENT.into(), component.into()),
+        ])
+    }
+}

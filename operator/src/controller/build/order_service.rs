@@ -1,0 +1,55 @@
+//! The order service: `spec.orderService.replicas` pods, each with the order
+//! API and its payment workers (whose admin server exposes their metrics),
+//! scraped by Prometheus through the pod annotations.
+
+use super::pod::{self, database_env, http_probe, lab_container, lab_pod, resources, tcp_port, Images};
+use super::{Owner, API_PORT, WORKER_ADMIN_PORT};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Container;
+use relab_model::ValidatedExperiment;
+use std::collections::BTreeMap;
+
+/// The `api` container: `lab-service api` on [`API_PORT`].
+pub fn api(owner: &Owner, experiment: &ValidatedExperiment, images: &Images) -> Container {
+    Container {
+        env: database_env(experiment),
+        ports: Some(vec![tcp_port("http", API_PORT)]),
+        readiness_probe: Some(http_probe("/readyz", "http", 2)),
+        liveness_probe: Some(http_probe("/healthz", "http", 10)),
+        resources: Some(resources("100m", "64Mi", "1", "512Mi")),
+        ..lab_container(owner, images, "api", &["api"])
+    }
+}
+
+/// The `worker` container: `lab-service worker`, its admin server on [`WORKER_ADMIN_PORT`].
+pub fn worker(owner: &Owner, experiment: &ValidatedExperiment, images: &Images) -> Container {
+    Container {
+        env: database_env(experiment),
+        ports: Some(vec![tcp_port("worker-metrics", WORKER_ADMIN_PORT)]),
+        readiness_probe: Some(http_probe("/readyz", "worker-metrics", 2)),
+        liveness_probe: Some(http_probe("/healthz", "worker-metrics", 10)),
+        resources: Some(resources("100m", "64Mi", "1", "512Mi")),
+        ..lab_container(owner, images, "worker", &["worker"])
+    }
+}
+
+/// The order service's Deployment.
+pub fn deployment(owner: &Owner, experiment: &ValidatedExperiment, images: &Images) -> Deployment {
+    let containers = vec![api(owner, experiment, images), worker(owner, experiment, images)];
+    let mut deployment = pod::deployment(
+        owner,
+        owner.names.order_service(),
+        "order-service",
+        lab_pod(containers, "Always"),
+    );
+    let spec = deployment.spec.as_mut().expect("a Deployment has a spec");
+    spec.replicas =
+        Some(i32::try_from(experiment.spec().order_service.replicas).expect("replicas within the schema's bound"));
+    let template = spec.template.metadata.get_or_insert_with(Default::default);
+    template.annotations = Some(BTreeMap::from([
+        ("prometheus.io/scrape".into(), "true".into()),
+        ("prometheus.io/port".into(), API_PORT.to_string()),
+        ("prometheus.io/path".into(), "/metrics".into()),
+    ]));
+    deployment
+}

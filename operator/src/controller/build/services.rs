@@ -1,0 +1,101 @@
+//! The run's Services (applied first: the other children are configured
+//! with their ClusterIPs) and the IPs the API server assigned them.
+
+use super::names::Names;
+use super::{Child, Owner, API_PORT, MOCK_PORT, POSTGRES_PORT, WORKER_ADMIN_PORT};
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::DynamicObject;
+use kube::ResourceExt;
+use relab_model::ValidatedExperiment;
+
+/// A named TCP port to the container port of the same name (SSA on
+/// Kubernetes 1.20 needs `protocol`).
+fn port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::String(name.into())),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
+    }
+}
+
+/// The ClusterIP Service of this run's `component` pods.
+fn service(owner: &Owner, name: String, component: &str, ports: Vec<ServicePort>) -> Service {
+    Service {
+        metadata: owner.metadata(name, component),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(owner.names.selector(component)),
+            ports: Some(ports),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// Postgres' (managed database only), the payment mock's and the order
+/// service's (API and worker metrics).
+pub fn services(owner: &Owner, experiment: &ValidatedExperiment) -> Vec<Child> {
+    let names = &owner.names;
+    let mut out = Vec::new();
+    if experiment.spec().database.external.is_none() {
+        out.push(service(
+            owner,
+            names.postgres(),
+            "postgres",
+            vec![port("postgres", POSTGRES_PORT)],
+        ));
+    }
+    out.push(service(
+        owner,
+        names.payment_mock(),
+        "payment-mock",
+        vec![port("http", MOCK_PORT)],
+    ));
+    out.push(service(
+        owner,
+        names.order_service(),
+        "order-service",
+        vec![port("http", API_PORT), port("worker-metrics", WORKER_ADMIN_PORT)],
+    ));
+    out.iter().map(Child::new).collect()
+}
+
+/// Cluster IPs the API server assigned to this run's Services.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceIps {
+    /// None with an external database.
+    pub postgres: Option<String>,
+    pub payment_mock: String,
+    pub order_service: String,
+}
+
+impl ServiceIps {
+    /// From this run's Services as the API server returned them; the error
+    /// names a Service that has no ClusterIP.
+    pub fn from_applied(names: &Names, applied: &[DynamicObject]) -> Result<Self, String> {
+        let mut ips = ServiceIps {
+            postgres: None,
+            payment_mock: String::new(),
+            order_service: String::new(),
+        };
+        for service in applied {
+            let name = service.name_any();
+            let ip = service.data["spec"]["clusterIP"]
+                .as_str()
+                .filter(|ip| !ip.is_empty() && *ip != "None")
+                .ok_or_else(|| format!("Service {name} has no ClusterIP assigned"))?
+                .to_string();
+            if name == names.postgres() {
+                ips.postgres = Some(ip);
+            } else if name == names.payment_mock() {
+                ips.payment_mock = ip;
+            } else {
+                ips.order_service = ip;
+            }
+        }
+        Ok(ips)
+    }
+}

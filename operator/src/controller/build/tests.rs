@@ -1,0 +1,279 @@
+use super::*;
+use crate::crd::ReliabilityExperiment;
+use crate::crd::{resource, validated};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::api::DynamicObject;
+use relab_model::validate::parse_manifest;
+use serde_json::json;
+
+fn v(rx: &ReliabilityExperiment) -> ValidatedExperiment {
+    validated(rx).expect("a valid experiment")
+}
+
+fn owner(rx: &ReliabilityExperiment) -> Owner {
+    Owner::of(rx)
+}
+
+fn experiment(spec_yaml: &str) -> ReliabilityExperiment {
+    let mut rx = resource(parse_manifest(&format!(
+        "apiVersion: relab.dev/v1alpha1\nkind: ReliabilityExperiment\nmetadata: {{name: drill, namespace: lab}}\nspec:\n{spec_yaml}"
+    ))
+    .expect("valid manifest"));
+    rx.metadata.uid = Some("3f0c6f7e-0000-4000-8000-000000000001".into());
+    rx.metadata.generation = Some(3);
+    rx
+}
+
+fn ips(pg: bool) -> ServiceIps {
+    ServiceIps {
+        postgres: pg.then(|| "10.0.0.10".to_string()),
+        payment_mock: "10.0.0.11".into(),
+        order_service: "10.0.0.12".into(),
+    }
+}
+
+fn container<'a>(d: &'a Deployment, name: &str) -> &'a Container {
+    d.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap()
+}
+
+#[test]
+fn every_child_parses_as_its_kubernetes_type_with_owner_and_labels() {
+    let rx = experiment("  load: {ratePerSecond: 5, durationSeconds: 10}\n");
+    let mut all = services(&owner(&rx), &v(&rx));
+    all.extend(workloads(&owner(&rx), &v(&rx), &ips(true), &LabDefaults::default()));
+    assert_eq!(all.len(), 3 + 5);
+    for child in &all {
+        let meta: kube::api::ObjectMeta = serde_json::from_value(child.body["metadata"].clone()).expect("object meta");
+        assert_eq!(meta.name.as_deref(), Some(child.name.as_str()));
+        assert!(child.name.starts_with("drill-r3-"), "{}", child.name);
+        assert!(child.name.len() <= 63);
+        assert_eq!(meta.namespace.as_deref(), Some("lab"));
+        let owner = &meta.owner_references.as_ref().expect("owner")[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("ReliabilityExperiment", "drill")
+        );
+        assert_eq!(owner.controller, Some(true));
+        let labels = meta.labels.expect("labels");
+        assert_eq!(labels[LABEL_EXPERIMENT], "drill");
+        assert_eq!(labels[LABEL_RUN], "3");
+        match child.kind {
+            Kind::Service => drop(serde_json::from_value::<Service>(child.body.clone()).expect("Service")),
+            Kind::ConfigMap => drop(serde_json::from_value::<ConfigMap>(child.body.clone()).expect("ConfigMap")),
+            Kind::Deployment => drop(serde_json::from_value::<Deployment>(child.body.clone()).expect("Deployment")),
+            Kind::Job => drop(serde_json::from_value::<Job>(child.body.clone()).expect("Job")),
+        }
+    }
+}
+
+#[test]
+fn pods_are_hardened_with_probes_and_resources() {
+    let rx = experiment("  load: {ratePerSecond: 5, durationSeconds: 10}\n");
+    for child in workloads(&owner(&rx), &v(&rx), &ips(true), &LabDefaults::default()) {
+        let pod = match child.kind {
+            Kind::Deployment | Kind::Job => child.body["spec"]["template"]["spec"].clone(),
+            _ => continue,
+        };
+        assert_eq!(
+            pod["terminationGracePeriodSeconds"], LAB_GRACE_SECONDS,
+            "{}",
+            child.name
+        );
+        for c in pod["containers"].as_array().unwrap() {
+            let sc = &c["securityContext"];
+            assert_eq!(sc["runAsNonRoot"], true, "{}", child.name);
+            assert_eq!(sc["readOnlyRootFilesystem"], true, "{}", child.name);
+            assert_eq!(sc["allowPrivilegeEscalation"], false, "{}", child.name);
+            assert!(c["resources"]["limits"]["memory"].is_string(), "{}", child.name);
+            assert!(c["resources"]["requests"]["cpu"].is_string(), "{}", child.name);
+            if child.kind == Kind::Deployment {
+                assert!(c["readinessProbe"].is_object(), "{} {}", child.name, c["name"]);
+                assert!(c["livenessProbe"].is_object(), "{} {}", child.name, c["name"]);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_spec_reaches_the_lab_through_the_config_map() {
+    let rx = experiment(
+        "  load: {stages: [{ratePerSecond: 5, durationSeconds: 10}, {ratePerSecond: 20, durationSeconds: 5}]}\n  payment: {failureRate: 0.3}\n  orderService:\n    workers: 3\n    circuitBreaker: {failureThreshold: 7, openTimeoutMs: 1500}\n",
+    );
+    let env = lab_environment(&v(&rx), &ips(true), &LabDefaults::default());
+    assert_eq!(env["RELAB_BREAKER_FAILURE_THRESHOLD"], "7");
+    assert_eq!(env["RELAB_BREAKER_OPEN_TIMEOUT_MS"], "1500");
+    assert_eq!(env["RELAB_WORKER_CONCURRENCY"], "3");
+    assert_eq!(env["RELAB_PAYMENT_URL"], "http://10.0.0.11:8081");
+    assert_eq!(env["RELAB_API_URL"], "http://10.0.0.12:8080");
+    assert_eq!(env["RELAB_DATABASE_URL"], "postgres://postgres@10.0.0.10:5432/relab");
+    assert_eq!(env["RELAB_LOAD_STAGES"], "5:10,20:5");
+    let plan: lab_service::payment_mock::FaultPlan = serde_json::from_str(&env["RELAB_FAULTS"]).unwrap();
+    assert_eq!(plan.base.failure_rate, 0.3);
+    // each process finds its own listen address (on every interface) in the one map
+    assert_eq!(env["RELAB_API_LISTEN"], "0.0.0.0:8080");
+    assert_eq!(env["RELAB_ADMIN_LISTEN"], "0.0.0.0:9090");
+    assert_eq!(env["RELAB_MOCK_LISTEN"], "0.0.0.0:8081");
+    assert_eq!(
+        env["RELAB_METRICS_URLS"],
+        "http://10.0.0.12:8080/metrics,http://10.0.0.12:9090/metrics"
+    );
+}
+
+#[test]
+fn the_load_generator_writes_its_results_where_the_kubelet_reads_the_termination_message() {
+    let rx = experiment("  load: {ratePerSecond: 5, durationSeconds: 10}\n");
+    let env = lab_environment(&v(&rx), &ips(true), &LabDefaults::default());
+    let job = workloads(&owner(&rx), &v(&rx), &ips(true), &LabDefaults::default())
+        .into_iter()
+        .find(|c| c.kind == Kind::Job)
+        .unwrap();
+    let job: Job = serde_json::from_value(job.body).unwrap();
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let loadgen = &pod.containers[0];
+    assert_eq!(
+        loadgen.termination_message_path.as_deref(),
+        Some(env["RELAB_TERMINATION_LOG"].as_str())
+    );
+    assert_eq!(loadgen.termination_message_policy.as_deref(), Some("File"));
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+}
+
+#[test]
+fn an_external_database_comes_from_its_secret_and_has_no_postgres() {
+    let rx = experiment(
+        "  load: {ratePerSecond: 5, durationSeconds: 10}\n  database: {external: {secretName: shared-pg, secretKey: dsn}}\n",
+    );
+    let svcs = services(&owner(&rx), &v(&rx));
+    assert!(svcs.iter().all(|c| !c.name.ends_with("-postgres")));
+    let w = workloads(&owner(&rx), &v(&rx), &ips(false), &LabDefaults::default());
+    assert!(w.iter().all(|c| !c.name.ends_with("-postgres")));
+    let env = lab_environment(&v(&rx), &ips(false), &LabDefaults::default());
+    assert!(!env.contains_key("RELAB_DATABASE_URL"));
+    let order = w.iter().find(|c| c.name.ends_with("-order-service")).unwrap();
+    let d: Deployment = serde_json::from_value(order.body.clone()).unwrap();
+    let from = container(&d, "api")
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "RELAB_DATABASE_URL")
+        .unwrap();
+    let key = from.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+    assert_eq!((key.name.as_str(), key.key.as_str()), ("shared-pg", "dsn"));
+}
+
+#[test]
+fn images_and_pull_policy_come_from_the_spec_or_the_defaults() {
+    let rx = experiment(
+        "  load: {ratePerSecond: 5, durationSeconds: 10}\n  images: {labService: 'localhost/relab/lab-service:dev', pullPolicy: Never}\n",
+    );
+    let defaults = LabDefaults {
+        postgres_image: "localhost/relab/postgres:dev".into(),
+        ..LabDefaults::default()
+    };
+    let w = workloads(&owner(&rx), &v(&rx), &ips(true), &defaults);
+    let d = |suffix: &str| -> Deployment {
+        serde_json::from_value(w.iter().find(|c| c.name.ends_with(suffix)).unwrap().body.clone()).unwrap()
+    };
+    let api = container(&d("-order-service"), "api").clone();
+    assert_eq!(api.image.as_deref(), Some("localhost/relab/lab-service:dev"));
+    assert_eq!(api.image_pull_policy.as_deref(), Some("Never"));
+    let pg = container(&d("-postgres"), "postgres").clone();
+    assert_eq!(pg.image.as_deref(), Some("localhost/relab/postgres:dev"));
+}
+
+#[test]
+fn service_ips_come_from_the_applied_services_by_name() {
+    let rx = experiment("  load: {ratePerSecond: 5, durationSeconds: 10}\n");
+    let names = Names::new(&rx);
+    let applied = |name: String, ip: &str| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": { "name": name },
+            "spec": { "clusterIP": ip },
+        }))
+        .unwrap()
+    };
+    let all = [
+        applied(names.postgres(), "10.0.0.10"),
+        applied(names.payment_mock(), "10.0.0.11"),
+        applied(names.order_service(), "10.0.0.12"),
+    ];
+    assert_eq!(ServiceIps::from_applied(&names, &all).unwrap(), ips(true));
+    let pending = [applied(names.payment_mock(), "")];
+    let e = ServiceIps::from_applied(&names, &pending).unwrap_err();
+    assert!(e.contains("drill-r3-payment-mock"), "{e}");
+}
+
+#[test]
+fn building_twice_gives_the_same_objects() {
+    let rx = experiment("  load: {ratePerSecond: 5, durationSeconds: 10}\n");
+    let d = LabDefaults::default();
+    assert_eq!(services(&owner(&rx), &v(&rx)), services(&owner(&rx), &v(&rx)));
+    assert_eq!(
+        workloads(&owner(&rx), &v(&rx), &ips(true), &d),
+        workloads(&owner(&rx), &v(&rx), &ips(true), &d)
+    );
+}
+
+/// The two fixtures of the golden files: a managed database with stages,
+/// a fault schedule and two replicas; an external database and own images.
+const GOLDEN: [(&str, &str, bool); 2] = [
+    (
+        "managed",
+        "  load: {stages: [{ratePerSecond: 5, durationSeconds: 10}, {ratePerSecond: 20, durationSeconds: 5}], maxInFlight: 64, drainTimeoutSeconds: 45}\n  payment:\n    seed: 9\n    failureRate: 0.3\n    faultsSchedule: [{name: outage, startSeconds: 2, endSeconds: 8, failureRate: 1.0}]\n  orderService:\n    replicas: 2\n    workers: 3\n    circuitBreaker: {failureThreshold: 7, openTimeoutMs: 1500}\n",
+        true,
+    ),
+    (
+        "external",
+        "  load: {ratePerSecond: 5, durationSeconds: 10}\n  database: {external: {secretName: shared-pg, secretKey: dsn}}\n  images: {labService: 'localhost/relab/lab-service:dev', pullPolicy: Never}\n",
+        false,
+    ),
+];
+
+/// Every child of a run as applied, but the lab's environment (the
+/// ConfigMap's data, which follows lab-service's settings and is checked
+/// above), compared with `golden/<name>.json`. The golden files were taken
+/// from the `json!` builders these typed ones replaced (equal after
+/// dropping empty lists; the listen addresses moved from the containers'
+/// `env` into the ConfigMap). After a deliberate change, regenerate with
+/// `RELAB_BLESS=1 cargo test -p relab-operator --lib golden` and review the diff.
+#[test]
+fn the_children_match_the_golden_files() {
+    for (name, yaml, managed) in GOLDEN {
+        let rx = experiment(yaml);
+        let mut all = services(&owner(&rx), &v(&rx));
+        all.extend(workloads(&owner(&rx), &v(&rx), &ips(managed), &LabDefaults::default()));
+        let mut bodies: Vec<serde_json::Value> = all.into_iter().map(|c| c.body).collect();
+        let config = bodies
+            .iter_mut()
+            .find(|b| b["metadata"]["name"] == "drill-r3-config")
+            .expect("the lab's ConfigMap");
+        config["data"] = json!("<the lab's environment>");
+        let built = serde_json::to_string_pretty(&bodies).unwrap() + "\n";
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("src/controller/build/golden/{name}.json"));
+        if std::env::var_os("RELAB_BLESS").is_some() {
+            std::fs::write(&path, &built).unwrap();
+        }
+        let golden = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            golden == built,
+            "{name}: the children differ from {} (RELAB_BLESS=1 rewrites it; review the diff):\n{built}",
+            path.display()
+        );
+    }
+}

@@ -1,0 +1,186 @@
+use super::*;
+use crate::crd::CleanupPolicy;
+use relab_model::status::get_condition;
+
+fn spec(extra: &str) -> ValidatedExperiment {
+    ValidatedExperiment::from_manifest(&format!(
+        "apiVersion: relab.dev/v1alpha1\nkind: ReliabilityExperiment\nmetadata: {{name: t}}\nspec:\n  load: {{ratePerSecond: 10, durationSeconds: 30}}\n  objectives: {{successRatio: 0.9}}\n{extra}"
+    ))
+    .unwrap()
+    .0
+}
+
+fn t(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+}
+
+fn seen(at: i64, loadgen: Loadgen) -> Observed {
+    Observed {
+        now: t(at),
+        loadgen,
+        progress: None,
+    }
+}
+
+fn results(success_ratio: f64) -> RunResults {
+    let mut r = RunResults {
+        success_ratio,
+        ..RunResults::default()
+    };
+    r.orders.accepted = 300;
+    r.orders.sent = 300;
+    r.drained = true;
+    r
+}
+
+fn terminated(r: &RunResults) -> Loadgen {
+    Loadgen::Terminated {
+        exit_code: 0,
+        reason: Some("Completed".into()),
+        message: Some(lab_service::run::termination_message(r)),
+    }
+}
+
+#[test]
+fn a_run_walks_every_phase_with_an_event_each() {
+    let spec = spec("");
+    let (s, notes) = start(&spec, &Default::default(), 1, t(0));
+    assert_eq!((s.phase, s.observed_generation), (Phase::Pending, Some(1)));
+    assert_eq!(notes[0].reason, "RunStarted");
+    let (s, notes) = step(&spec, &s, 1, &seen(1, Loadgen::Missing));
+    assert_eq!(s.phase, Phase::Provisioning);
+    assert_eq!(notes[0].reason, "Provisioning");
+    let (s2, notes) = step(&spec, &s, 1, &seen(2, Loadgen::Missing));
+    assert_eq!(s2, s, "nothing new seen: nothing changes");
+    assert!(notes.is_empty());
+    let running = Loadgen::Running { started_at: t(5) };
+    let (s, notes) = step(&spec, &s, 1, &seen(6, running.clone()));
+    assert_eq!(s.phase, Phase::Running);
+    assert_eq!(notes[0].reason, "Running");
+    assert_eq!(s.progress.as_ref().unwrap().elapsed_seconds, 1.0);
+    assert_eq!(s.start_time.as_deref(), Some(timestamp(t(5)).as_str()));
+    let (s, notes) = step(&spec, &s, 1, &seen(36, running));
+    assert_eq!(s.phase, Phase::Draining);
+    assert_eq!(notes[0].reason, "Draining");
+    let (s, notes) = step(&spec, &s, 1, &seen(40, terminated(&results(0.95))));
+    assert_eq!(s.phase, Phase::Succeeded);
+    let reasons: Vec<_> = notes.iter().map(|n| n.reason.as_str()).collect();
+    assert_eq!(reasons, ["Analyzing", "Succeeded"]);
+    assert_eq!(s.verdict.as_ref().unwrap().result, VerdictResult::Passed);
+    assert_eq!(s.results.as_ref().unwrap().success_ratio, 0.95);
+    assert_eq!(get_condition(&s.conditions, "ObjectivesMet").unwrap().status, "True");
+    assert_eq!(get_condition(&s.conditions, "Completed").unwrap().status, "True");
+}
+
+#[test]
+fn objectives_not_met_fail_the_run() {
+    let spec = spec("");
+    let (s, _) = start(&spec, &Default::default(), 1, t(0));
+    let (s, _) = step(&spec, &s, 1, &seen(40, terminated(&results(0.5))));
+    assert_eq!(s.phase, Phase::Failed);
+    assert_eq!(s.verdict.as_ref().unwrap().result, VerdictResult::Failed);
+    let c = get_condition(&s.conditions, "ObjectivesMet").unwrap();
+    assert_eq!((c.status.as_str(), c.observed_generation), ("False", Some(1)));
+}
+
+#[test]
+fn a_crashed_or_unreadable_load_generator_fails_the_run_with_the_reason() {
+    let spec = spec("");
+    let (s, _) = start(&spec, &Default::default(), 2, t(0));
+    let crashed = Loadgen::Terminated {
+        exit_code: 1,
+        reason: Some("Error".into()),
+        message: Some("Error: the order API at http://10.0.0.3:8080/readyz was not ready within 300s".into()),
+    };
+    let (f, notes) = step(&spec, &s, 2, &seen(9, crashed));
+    assert_eq!(f.phase, Phase::Failed);
+    assert!(notes[notes.len() - 1].warning);
+    let c = get_condition(&f.conditions, "Completed").unwrap();
+    assert!(
+        c.message.contains("exited with code 1") && c.message.contains("not ready"),
+        "{}",
+        c.message
+    );
+    let garbled = Loadgen::Terminated {
+        exit_code: 0,
+        reason: None,
+        message: Some("{not json".into()),
+    };
+    let (f, _) = step(&spec, &s, 2, &seen(9, garbled));
+    assert_eq!(
+        get_condition(&f.conditions, "Completed").unwrap().reason,
+        "UnreadableResults"
+    );
+    let deadline = Loadgen::JobFailed {
+        reason: "DeadlineExceeded".into(),
+        message: "Job was active longer than specified deadline".into(),
+    };
+    let (f, _) = step(&spec, &s, 2, &seen(9, deadline));
+    assert_eq!(f.phase, Phase::Failed);
+    assert!(f.results.is_none());
+}
+
+#[test]
+fn a_new_run_keeps_the_finished_one_in_history_newest_first_and_bounded() {
+    let spec = spec("");
+    let mut s = ReliabilityExperimentStatus::default();
+    for gen in 1..=7 {
+        let (next, _) = start(&spec, &s, gen, t(gen * 100));
+        let (done, _) = step(
+            &spec,
+            &next,
+            gen,
+            &seen(gen * 100 + 50, terminated(&results(0.9 + gen as f64 / 100.0))),
+        );
+        s = done;
+    }
+    assert_eq!(s.history.len(), HISTORY_LIMIT);
+    assert_eq!(s.history[0].generation, Some(6));
+    assert!((s.history[0].success_ratio - 0.96).abs() < 1e-9);
+    assert_eq!(s.observed_generation, Some(7));
+    let (next, notes) = start(&spec, &s, 8, t(900));
+    assert!(next.results.is_none() && next.verdict.is_none());
+    assert_eq!(next.history[0].generation, Some(7));
+    assert!(notes[0].message.contains("generation 7 -> 8"), "{}", notes[0].message);
+}
+
+#[test]
+fn invalid_specs_say_every_path_once() {
+    let problems = vec![
+        FieldError {
+            path: "spec.load.durationSeconds".into(),
+            message: "is required".into(),
+        },
+        FieldError {
+            path: "spec.orderService.retry.maxBackoffMs".into(),
+            message: "must be >= initialBackoffMs".into(),
+        },
+    ];
+    let (s, notes) = invalid(&Default::default(), 4, &problems, t(0));
+    let c = get_condition(&s.conditions, "Valid").unwrap();
+    assert_eq!((c.status.as_str(), c.observed_generation), ("False", Some(4)));
+    assert!(c.message.contains("spec.load.durationSeconds") && c.message.contains("maxBackoffMs"));
+    assert_eq!(notes.len(), 1);
+    let (again, notes) = invalid(&s, 4, &problems, t(60));
+    assert_eq!(again, s);
+    assert!(notes.is_empty(), "no event storm on resync");
+}
+
+#[test]
+fn cleanup_follows_the_ttl_and_the_policy() {
+    let mut status = ReliabilityExperimentStatus {
+        phase: Phase::Failed,
+        finish_time: Some(timestamp(t(100))),
+        ..Default::default()
+    };
+    assert_eq!(cleanup_due(&spec(""), &status), None, "no TTL: kept");
+    let sp = spec("  ttlSecondsAfterFinished: 30\n");
+    assert_eq!(cleanup_due(&sp, &status), Some(t(130)));
+    let sp = spec("  ttlSecondsAfterFinished: 30\n  cleanupPolicy: RetainOnFailure\n");
+    assert_eq!(sp.spec().cleanup_policy, CleanupPolicy::RetainOnFailure);
+    assert_eq!(cleanup_due(&sp, &status), None, "failed run retained");
+    status.phase = Phase::Succeeded;
+    assert_eq!(cleanup_due(&sp, &status), Some(t(130)));
+    status.phase = Phase::Running;
+    assert_eq!(cleanup_due(&sp, &status), None);
+}

@@ -1,0 +1,163 @@
+//! One reconcile of an experiment, read top to bottom:
+//!
+//! 1. **validate** ([`validate`]): the stored resource's spec with every
+//!    cross-field rule, into a `ValidatedExperiment` (the only input of what
+//!    follows; the resource itself gives only its identity, [`Owner`]);
+//!    problems -> `Valid=False` with every path, one Event, no requeue;
+//! 2. **start a run** when `metadata.generation` is new ([`machine::start`]):
+//!    the finished run goes to `status.history`, the previous run's children
+//!    are deleted; a finished run only waits for its TTL ([`finished`]), a
+//!    suspended one stays `Pending`;
+//! 3. **build** the children (pure, [`build`]) and 4. **apply** them
+//!    ([`apply`]): the Services first, the rest with their ClusterIPs;
+//! 5. **observe** the load generator and the live progress ([`observe`]);
+//! 6. **update status**: the phase machine's next status ([`machine::step`]),
+//!    then [`record`]: the dashboard, the status write and the Events
+//!    ([`status`]).
+
+use super::build::{self, Owner};
+use super::machine::{self, Note};
+use super::{apply, observe, status, Context, Error};
+use crate::crd::{Phase, ReliabilityExperiment, ReliabilityExperimentStatus};
+use chrono::Utc;
+use kube::runtime::controller::Action;
+use kube::ResourceExt;
+use relab_model::status::get_condition;
+use relab_model::{FieldError, ValidatedExperiment};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::Instrument;
+
+/// The controller's reconcile: times and counts it, and runs
+/// [`reconcile_experiment`] in a span naming the experiment.
+pub async fn reconcile(rx: Arc<ReliabilityExperiment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.duration.start_timer();
+    ctx.metrics.reconciles.inc();
+    let name = format!("{}/{}", rx.namespace().unwrap_or_default(), rx.name_any());
+    let span = tracing::info_span!("reconcile", experiment = %name);
+    reconcile_experiment(&rx, &ctx).instrument(span).await
+}
+
+/// The validate step: every cross-field rule (the API server has checked the schema).
+pub fn validate(rx: &ReliabilityExperiment) -> Result<ValidatedExperiment, Vec<FieldError>> {
+    crate::crd::validated(rx)
+}
+
+async fn reconcile_experiment(rx: &ReliabilityExperiment, ctx: &Context) -> Result<Action, Error> {
+    let generation = rx.metadata.generation.unwrap_or(0);
+    let old = rx.status.clone().unwrap_or_default();
+    let now = Utc::now();
+
+    // 1. validate
+    let experiment = match validate(rx) {
+        Ok(experiment) => experiment,
+        Err(problems) => {
+            let (status, notes) = machine::invalid(&old, generation, &problems, now);
+            record(ctx, rx, None, &old, status, &notes).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let owner = Owner::of(rx);
+    let run = (&owner, &experiment);
+    let namespace = owner.namespace.clone().unwrap_or_default();
+
+    // 2. a new run?
+    let (mut status, mut notes) = (old.clone(), Vec::new());
+    let started_now = old.observed_generation != Some(generation);
+    if started_now {
+        (status, notes) = machine::start(&experiment, &old, generation, now);
+        if old.observed_generation.is_some() {
+            // an earlier run (or an invalid spec's generation) may have left children
+            apply::delete_children(ctx, &namespace, &owner.names.other_runs_selector()).await?;
+        }
+    }
+    if status.phase.is_finished() {
+        return finished(ctx, rx, run, &old, status, notes).await;
+    }
+    if experiment.spec().suspend {
+        let status = machine::suspended(&status, generation, now);
+        record(ctx, rx, Some(run), &old, status, &notes).await?;
+        return Ok(Action::await_change());
+    }
+
+    // 3. build and 4. apply (skipped when this process applied them lately)
+    if !apply::applied_lately(ctx, &owner) {
+        let services = build::services(&owner, &experiment);
+        let ips = apply::apply_services(ctx, &owner, &services).await?;
+        let workloads = build::workloads(&owner, &experiment, &ips, &ctx.options.defaults);
+        apply::apply_all(ctx, &namespace, &workloads).await?;
+        apply::mark_applied(ctx, &owner);
+    }
+
+    // 5. observe (a run that starts in this reconcile has nothing to see
+    // yet: its status goes out first, and the next poll looks)
+    let seen = observe::run(ctx, &namespace, &owner.names, started_now).await?;
+
+    // 6. update status
+    let (status, more) = machine::step(&experiment, &status, generation, &seen);
+    notes.extend(more);
+    let status = record(ctx, rx, Some(run), &old, status, &notes).await?;
+    let poll = ctx.options.poll_interval;
+    Ok(match status.phase {
+        p if p.is_finished() => return finished(ctx, rx, run, &status, status.clone(), Vec::new()).await,
+        Phase::Running | Phase::Draining => Action::requeue(poll),
+        _ if started_now => Action::requeue(poll),
+        // pod changes wake us; this is the safety net
+        _ => Action::requeue(poll * 6),
+    })
+}
+
+/// A finished run: only the TTL is left to act on (delete the workloads,
+/// keep the results and the dashboard).
+async fn finished(
+    ctx: &Context,
+    rx: &ReliabilityExperiment,
+    run: (&Owner, &ValidatedExperiment),
+    old: &ReliabilityExperimentStatus,
+    status: ReliabilityExperimentStatus,
+    notes: Vec<Note>,
+) -> Result<Action, Error> {
+    let (owner, experiment) = run;
+    let now = Utc::now();
+    match machine::cleanup_due(experiment, &status) {
+        Some(due) if now >= due => {
+            let done = get_condition(&status.conditions, "WorkloadsDeleted").is_some_and(|c| c.status == "True");
+            if !done {
+                let namespace = owner.namespace.as_deref().unwrap_or_default();
+                apply::delete_children(ctx, namespace, &owner.names.experiment_selector()).await?;
+            }
+            let (status, more) = machine::cleaned_up(&status, owner.names.generation, now);
+            let notes: Vec<Note> = notes.into_iter().chain(more).collect();
+            record(ctx, rx, Some(run), old, status, &notes).await?;
+            Ok(Action::await_change())
+        }
+        Some(due) => {
+            record(ctx, rx, Some(run), old, status, &notes).await?;
+            let wait = (due - now).to_std().unwrap_or_default() + Duration::from_millis(100);
+            Ok(Action::requeue(wait))
+        }
+        None => {
+            record(ctx, rx, Some(run), old, status, &notes).await?;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Write back what this reconcile decided: the dashboard (valid runs
+/// only), the status when it changed, then the Events. Returns the status
+/// as written.
+async fn record(
+    ctx: &Context,
+    rx: &ReliabilityExperiment,
+    run: Option<(&Owner, &ValidatedExperiment)>,
+    old: &ReliabilityExperimentStatus,
+    mut status: ReliabilityExperimentStatus,
+    notes: &[Note],
+) -> Result<ReliabilityExperimentStatus, Error> {
+    if let Some((owner, experiment)) = run {
+        status::apply_dashboard(ctx, owner, experiment, &mut status).await?;
+    }
+    status::update_status(ctx, rx, old, &status).await?;
+    status::publish_events(ctx, rx, notes).await;
+    Ok(status)
+}
