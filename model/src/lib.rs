@@ -18,6 +18,7 @@ pub mod faults;
 pub mod results;
 pub mod schema;
 pub mod spec;
+pub mod stats;
 pub mod status;
 pub mod validate;
 pub mod variants;
