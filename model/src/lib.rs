@@ -13,6 +13,7 @@
 //! `cargo tree -e normal -p relab-model` shows neither `kube` nor
 //! `k8s-openapi` unless the `kube` feature is on.
 
+pub mod compare;
 pub mod error;
 pub mod faults;
 pub mod results;

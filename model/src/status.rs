@@ -60,6 +60,165 @@ pub struct ReliabilityExperimentStatus {
     /// Summaries of earlier runs, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RunSummary>,
+    /// With `spec.variants` or `spec.sweep`: each variant, its runs, its
+    /// merged results and its objectives judged on intervals.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<VariantStatus>,
+    /// The variants' key figures side by side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<Comparison>,
+    /// With `spec.sweep`: the variant to pick, and the rule that picked it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommendation: Option<Recommendation>,
+    /// How the lab runs were executed (order and concurrency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution: Option<Execution>,
+    /// With `spec.baseline` (or `relab run --baseline`): the comparison with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineComparison>,
+}
+
+/// One variant of an experiment, as run and judged.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VariantStatus {
+    pub name: String,
+    /// The overrides it was made of (`{orderService: ..., payment: ...}`).
+    #[serde(default)]
+    #[schemars(schema_with = "free_object")]
+    pub overrides: serde_json::Value,
+    /// What it is meant to show.
+    #[serde(default)]
+    pub expect: crate::variants::Expectation,
+    /// Its verdict equals `expect` (absent until judged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expectation_met: Option<bool>,
+    /// Each repeat: seed, times, execution order, its own results and verdict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<RunRecord>,
+    /// The runs' results summed and merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<RunResults>,
+    /// Each objective with its interval over the runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objectives: Vec<IntervalObjective>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<VerdictResult>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inconclusive_reasons: Vec<String>,
+}
+
+fn free_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true })
+}
+
+/// One lab run of a variant.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    /// 0-based repeat; its payment seed is the spec's + this.
+    pub repeat: u32,
+    pub seed: u64,
+    /// 1-based position among all the experiment's lab runs, as executed.
+    pub order: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<VerdictResult>,
+    /// This run's results (without histograms, to keep the status small).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<RunResults>,
+}
+
+/// One objective judged on an interval.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IntervalObjective {
+    pub name: String,
+    /// e.g. `>= 0.99`, `<= 250 ms`.
+    pub target: String,
+    pub interval: crate::stats::Interval,
+    /// Passed when the pessimistic bound meets the target, Failed when the
+    /// optimistic one misses it, Inconclusive when the interval straddles it.
+    pub result: VerdictResult,
+}
+
+/// The variants' key figures side by side.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Comparison {
+    pub rows: Vec<ComparisonRow>,
+    /// With two variants: the second's figures divided by the first's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<ComparisonRow>,
+}
+
+/// One variant's key figures (merged over its runs).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComparisonRow {
+    pub variant: String,
+    pub success_ratio: f64,
+    pub api_p95_ms: f64,
+    pub api_p99_ms: f64,
+    pub end_to_end_p95_ms: f64,
+    pub end_to_end_p99_ms: f64,
+    pub payment_calls: f64,
+    pub payment_calls_per_paid_order: f64,
+    pub retries: f64,
+    pub breaker_openings: f64,
+    pub dead_letters: f64,
+    pub shed: f64,
+}
+
+/// The variant a sweep recommends.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Recommendation {
+    /// None when no variant passes every objective.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// The rule, in words.
+    pub rule: String,
+    pub message: String,
+}
+
+/// How the lab runs were executed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Execution {
+    /// `interleaved` (A1 B1 A2 B2 ...).
+    pub order: String,
+    /// Lab runs at the same time (1: one after the other).
+    pub concurrency: u32,
+    pub lab_runs: u32,
+}
+
+/// The run set against a baseline run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BaselineComparison {
+    /// Which run is the baseline (its runId / generation / file).
+    pub baseline: String,
+    /// Passed when no figure regressed past its margin.
+    pub result: VerdictResult,
+    /// Each figure compared.
+    pub figures: Vec<BaselineFigure>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BaselineFigure {
+    /// e.g. `successRatio`, `apiLatencyP95`.
+    pub name: String,
+    pub baseline: f64,
+    pub observed: f64,
+    /// The regression allowed, as given.
+    pub allowed: String,
+    pub passed: bool,
+    pub message: String,
 }
 
 /// A standard Kubernetes condition.

@@ -6,7 +6,8 @@
 
 use crate::results::{Percentiles, RunResults};
 use crate::spec::{LatencyObjective, LatencyRequests, Percentile, ReliabilityExperimentSpec};
-use crate::status::{ObjectiveResult, Verdict, VerdictResult};
+use crate::stats::{mean_interval, ratio_interval, Interval};
+use crate::status::{IntervalObjective, ObjectiveResult, Verdict, VerdictResult};
 
 /// Samples needed before a percentile means something: 5 / (1 - q)
 /// (p50: 10, p90: 50, p95: 100, p99: 500).
@@ -73,6 +74,28 @@ fn steady_state_share(spec: &ReliabilityExperimentSpec) -> f64 {
 
 /// Judge `results` against `spec.objectives`.
 pub fn judge(spec: &ReliabilityExperimentSpec, results: &RunResults) -> Verdict {
+    let (rows, reasons) = rows_and_reasons(spec, results);
+    let all_passed = rows.iter().all(|r| r.passed);
+    let result = if !all_passed {
+        VerdictResult::Failed
+    } else if !reasons.is_empty() {
+        VerdictResult::Inconclusive
+    } else {
+        VerdictResult::Passed
+    };
+    Verdict {
+        result,
+        objectives: rows,
+        inconclusive_reasons: if result == VerdictResult::Inconclusive {
+            reasons
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+/// One row per objective, and why the run did not test what it claimed.
+fn rows_and_reasons(spec: &ReliabilityExperimentSpec, results: &RunResults) -> (Vec<ObjectiveResult>, Vec<String>) {
     let obj = &spec.objectives;
     let mut rows = Vec::new();
     let mut reasons = Vec::new();
@@ -156,22 +179,126 @@ pub fn judge(spec: &ReliabilityExperimentSpec, results: &RunResults) -> Verdict 
         }
     }
 
-    let all_passed = rows.iter().all(|r| r.passed);
-    let result = if !all_passed {
+    (rows, reasons)
+}
+
+/// A variant judged over its repeats.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepeatedVerdict {
+    pub result: VerdictResult,
+    pub objectives: Vec<IntervalObjective>,
+    pub inconclusive_reasons: Vec<String>,
+}
+
+fn interval_result(passes_pessimistic: bool, fails_optimistic: bool) -> VerdictResult {
+    if passes_pessimistic {
+        VerdictResult::Passed
+    } else if fails_optimistic {
         VerdictResult::Failed
-    } else if !reasons.is_empty() {
+    } else {
+        VerdictResult::Inconclusive
+    }
+}
+
+/// Judge the runs of one variant. One run: exactly [`judge`] (each interval
+/// the point). Several: every objective on its interval at `confidence`
+/// ([`crate::stats`]): Passed when the pessimistic bound meets the target,
+/// Failed when the optimistic bound misses it, Inconclusive when the
+/// interval straddles it; the invariants (double charges, lost orders) on
+/// their totals. The Inconclusive reasons of [`judge`] (nothing accepted,
+/// too few samples, faults not injected) apply to the merged runs.
+pub fn judge_repeated(spec: &ReliabilityExperimentSpec, runs: &[RunResults], confidence: f64) -> RepeatedVerdict {
+    let merged = RunResults::merge(runs);
+    let single = runs.len() == 1;
+    let (_, reasons) = rows_and_reasons(spec, if single { &runs[0] } else { &merged });
+    let obj = &spec.objectives;
+    let mut objectives = Vec::new();
+    if let Some(target) = obj.success_ratio {
+        let per_run: Vec<(u64, u64)> = runs.iter().map(|r| (r.orders.paid, r.orders.accepted)).collect();
+        let (interval, result) = if single {
+            let i = Interval::exact(runs[0].success_ratio);
+            (i, pass(i.point >= target))
+        } else {
+            let i = ratio_interval(&per_run, confidence);
+            (i, interval_result(i.lower >= target, i.upper < target))
+        };
+        objectives.push(IntervalObjective {
+            name: "successRatio".into(),
+            target: format!(">= {target}"),
+            interval,
+            result,
+        });
+    }
+    for (list, items) in [
+        ("apiLatency", &obj.api_latency),
+        ("endToEndLatency", &obj.end_to_end_latency),
+    ] {
+        for o in items {
+            let of = |r: &RunResults| {
+                let p = match (list, o.requests) {
+                    ("endToEndLatency", _) => &r.end_to_end_latency_ms,
+                    (_, LatencyRequests::All) => &r.api_latency_ms,
+                    (_, LatencyRequests::Accepted) => &r.accepted_api_latency_ms,
+                    (_, LatencyRequests::Shed) => &r.shed_api_latency_ms,
+                };
+                p.get(o.percentile.as_str()).unwrap_or(f64::NAN)
+            };
+            let values: Vec<f64> = runs.iter().map(of).collect();
+            let (interval, result) = if single {
+                let i = Interval::exact(values[0]);
+                (i, pass(i.point <= o.max_ms))
+            } else {
+                let i = mean_interval(&values, confidence);
+                (i, interval_result(i.upper <= o.max_ms, i.lower > o.max_ms))
+            };
+            objectives.push(IntervalObjective {
+                name: objective_name(list, o),
+                target: format!("<= {} ms", o.max_ms),
+                interval,
+                result,
+            });
+        }
+    }
+    let inv = &merged.invariants;
+    let lost = (inv.lost_orders + inv.stuck_orders) as f64;
+    for (name, seen, max) in [
+        (
+            "maxDoubleCharges",
+            inv.double_charges as f64,
+            obj.max_double_charges as f64,
+        ),
+        ("maxLostOrders", lost, obj.max_lost_orders as f64),
+    ] {
+        objectives.push(IntervalObjective {
+            name: name.into(),
+            target: format!("<= {max}"),
+            interval: Interval::exact(seen),
+            result: pass(seen <= max),
+        });
+    }
+    let result = if objectives.iter().any(|o| o.result == VerdictResult::Failed) {
+        VerdictResult::Failed
+    } else if !reasons.is_empty() || objectives.iter().any(|o| o.result == VerdictResult::Inconclusive) {
         VerdictResult::Inconclusive
     } else {
         VerdictResult::Passed
     };
-    Verdict {
+    RepeatedVerdict {
         result,
-        objectives: rows,
+        objectives,
         inconclusive_reasons: if result == VerdictResult::Inconclusive {
             reasons
         } else {
             Vec::new()
         },
+    }
+}
+
+fn pass(ok: bool) -> VerdictResult {
+    if ok {
+        VerdictResult::Passed
+    } else {
+        VerdictResult::Failed
     }
 }
 
@@ -315,6 +442,73 @@ mod tests {
         assert_eq!(v.objectives[0].observed, "40.0 ms");
         let v = judge(&spec("{apiLatency: [{percentile: p99, maxMs: 100}]}", 0.0), &r);
         assert_eq!(v.result, VerdictResult::Failed, "all requests include the slow ones");
+    }
+
+    fn run_with(accepted: u64, paid: u64, p95: f64) -> RunResults {
+        let mut r = results(accepted, paid, p95, 0.0);
+        r.api_latency_ms.count = 1_000;
+        r
+    }
+
+    #[test]
+    fn one_run_is_judged_exactly_as_today() {
+        let spec = spec(OBJ, 0.0);
+        for r in [
+            run_with(600, 600, 120.0),
+            run_with(600, 500, 300.0),
+            run_with(0, 0, 0.0),
+        ] {
+            let today = judge(&spec, &r);
+            let repeated = judge_repeated(&spec, std::slice::from_ref(&r), 0.95);
+            assert_eq!(repeated.result, today.result, "{r:?}");
+            assert_eq!(repeated.inconclusive_reasons, today.inconclusive_reasons);
+            let passed: Vec<bool> = repeated
+                .objectives
+                .iter()
+                .map(|o| o.result == VerdictResult::Passed)
+                .collect();
+            assert_eq!(passed, today.objectives.iter().map(|o| o.passed).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn a_target_at_the_observed_mean_is_inconclusive_and_one_below_the_interval_passes() {
+        // five runs: p95 of 100, 110, 120, 130, 140 ms (mean 120)
+        let runs: Vec<RunResults> = [100.0, 110.0, 120.0, 130.0, 140.0]
+            .map(|p| run_with(1_000, 1_000, p))
+            .to_vec();
+        let at_mean = spec("{apiLatency: [{percentile: p95, maxMs: 120}]}", 0.0);
+        let v = judge_repeated(&at_mean, &runs, 0.95);
+        let row = &v.objectives[0];
+        assert_eq!(row.result, VerdictResult::Inconclusive, "{row:?}");
+        assert!((row.interval.point - 120.0).abs() < 1e-9);
+        // mean 120, s = sqrt(250), t(0.975, 4) = 2.776445: 120 -/+ 19.6324
+        assert!(
+            (row.interval.lower - 100.3676).abs() < 1e-3 && (row.interval.upper - 139.6324).abs() < 1e-3,
+            "{row:?}"
+        );
+        assert_eq!(v.result, VerdictResult::Inconclusive);
+        let generous = spec("{apiLatency: [{percentile: p95, maxMs: 140}]}", 0.0);
+        assert_eq!(
+            judge_repeated(&generous, &runs, 0.95).result,
+            VerdictResult::Passed,
+            "the whole interval meets it"
+        );
+        let strict = spec("{apiLatency: [{percentile: p95, maxMs: 99}]}", 0.0);
+        assert_eq!(
+            judge_repeated(&strict, &runs, 0.95).result,
+            VerdictResult::Failed,
+            "the whole interval misses it"
+        );
+        // success ratio: per-run 0.97 .. 0.99 against 0.98 straddles; 0.95 passes
+        let ratios: Vec<RunResults> = [970, 980, 990].map(|paid| run_with(1_000, paid, 10.0)).to_vec();
+        let at = spec("{successRatio: 0.98}", 0.0);
+        assert_eq!(
+            judge_repeated(&at, &ratios, 0.95).objectives[0].result,
+            VerdictResult::Inconclusive
+        );
+        let lower = spec("{successRatio: 0.95}", 0.0);
+        assert_eq!(judge_repeated(&lower, &ratios, 0.95).result, VerdictResult::Passed);
     }
 
     #[test]

@@ -21,8 +21,8 @@ use crate::error::{Error, Result};
 use crate::loadgen::{self, latency_histogram, LoadConfig, LoadProgress, LoadReport, Target};
 use crate::payment_mock::{FaultPlan, MockStats};
 use crate::summary::{
-    BreakerResults, InjectedFaults, InvariantResults, OrderCounts, PaymentResults, Percentiles, RetryResults,
-    RunResults, TimelinePoint,
+    BreakerResults, InjectedFaults, InvariantResults, LatencyHistograms, OrderCounts, PaymentResults, Percentiles,
+    RetryResults, RunResults, TimelinePoint,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -282,6 +282,7 @@ struct RunOutcomes {
     /// Jobs of this run's orders that are dead.
     dead_jobs: u64,
     end_to_end: Percentiles,
+    end_to_end_histogram: Option<hdrhistogram::Histogram<u64>>,
 }
 
 impl RunOutcomes {
@@ -318,6 +319,7 @@ impl RunOutcomes {
             hist.saturating_record(us.max(1) as u64);
         }
         out.end_to_end = Percentiles::from_micros(&hist);
+        out.end_to_end_histogram = Some(hist);
         Ok(out)
     }
 }
@@ -386,6 +388,9 @@ fn assemble(a: Assembly<'_>) -> RunResults {
         },
         max_queue_depth: a.samples.iter().map(|s| s.queue_depth).max().unwrap_or(0),
         dead_letters: outcomes.dead_jobs as i64,
+        histograms: outcomes.end_to_end_histogram.as_ref().map(|end_to_end| {
+            LatencyHistograms::encode(&load.latency, &load.accepted_latency, &load.shed_latency, end_to_end)
+        }),
         invariants: InvariantResults {
             lost_orders: a.audit.lost_orders.max(0) as u64,
             stuck_orders: a.audit.stuck_orders.max(0) as u64,
@@ -418,9 +423,11 @@ pub fn injected_faults(before: &MockStats, after: &MockStats) -> InjectedFaults 
 }
 
 /// `results` as compact JSON of at most [`TERMINATION_MESSAGE_LIMIT`] bytes.
-/// Normal results are far below it; if the keyed maps (failure reasons,
-/// breaker transitions and rejections) ever make it too long they are
-/// emptied, largest first, so the message stays valid JSON of the same shape.
+/// When it does not fit, the latency histograms go first (the percentiles
+/// stay; merges then fall back to the worst part's percentiles); if the
+/// keyed maps (failure reasons, breaker transitions and rejections) still
+/// make it too long they are emptied, largest first, so the message stays
+/// valid JSON of the same shape.
 pub fn termination_message(results: &RunResults) -> String {
     let encode = |r: &RunResults| serde_json::to_string(r).expect("results serialize");
     let mut message = encode(results);
@@ -428,6 +435,15 @@ pub fn termination_message(results: &RunResults) -> String {
         return message;
     }
     let mut trimmed = results.clone();
+    trimmed.histograms = None;
+    message = encode(&trimmed);
+    if message.len() <= TERMINATION_MESSAGE_LIMIT {
+        tracing::info!(
+            bytes = message.len(),
+            "the latency histograms do not fit the termination message: sent without"
+        );
+        return message;
+    }
     let weight = |m: &std::collections::BTreeMap<String, u64>| m.keys().map(|k| k.len() + 24).sum::<usize>();
     let mut order = [
         (0, weight(&trimmed.payment.failures_by_reason)),

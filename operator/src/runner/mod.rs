@@ -184,6 +184,7 @@ pub async fn run_local(
         verdict: Some(judged.verdict),
         dashboard: None,
         history: Vec::new(),
+        ..ReliabilityExperimentStatus::default()
     };
     let files = match &opts.output_dir {
         Some(dir) => write_outputs(dir, experiment, &status, &output)?,

@@ -1,0 +1,372 @@
+//! Judging a comparison, the same for both runners: each variant over its
+//! runs, the variants side by side, the sweep's recommendation, the
+//! experiment's verdict from the variants' expectations, and the baseline gate.
+
+use crate::results::RunResults;
+use crate::status::{
+    BaselineComparison, BaselineFigure, Comparison, ComparisonRow, ObjectiveResult, Recommendation, RunRecord,
+    VariantStatus, Verdict, VerdictResult,
+};
+use crate::validate::ValidatedExperiment;
+use crate::variants::MaxRegression;
+use crate::verdict::judge_repeated;
+
+/// The rule a sweep's recommendation follows, as written in the status.
+pub const RECOMMENDATION_RULE: &str = "among the variants whose every objective passes on its pessimistic bound, \
+     the one with the fewest payment calls per paid order; ties broken by the lower end-to-end p95";
+
+/// The status of every variant before its runs: name, overrides, expectation.
+pub fn planned_variants(experiment: &ValidatedExperiment) -> Vec<VariantStatus> {
+    experiment
+        .variants()
+        .iter()
+        .map(|v| VariantStatus {
+            name: v.name.clone(),
+            overrides: v.overrides.clone(),
+            expect: v.expect,
+            ..VariantStatus::default()
+        })
+        .collect()
+}
+
+/// Judge a variant whose runs are all in: its merged results, its
+/// objectives on intervals, its verdict and whether it met its expectation.
+pub fn judge_variant(experiment: &ValidatedExperiment, index: usize, variant: &mut VariantStatus) {
+    let runs: Vec<RunResults> = variant.runs.iter().filter_map(|r| r.results.clone()).collect();
+    if runs.is_empty() {
+        return;
+    }
+    let spec = experiment.variants()[index].experiment.spec();
+    let judged = judge_repeated(spec, &runs, experiment.repeat().confidence);
+    let mut merged = RunResults::merge(&runs);
+    merged.histograms = None;
+    variant.results = Some(merged);
+    variant.objectives = judged.objectives;
+    variant.verdict = Some(judged.result);
+    variant.inconclusive_reasons = judged.inconclusive_reasons;
+    variant.expectation_met = Some(judged.result == variant.expect.as_verdict());
+}
+
+/// A run's record: its results kept without histograms (the status stays small).
+pub fn run_record(
+    repeat: u32,
+    seed: u64,
+    order: u32,
+    start: String,
+    finish: String,
+    results: &RunResults,
+    verdict: VerdictResult,
+) -> RunRecord {
+    let mut results = results.clone();
+    results.histograms = None;
+    RunRecord {
+        repeat,
+        seed,
+        order,
+        start_time: Some(start),
+        finish_time: Some(finish),
+        verdict: Some(verdict),
+        results: Some(results),
+    }
+}
+
+fn row(name: &str, r: &RunResults) -> ComparisonRow {
+    ComparisonRow {
+        variant: name.to_string(),
+        success_ratio: r.success_ratio,
+        api_p95_ms: r.api_latency_ms.p95,
+        api_p99_ms: r.api_latency_ms.p99,
+        end_to_end_p95_ms: r.end_to_end_latency_ms.p95,
+        end_to_end_p99_ms: r.end_to_end_latency_ms.p99,
+        payment_calls: r.payment.calls as f64,
+        payment_calls_per_paid_order: r.calls_per_paid_order(),
+        retries: r.retries.retries as f64,
+        breaker_openings: r.breaker_openings() as f64,
+        dead_letters: r.dead_letters as f64,
+        shed: r.orders.shed as f64,
+    }
+}
+
+/// The judged variants' key figures side by side; with two, the second's
+/// divided by the first's (0 where the first's is 0).
+pub fn comparison(variants: &[VariantStatus]) -> Option<Comparison> {
+    let rows: Vec<ComparisonRow> = variants
+        .iter()
+        .filter_map(|v| v.results.as_ref().map(|r| row(&v.name, r)))
+        .collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let ratio = match rows.as_slice() {
+        [a, b] => {
+            let div = |x: f64, y: f64| if y == 0.0 { 0.0 } else { x / y };
+            Some(ComparisonRow {
+                variant: format!("{} / {}", b.variant, a.variant),
+                success_ratio: div(b.success_ratio, a.success_ratio),
+                api_p95_ms: div(b.api_p95_ms, a.api_p95_ms),
+                api_p99_ms: div(b.api_p99_ms, a.api_p99_ms),
+                end_to_end_p95_ms: div(b.end_to_end_p95_ms, a.end_to_end_p95_ms),
+                end_to_end_p99_ms: div(b.end_to_end_p99_ms, a.end_to_end_p99_ms),
+                payment_calls: div(b.payment_calls, a.payment_calls),
+                payment_calls_per_paid_order: div(b.payment_calls_per_paid_order, a.payment_calls_per_paid_order),
+                retries: div(b.retries, a.retries),
+                breaker_openings: div(b.breaker_openings, a.breaker_openings),
+                dead_letters: div(b.dead_letters, a.dead_letters),
+                shed: div(b.shed, a.shed),
+            })
+        }
+        _ => None,
+    };
+    Some(Comparison { rows, ratio })
+}
+
+/// The sweep's pick ([`RECOMMENDATION_RULE`]); "none passes" is an answer.
+pub fn recommend(variants: &[VariantStatus]) -> Recommendation {
+    let passing = variants.iter().filter(|v| v.verdict == Some(VerdictResult::Passed));
+    let best = passing
+        .filter_map(|v| v.results.as_ref().map(|r| (v, r)))
+        .min_by(|(_, a), (_, b)| {
+            a.calls_per_paid_order()
+                .total_cmp(&b.calls_per_paid_order())
+                .then(a.end_to_end_latency_ms.p95.total_cmp(&b.end_to_end_latency_ms.p95))
+        });
+    match best {
+        Some((v, r)) => Recommendation {
+            variant: Some(v.name.clone()),
+            rule: RECOMMENDATION_RULE.into(),
+            message: format!(
+                "{}: every objective passes; {:.2} payment calls per paid order, end-to-end p95 {:.1} ms",
+                v.name,
+                r.calls_per_paid_order(),
+                r.end_to_end_latency_ms.p95
+            ),
+        },
+        None => Recommendation {
+            variant: None,
+            rule: RECOMMENDATION_RULE.into(),
+            message: "no variant passes every objective on its pessimistic bound".into(),
+        },
+    }
+}
+
+/// The experiment's verdict from its variants: one row per variant
+/// (`variant.<name>`: its verdict against its expectation). Passed when
+/// every verdict equals its `expect`, Failed when one contradicts it,
+/// Inconclusive when a variant is Inconclusive (or not judged).
+pub fn experiment_verdict(variants: &[VariantStatus]) -> Verdict {
+    let rows: Vec<ObjectiveResult> = variants
+        .iter()
+        .map(|v| ObjectiveResult {
+            name: format!("variant.{}", v.name),
+            target: format!("{:?}", v.expect),
+            observed: v.verdict.map_or("not run".into(), |r| format!("{r:?}")),
+            passed: v.expectation_met == Some(true),
+        })
+        .collect();
+    let inconclusive: Vec<String> = variants
+        .iter()
+        .filter(|v| v.verdict.is_none_or(|r| r == VerdictResult::Inconclusive))
+        .map(|v| {
+            let why = if v.inconclusive_reasons.is_empty() {
+                "an objective's interval straddles its target".to_string()
+            } else {
+                v.inconclusive_reasons.join("; ")
+            };
+            format!("variant {} is inconclusive: {why}", v.name)
+        })
+        .collect();
+    let contradicted = variants
+        .iter()
+        .any(|v| v.expectation_met == Some(false) && v.verdict != Some(VerdictResult::Inconclusive));
+    let result = if !inconclusive.is_empty() {
+        VerdictResult::Inconclusive
+    } else if contradicted {
+        VerdictResult::Failed
+    } else {
+        VerdictResult::Passed
+    };
+    Verdict {
+        result,
+        objectives: rows,
+        inconclusive_reasons: if result == VerdictResult::Inconclusive {
+            inconclusive
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+/// `results` against a baseline run's: Failed when a named figure is worse
+/// by more than its margin (success ratio: points lost; latencies and calls
+/// per paid order: growth as a share of the baseline's).
+pub fn against_baseline(
+    max: &MaxRegression,
+    results: &RunResults,
+    baseline: &RunResults,
+    baseline_name: &str,
+) -> BaselineComparison {
+    let mut figures = Vec::new();
+    if let Some(points) = max.success_ratio {
+        let (was, now) = (baseline.success_ratio, results.success_ratio);
+        let passed = was - now <= points + 1e-12;
+        figures.push(BaselineFigure {
+            name: "successRatio".into(),
+            baseline: was,
+            observed: now,
+            allowed: format!("at most {points} lower"),
+            passed,
+            message: format!(
+                "successRatio {now:.4} vs {was:.4} in {baseline_name}: {} (at most {points} lower allowed)",
+                if passed { "within the margin" } else { "regressed" }
+            ),
+        });
+    }
+    let growth = [
+        (
+            "apiLatencyP95",
+            max.api_latency_p95,
+            baseline.api_latency_ms.p95,
+            results.api_latency_ms.p95,
+        ),
+        (
+            "apiLatencyP99",
+            max.api_latency_p99,
+            baseline.api_latency_ms.p99,
+            results.api_latency_ms.p99,
+        ),
+        (
+            "endToEndLatencyP95",
+            max.end_to_end_latency_p95,
+            baseline.end_to_end_latency_ms.p95,
+            results.end_to_end_latency_ms.p95,
+        ),
+        (
+            "paymentCallsPerPaidOrder",
+            max.payment_calls_per_paid_order,
+            baseline.calls_per_paid_order(),
+            results.calls_per_paid_order(),
+        ),
+    ];
+    for (name, share, was, now) in growth {
+        let Some(share) = share else { continue };
+        let limit = was * (1.0 + share);
+        let passed = now <= limit + 1e-9;
+        figures.push(BaselineFigure {
+            name: name.into(),
+            baseline: was,
+            observed: now,
+            allowed: format!("at most {:.0}% more", share * 100.0),
+            passed,
+            message: format!(
+                "{name} {now:.2} vs {was:.2} in {baseline_name}: {} (at most {:.0}% more allowed, {limit:.2})",
+                if passed { "within the margin" } else { "regressed" },
+                share * 100.0
+            ),
+        });
+    }
+    BaselineComparison {
+        baseline: baseline_name.to_string(),
+        result: if figures.iter().all(|f| f.passed) {
+            VerdictResult::Passed
+        } else {
+            VerdictResult::Failed
+        },
+        figures,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::{OrderCounts, PaymentResults, Percentiles};
+    use crate::variants::Expectation;
+
+    fn results(paid: u64, calls: u64, e2e_p95: f64) -> RunResults {
+        RunResults {
+            orders: OrderCounts {
+                accepted: 100,
+                paid,
+                ..Default::default()
+            },
+            success_ratio: paid as f64 / 100.0,
+            payment: PaymentResults {
+                calls,
+                ..Default::default()
+            },
+            end_to_end_latency_ms: Percentiles {
+                p95: e2e_p95,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn variant(name: &str, verdict: VerdictResult, expect: Expectation, r: RunResults) -> VariantStatus {
+        VariantStatus {
+            name: name.into(),
+            expect,
+            verdict: Some(verdict),
+            expectation_met: Some(verdict == expect.as_verdict()),
+            results: Some(r),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_experiment_passes_when_every_variant_shows_what_it_should() {
+        use Expectation as E;
+        use VerdictResult as V;
+        let with = variant("with-breaker", V::Passed, E::Passed, results(100, 120, 50.0));
+        let without = variant("no-breaker", V::Failed, E::Failed, results(70, 300, 900.0));
+        let v = experiment_verdict(&[with.clone(), without.clone()]);
+        assert_eq!(v.result, V::Passed, "{v:?}");
+        assert_eq!(v.objectives[1].name, "variant.no-breaker");
+        let surprise = variant("no-breaker", V::Passed, E::Failed, results(100, 120, 50.0));
+        assert_eq!(experiment_verdict(&[with.clone(), surprise]).result, V::Failed);
+        let unsure = variant("no-breaker", V::Inconclusive, E::Failed, results(90, 300, 900.0));
+        assert_eq!(experiment_verdict(&[with.clone(), unsure]).result, V::Inconclusive);
+        let c = comparison(&[with, without]).unwrap();
+        let ratio = c.ratio.unwrap();
+        assert_eq!(ratio.variant, "no-breaker / with-breaker");
+        assert!((ratio.payment_calls - 2.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_recommendation_is_the_cheapest_passing_variant_ties_by_freshness() {
+        use Expectation as E;
+        use VerdictResult as V;
+        let a = variant("a", V::Passed, E::Passed, results(100, 200, 80.0));
+        let b = variant("b", V::Passed, E::Passed, results(100, 150, 90.0));
+        let c = variant("c", V::Passed, E::Passed, results(100, 150, 60.0));
+        let cheap_but_failing = variant("d", V::Failed, E::Passed, results(50, 50, 10.0));
+        let r = recommend(&[a, b, c, cheap_but_failing.clone()]);
+        assert_eq!(r.variant.as_deref(), Some("c"), "{r:?}");
+        assert!(r.rule.contains("fewest payment calls per paid order"));
+        let none = recommend(&[cheap_but_failing]);
+        assert_eq!(none.variant, None);
+        assert!(none.message.contains("no variant passes"));
+    }
+
+    #[test]
+    fn a_regression_past_its_margin_fails_naming_figure_values_and_baseline() {
+        let max = MaxRegression {
+            success_ratio: Some(0.01),
+            api_latency_p95: Some(0.2),
+            ..Default::default()
+        };
+        let mut was = results(99, 120, 50.0);
+        was.api_latency_ms.p95 = 100.0;
+        let mut now = results(98, 120, 50.0);
+        now.api_latency_ms.p95 = 119.0;
+        let ok = against_baseline(&max, &now, &was, "run 3");
+        assert_eq!(ok.result, VerdictResult::Passed, "{ok:?}");
+        now.api_latency_ms.p95 = 125.0;
+        let bad = against_baseline(&max, &now, &was, "run 3");
+        assert_eq!(bad.result, VerdictResult::Failed);
+        let f = bad.figures.iter().find(|f| !f.passed).unwrap();
+        assert_eq!(f.name, "apiLatencyP95");
+        assert!(f.message.contains("125.00 vs 100.00 in run 3"), "{}", f.message);
+        now.success_ratio = 0.97;
+        assert!(!against_baseline(&max, &now, &was, "run 3").figures[0].passed);
+    }
+}
