@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install and start what relab's tests, benches and local runs need on a
 # Debian bookworm machine: PostgreSQL (server, client, pgbench), Prometheus'
-# promtool, wrk and hyperfine. Idempotent: does nothing that is already done.
+# promtool, wrk, hyperfine and headless Chromium (the report's screenshot test). Idempotent: does nothing that is already done.
 #
 #   scripts/setup.sh            # everything
 #   RELAB_SKIP_APT=1 scripts/setup.sh   # never call apt (already provisioned)
@@ -37,6 +37,8 @@ ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 command -v hyperfine >/dev/null 2>&1 || need_apt+=(hyperfine)
+# headless Chromium renders report.html in a test (screenshot + DOM)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "${RELAB_SKIP_APT:-0}" = 1 ]; then

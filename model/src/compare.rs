@@ -32,12 +32,21 @@ pub fn planned_variants(experiment: &ValidatedExperiment) -> Vec<VariantStatus> 
 /// Judge a variant whose runs are all in: its merged results, its
 /// objectives on intervals, its verdict and whether it met its expectation.
 pub fn judge_variant(experiment: &ValidatedExperiment, index: usize, variant: &mut VariantStatus) {
+    let spec = experiment.variants()[index].experiment.spec();
+    judge_runs(spec, experiment.repeat().confidence, variant);
+}
+
+/// Judge the repeats of an experiment without variants (shown as one variant).
+pub fn judge_single(experiment: &ValidatedExperiment, variant: &mut VariantStatus) {
+    judge_runs(experiment.spec(), experiment.repeat().confidence, variant);
+}
+
+fn judge_runs(spec: &crate::spec::ReliabilityExperimentSpec, confidence: f64, variant: &mut VariantStatus) {
     let runs: Vec<RunResults> = variant.runs.iter().filter_map(|r| r.results.clone()).collect();
     if runs.is_empty() {
         return;
     }
-    let spec = experiment.variants()[index].experiment.spec();
-    let judged = judge_repeated(spec, &runs, experiment.repeat().confidence);
+    let judged = judge_repeated(spec, &runs, confidence);
     let mut merged = RunResults::merge(&runs);
     merged.histograms = None;
     variant.results = Some(merged);
@@ -45,6 +54,28 @@ pub fn judge_variant(experiment: &ValidatedExperiment, index: usize, variant: &m
     variant.verdict = Some(judged.result);
     variant.inconclusive_reasons = judged.inconclusive_reasons;
     variant.expectation_met = Some(judged.result == variant.expect.as_verdict());
+}
+
+/// A variant's verdict as the experiment's (an experiment of one
+/// configuration, repeated): each interval objective as a row.
+pub fn verdict_of(variant: &VariantStatus) -> Verdict {
+    Verdict {
+        result: variant.verdict.unwrap_or_default(),
+        objectives: variant
+            .objectives
+            .iter()
+            .map(|o| ObjectiveResult {
+                name: o.name.clone(),
+                target: o.target.clone(),
+                observed: format!(
+                    "{:.4} [{:.4}, {:.4}] {:?}",
+                    o.interval.point, o.interval.lower, o.interval.upper, o.result
+                ),
+                passed: o.result == VerdictResult::Passed,
+            })
+            .collect(),
+        inconclusive_reasons: variant.inconclusive_reasons.clone(),
+    }
 }
 
 /// A run's record: its results kept without histograms (the status stays small).
@@ -190,6 +221,39 @@ pub fn experiment_verdict(variants: &[VariantStatus]) -> Verdict {
         objectives: rows,
         inconclusive_reasons: if result == VerdictResult::Inconclusive {
             inconclusive
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+/// A sweep's verdict: its variants are candidates, not claims, so it is
+/// Passed when the recommendation names one (some configuration meets every
+/// objective), Inconclusive when none does but one is Inconclusive, and
+/// Failed when every candidate fails. One row per variant.
+pub fn sweep_verdict(variants: &[VariantStatus], recommendation: &Recommendation) -> Verdict {
+    let rows = variants
+        .iter()
+        .map(|v| ObjectiveResult {
+            name: format!("variant.{}", v.name),
+            target: "Passed (a candidate)".into(),
+            observed: v.verdict.map_or("not run".into(), |r| format!("{r:?}")),
+            passed: v.verdict == Some(VerdictResult::Passed),
+        })
+        .collect();
+    let any_inconclusive = variants
+        .iter()
+        .any(|v| v.verdict != Some(VerdictResult::Passed) && v.verdict != Some(VerdictResult::Failed));
+    let result = match (&recommendation.variant, any_inconclusive) {
+        (Some(_), _) => VerdictResult::Passed,
+        (None, true) => VerdictResult::Inconclusive,
+        (None, false) => VerdictResult::Failed,
+    };
+    Verdict {
+        result,
+        objectives: rows,
+        inconclusive_reasons: if result == VerdictResult::Inconclusive {
+            vec![recommendation.message.clone()]
         } else {
             Vec::new()
         },

@@ -361,7 +361,14 @@ pub struct Judged {
 /// Judge a finished run: one place, so a local run and a cluster run of the
 /// same manifest say the same thing.
 pub fn judge_run(spec: &ReliabilityExperimentSpec, results: &RunResults, generation: Option<i64>, now: &str) -> Judged {
-    let verdict = crate::verdict::judge(spec, results);
+    let mut judged = judged_from(crate::verdict::judge(spec, results), generation, now);
+    judged.conditions[0].message = format!("load, drain and audit finished (drained: {})", results.drained);
+    judged
+}
+
+/// A verdict turned into the run's phase and its `Completed` and
+/// `ObjectivesMet` conditions.
+pub fn judged_from(verdict: Verdict, generation: Option<i64>, now: &str) -> Judged {
     let (met, reason) = match verdict.result {
         VerdictResult::Passed => ("True", "ObjectivesMet"),
         VerdictResult::Failed => ("False", "ObjectivesNotMet"),
@@ -378,7 +385,7 @@ pub fn judge_run(spec: &ReliabilityExperimentSpec, results: &RunResults, generat
             "Completed",
             "True",
             "RunCompleted",
-            format!("load, drain and audit finished (drained: {})", results.drained),
+            "every lab run finished: load, drain and audit".into(),
             generation,
             now,
         ),
@@ -386,7 +393,7 @@ pub fn judge_run(spec: &ReliabilityExperimentSpec, results: &RunResults, generat
             "ObjectivesMet",
             met,
             reason,
-            if failed.is_empty() {
+            if failed.is_empty() || verdict.result == VerdictResult::Inconclusive {
                 verdict.inconclusive_reasons.join("; ")
             } else {
                 format!("not met: {}", failed.join(", "))
@@ -404,6 +411,11 @@ pub fn judge_run(spec: &ReliabilityExperimentSpec, results: &RunResults, generat
         verdict,
         conditions,
     }
+}
+
+/// The repeats of one configuration, judged: the variant's verdict as the run's.
+pub fn judge_repeats_of_one(variant: &VariantStatus, generation: Option<i64>, now: &str) -> Judged {
+    judged_from(crate::compare::verdict_of(variant), generation, now)
 }
 
 #[cfg(test)]

@@ -535,7 +535,9 @@ async fn a_spec_change_starts_a_new_run_keeps_history_and_restarts_do_not_rerun(
 #[tokio::test]
 async fn an_operator_killed_mid_run_resumes_and_writes_the_results_once() {
     in_namespace(|client, ns| async move {
-        let rx = shortened("outage-drill-no-breaker.yaml", 0.15, "resume");
+        let mut rx = common::example_variant("outage-drill.yaml", "no-breaker");
+        common::shorten(&mut rx.spec, 0.15);
+        rx.metadata.name = Some("resume".into());
         let local = spawn_local_run(&rx);
         let operator = Operator::start(&client, &ns).await;
         let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), &ns);

@@ -54,12 +54,11 @@ fn invariants_hold(r: &RunResults) {
 
 /// Payment calls made while the named fault phase was active.
 /// Payment calls in the timeline's seconds that `phase` of the (scaled) plan covers.
-fn calls_during(run: &LocalRun, phase: &str, plan: &lab_service::payment_mock::FaultPlan) -> u64 {
+fn calls_during(run: &lab_service::run::RunOutput, phase: &str, plan: &lab_service::payment_mock::FaultPlan) -> u64 {
     let ph = plan.schedule.iter().find(|p| p.name == phase).expect("phase");
     let start = (ph.start_ms / 1000) as u32;
     let end = ph.end_ms.map_or(u32::MAX, |e| e.div_ceil(1000) as u32);
-    run.output
-        .timeline
+    run.timeline
         .iter()
         .filter(|p| p.second >= start && p.second < end)
         .map(|p| p.payment_calls)
@@ -94,10 +93,27 @@ async fn flaky_payments_are_absorbed_by_retries() {
     assert_eq!(verdict(&run), VerdictResult::Passed, "{:?}", run.status.verdict);
 }
 
+/// A variant's results (merged over its runs) and its verdict.
+fn variant<'a>(run: &'a LocalRun, name: &str) -> &'a relab_model::status::VariantStatus {
+    run.status
+        .variants
+        .iter()
+        .find(|v| v.name == name)
+        .unwrap_or_else(|| panic!("no variant {name}"))
+}
+
+/// The first lab run of a variant.
+fn first_run<'a>(run: &'a LocalRun, name: &str) -> &'a runner::LabRunOutput {
+    run.runs
+        .iter()
+        .find(|r| r.variant.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no lab run of {name}"))
+}
+
 #[tokio::test]
 async fn the_breaker_shields_the_payment_service_during_an_outage_and_the_drill_passes_only_with_it() {
-    let with = run_example("outage-drill.yaml", 0.5).await;
-    let without = run_example("outage-drill-no-breaker.yaml", 0.5).await;
+    let run = run_example("outage-drill.yaml", 0.5).await;
+    assert_eq!(verdict(&run), VerdictResult::Passed, "{:?}", run.status.verdict);
     let plan = runner::load_manifest(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -109,7 +125,8 @@ async fn the_breaker_shields_the_payment_service_during_an_outage_and_the_drill_
     .unwrap()
     .0
     .fault_plan();
-    let (rw, rn) = (results(&with), results(&without));
+    let (with, without) = (variant(&run, "with-breaker"), variant(&run, "no-breaker"));
+    let (rw, rn) = (with.results.as_ref().unwrap(), without.results.as_ref().unwrap());
 
     let t = &rw.breaker.transitions;
     assert!(t.get("closed->open").copied().unwrap_or(0) >= 1, "{t:?}");
@@ -121,19 +138,127 @@ async fn the_breaker_shields_the_payment_service_during_an_outage_and_the_drill_
     assert!(rw.retries.breaker_rejected > 0);
     assert!(rn.breaker.transitions.is_empty());
     let (calls_with, calls_without) = (
-        calls_during(&with, "outage", &plan),
-        calls_during(&without, "outage", &plan),
+        calls_during(&first_run(&run, "with-breaker").output, "outage", &plan),
+        calls_during(&first_run(&run, "no-breaker").output, "outage", &plan),
     );
     assert!(
         calls_with * 3 < calls_without,
         "outage calls with breaker {calls_with}, without {calls_without}"
     );
-    assert_eq!(verdict(&with), VerdictResult::Passed, "{:?}", with.status.verdict);
+    assert_eq!(with.verdict, Some(VerdictResult::Passed), "{with:?}");
+    assert_eq!(with.expectation_met, Some(true));
     assert_eq!(rw.orders.dead_lettered, 0);
-    assert_eq!(verdict(&without), VerdictResult::Failed);
+    assert_eq!(without.verdict, Some(VerdictResult::Failed));
+    assert_eq!(without.expectation_met, Some(true), "meant to fail, and it did");
     assert!(rn.orders.dead_lettered > 0, "{:?}", rn.orders);
     invariants_hold(rw);
     invariants_hold(rn);
+    // the comparison shows the difference in payment calls
+    let ratio = run
+        .status
+        .comparison
+        .as_ref()
+        .and_then(|c| c.ratio.clone())
+        .expect("two variants: a ratio");
+    assert_eq!(ratio.variant, "no-breaker / with-breaker");
+    assert!(ratio.payment_calls > 1.2, "{ratio:?}");
+    // executed interleaved, one at a time, each run recorded with its seed
+    let order: Vec<_> = run.runs.iter().map(|r| r.variant.clone().unwrap()).collect();
+    assert_eq!(order, ["with-breaker", "no-breaker"]);
+    assert_eq!(run.status.execution.as_ref().unwrap().concurrency, 1);
+    assert_eq!(with.runs[0].seed, 42);
+}
+
+#[tokio::test]
+async fn a_sweep_recommends_the_cheapest_configuration_that_passes() {
+    let run = run_example("retry-sweep.yaml", 0.25).await;
+    assert_eq!(run.status.variants.len(), 6);
+    let rec = run.status.recommendation.as_ref().expect("a sweep recommends");
+    assert!(rec.rule.contains("fewest payment calls per paid order"), "{rec:?}");
+    let passing: Vec<_> = run
+        .status
+        .variants
+        .iter()
+        .filter(|v| v.verdict == Some(VerdictResult::Passed))
+        .collect();
+    match &rec.variant {
+        Some(name) => {
+            let chosen = variant(&run, name);
+            assert_eq!(chosen.verdict, Some(VerdictResult::Passed));
+            let cost = |v: &relab_model::status::VariantStatus| v.results.as_ref().unwrap().calls_per_paid_order();
+            assert!(passing.iter().all(|v| cost(chosen) <= cost(v)), "{rec:?}");
+        }
+        None => assert!(passing.is_empty(), "none passes only when none passes: {rec:?}"),
+    }
+    for v in &run.status.variants {
+        invariants_hold(v.results.as_ref().unwrap());
+    }
+    // one call per retry loop (two loops per job) cannot ride out 25% failures
+    for one in run.status.variants.iter().filter(|v| v.name.ends_with("maxattempts-1")) {
+        assert_eq!(
+            one.verdict,
+            Some(VerdictResult::Failed),
+            "{}: {:?}",
+            one.name,
+            one.objectives
+        );
+    }
+    assert!(
+        rec.variant.as_deref().is_some_and(|v| !v.ends_with("maxattempts-1")),
+        "{rec:?}"
+    );
+    assert_eq!(
+        verdict(&run),
+        VerdictResult::Passed,
+        "a sweep passes when one candidate passes"
+    );
+}
+
+#[tokio::test]
+async fn repeated_runs_are_judged_on_their_interval() {
+    let run = run_example("flaky-payments-repeated.yaml", 0.25).await;
+    let only = &run.status.variants[0];
+    assert_eq!(only.runs.len(), 5);
+    let seeds: Vec<u64> = only.runs.iter().map(|r| r.seed).collect();
+    assert_eq!(seeds, [42, 43, 44, 45, 46]);
+    let row = only
+        .objectives
+        .iter()
+        .find(|o| o.name == "endToEndLatency.p95")
+        .unwrap();
+    assert!(
+        row.interval.lower < row.interval.point && row.interval.point < row.interval.upper,
+        "{row:?}"
+    );
+    // the same runs re-judged: a target at the observed mean straddles the
+    // interval; the same target lowered past the interval passes
+    let runs: Vec<RunResults> = only.runs.iter().map(|r| r.results.clone().unwrap()).collect();
+    let (experiment, _) = runner::load_manifest(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/examples/flaky-payments-repeated.yaml"
+        ))
+        .unwrap(),
+        0.25,
+    )
+    .unwrap();
+    let mut spec = experiment.spec().clone();
+    spec.objectives.end_to_end_latency[0].max_ms = row.interval.point;
+    let at_mean = relab_model::verdict::judge_repeated(&spec, &runs, 0.95);
+    let e2e = at_mean
+        .objectives
+        .iter()
+        .find(|o| o.name == "endToEndLatency.p95")
+        .unwrap();
+    assert_eq!(e2e.result, VerdictResult::Inconclusive, "{e2e:?}");
+    spec.objectives.end_to_end_latency[0].max_ms = row.interval.upper + 1.0;
+    let generous = relab_model::verdict::judge_repeated(&spec, &runs, 0.95);
+    let e2e = generous
+        .objectives
+        .iter()
+        .find(|o| o.name == "endToEndLatency.p95")
+        .unwrap();
+    assert_eq!(e2e.result, VerdictResult::Passed, "{e2e:?}");
 }
 
 #[tokio::test]

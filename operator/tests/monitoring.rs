@@ -78,7 +78,7 @@ async fn wait_http(url: &str, secs: u64) {
 }
 
 fn experiment() -> ReliabilityExperiment {
-    let mut rx = common::example("outage-drill.yaml");
+    let mut rx = common::example_variant("outage-drill.yaml", "with-breaker");
     common::shorten(&mut rx.spec, 0.5);
     rx.metadata.name = Some(NAME.into());
     rx.metadata.namespace = Some(NS.into());

@@ -287,8 +287,13 @@ async fn print_progress(mut watcher: watch::Receiver<RunProgress>) {
 
 /// `[load] 12.0s/30.0s sent=600 accepted=598 ...`
 pub fn progress_line(p: &RunProgress) -> String {
+    let label = if p.label.is_empty() {
+        String::new()
+    } else {
+        format!("{}: ", p.label)
+    };
     format!(
-        "[{}] {:.1}s/{:.1}s sent={} accepted={} shed={} errors={} paid={} failed={} dead_lettered={} queue={} breaker={}",
+        "{label}[{}] {:.1}s/{:.1}s sent={} accepted={} shed={} errors={} paid={} failed={} dead_lettered={} queue={} breaker={}",
         p.stage,
         p.elapsed.as_secs_f64(),
         p.planned.as_secs_f64(),

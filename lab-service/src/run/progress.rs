@@ -35,6 +35,10 @@ impl fmt::Display for RunStage {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunProgress {
+    /// Which lab run of the experiment this is (`variant 2/4, run 3/5`);
+    /// empty for an experiment of one run.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub label: String,
     /// Since the load started.
     #[serde(rename = "elapsedSeconds", with = "secs_f64")]
     pub elapsed: Duration,

@@ -17,7 +17,8 @@ use crate::crd::{ReliabilityExperimentStatus, VerdictResult};
 use lab_service::lab::{self, Lab, LabPlan};
 use lab_service::run::RunProgress;
 use lab_service::run::{run_experiment, ExperimentRun, RunOutput};
-use relab_model::status::{self, condition};
+use relab_model::compare;
+use relab_model::status::{self, condition, Execution, RunRecord, VariantStatus};
 use relab_model::validate::ManifestMeta;
 use relab_model::{FieldError, ValidatedExperiment};
 use std::path::PathBuf;
@@ -53,7 +54,10 @@ pub enum RunError {
 pub struct LocalRun {
     pub name: String,
     pub status: ReliabilityExperimentStatus,
+    /// The (last) lab run's output: its results and timeline.
     pub output: RunOutput,
+    /// Every lab run's output, in execution order.
+    pub runs: Vec<LabRunOutput>,
     /// Files written (status.yaml, status.json, timeline.json, report.html).
     pub files: Vec<PathBuf>,
 }
@@ -75,66 +79,55 @@ pub fn load_manifest(text: &str, time_scale: f64) -> Result<(ValidatedExperiment
     Ok((experiment, meta))
 }
 
-/// The database the run uses; dropped (or the server stopped) afterwards.
-enum Database {
+/// The Postgres server of a `relab run`: ephemeral (stopped afterwards) or
+/// `--database-url`'s. Every lab run gets a fresh database on it, dropped
+/// after the run.
+enum Server {
     Ephemeral(postgres::EphemeralPostgres),
-    Fresh {
-        admin_url: String,
-        name: String,
-        url: String,
-    },
+    External(String),
 }
 
-impl Database {
+impl Server {
     async fn open(opts: &RunOptions) -> Result<Self, RunError> {
         match &opts.database_url {
-            None => Ok(Database::Ephemeral(
+            None => Ok(Server::Ephemeral(
                 tokio::task::spawn_blocking(postgres::EphemeralPostgres::start)
                     .await
                     .expect("join")?,
             )),
-            Some(admin_url) => {
-                let name = format!("relab_run_{}", uuid::Uuid::new_v4().simple());
-                let url = lab_service::db::create_database(admin_url, &name).await?;
-                Ok(Database::Fresh {
-                    url,
-                    admin_url: admin_url.clone(),
-                    name,
-                })
-            }
+            Some(admin_url) => Ok(Server::External(admin_url.clone())),
         }
     }
 
-    fn url(&self) -> String {
+    fn admin_url(&self) -> String {
         match self {
-            Database::Ephemeral(pg) => pg.url(),
-            Database::Fresh { url, .. } => url.clone(),
-        }
-    }
-
-    async fn close(self) {
-        if let Database::Fresh { admin_url, name, .. } = self {
-            if let Err(e) = lab_service::db::drop_database(&admin_url, &name).await {
-                tracing::warn!(error = %e, database = %name, "could not drop the run's database");
-            }
+            Server::Ephemeral(pg) => pg.url(),
+            Server::External(url) => url.clone(),
         }
     }
 }
 
-/// Run a validated experiment on this machine.
-pub async fn run_local(
+/// One lab run's output, and which variant and repeat it was.
+pub struct LabRunOutput {
+    pub variant: Option<String>,
+    pub repeat: u32,
+    pub seed: u64,
+    pub output: RunOutput,
+}
+
+/// One lab run on a fresh database of `server`: the lab, the run engine,
+/// everything stopped and the database dropped afterwards.
+async fn run_lab(
+    server: &Server,
     experiment: &ValidatedExperiment,
-    opts: &RunOptions,
     progress: tokio::sync::watch::Sender<RunProgress>,
-    stop: CancellationToken,
-) -> Result<LocalRun, RunError> {
-    let name = experiment.name().to_string();
-    let spec = experiment.spec();
-    let started = chrono::Utc::now();
-    let db = Database::open(opts).await?;
+    stop: &CancellationToken,
+) -> Result<RunOutput, RunError> {
+    let admin_url = server.admin_url();
+    let name = format!("relab_run_{}", uuid::Uuid::new_v4().simple());
+    let url = lab_service::db::create_database(&admin_url, &name).await?;
     let result = async {
-        let url = db.url();
-        let pool_size = LabPlan::pool_size(spec.order_service.replicas);
+        let pool_size = LabPlan::pool_size(experiment.spec().order_service.replicas);
         let pool = lab_service::db::connect_and_migrate(&url, pool_size).await?;
         let running = Lab::start(LabPlan::for_experiment(experiment, pool.clone())).await?;
         let run = ExperimentRun {
@@ -155,45 +148,146 @@ pub async fn run_local(
         Ok::<_, RunError>(output)
     }
     .await;
-    db.close().await;
-    let output = result?;
-    if stop.is_cancelled() {
-        return Err(RunError::Interrupted);
+    if let Err(e) = lab_service::db::drop_database(&admin_url, &name).await {
+        tracing::warn!(error = %e, database = %name, "could not drop the run's database");
     }
+    result
+}
+
+/// Run a validated experiment on this machine: every lab run of it (its
+/// variants and repeats, interleaved A1 B1 A2 B2 ...), one at a time, then
+/// the status the operator would write.
+pub async fn run_local(
+    experiment: &ValidatedExperiment,
+    opts: &RunOptions,
+    progress: tokio::sync::watch::Sender<RunProgress>,
+    stop: CancellationToken,
+) -> Result<LocalRun, RunError> {
+    let name = experiment.name().to_string();
+    let started = chrono::Utc::now();
+    let server = Server::open(opts).await?;
+    let plan = experiment.lab_runs();
+    let (variants_total, runs_total) = (experiment.variants().len(), experiment.repeat().runs);
+    let mut variants = compare::planned_variants(experiment);
+    let mut single_runs: Vec<RunRecord> = Vec::new();
+    let mut outputs = Vec::new();
+    for (order, lab_run) in plan.iter().enumerate() {
+        let label = match lab_run.variant {
+            Some(v) => format!(
+                "variant {}/{variants_total}, run {}/{runs_total}",
+                v + 1,
+                lab_run.repeat + 1
+            ),
+            None if runs_total > 1 => format!("run {}/{runs_total}", lab_run.repeat + 1),
+            None => String::new(),
+        };
+        progress.send_modify(|p| {
+            *p = RunProgress {
+                label: label.clone(),
+                ..RunProgress::default()
+            }
+        });
+        let run_started = status::timestamp(chrono::Utc::now());
+        let output = run_lab(&server, &lab_run.experiment, progress.clone(), &stop).await?;
+        if stop.is_cancelled() {
+            return Err(RunError::Interrupted);
+        }
+        let finished = status::timestamp(chrono::Utc::now());
+        let verdict = relab_model::verdict::judge(lab_run.experiment.spec(), &output.results).result;
+        let seed = lab_run.experiment.spec().payment.seed;
+        let record = compare::run_record(
+            lab_run.repeat,
+            seed,
+            order as u32 + 1,
+            run_started,
+            finished,
+            &output.results,
+            verdict,
+        );
+        match lab_run.variant {
+            Some(v) => variants[v].runs.push(record),
+            None => single_runs.push(record),
+        }
+        outputs.push(LabRunOutput {
+            variant: lab_run.variant.map(|v| experiment.variants()[v].name.clone()),
+            repeat: lab_run.repeat,
+            seed,
+            output,
+        });
+    }
+    drop(server);
 
     let now = status::timestamp(chrono::Utc::now());
-    let judged = status::judge_run(spec, &output.results, None, &now);
-    let mut conditions = vec![condition(
-        "Valid",
-        "True",
-        "SpecValid",
-        "the spec passed validation".into(),
-        None,
-        &now,
-    )];
-    conditions.extend(judged.conditions);
-    let status = ReliabilityExperimentStatus {
-        phase: judged.phase,
-        observed_generation: None,
+    let spec = experiment.spec();
+    let mut status = ReliabilityExperimentStatus {
         run_id: spec.run_id.clone(),
         start_time: Some(status::timestamp(started)),
         finish_time: Some(now.clone()),
-        conditions,
-        progress: None,
-        results: Some(output.results.clone()),
-        verdict: Some(judged.verdict),
-        dashboard: None,
-        history: Vec::new(),
+        conditions: vec![condition(
+            "Valid",
+            "True",
+            "SpecValid",
+            "the spec passed validation".into(),
+            None,
+            &now,
+        )],
+        execution: (plan.len() > 1).then(|| Execution {
+            order: "interleaved".into(),
+            concurrency: 1,
+            lab_runs: plan.len() as u32,
+        }),
         ..ReliabilityExperimentStatus::default()
     };
+    let (phase, verdict, more) = if variants.is_empty() {
+        let results: Vec<_> = outputs.iter().map(|o| o.output.results.clone()).collect();
+        let merged = relab_model::results::RunResults::merge(&results);
+        let judged = if results.len() == 1 {
+            status::judge_run(spec, &results[0], None, &now)
+        } else {
+            // repeats of one configuration: shown as one variant with its runs
+            let mut only = VariantStatus {
+                name: name.clone(),
+                runs: single_runs,
+                ..VariantStatus::default()
+            };
+            compare::judge_single(experiment, &mut only);
+            status.variants = vec![only];
+            status::judge_repeats_of_one(&status.variants[0], None, &now)
+        };
+        let mut r = if results.len() == 1 { results[0].clone() } else { merged };
+        r.histograms = None;
+        status.results = Some(r);
+        (judged.phase, judged.verdict, judged.conditions)
+    } else {
+        for (i, v) in variants.iter_mut().enumerate() {
+            compare::judge_variant(experiment, i, v);
+        }
+        status.comparison = compare::comparison(&variants);
+        let verdict = if spec.sweep.0.is_empty() {
+            compare::experiment_verdict(&variants)
+        } else {
+            let recommendation = compare::recommend(&variants);
+            let verdict = compare::sweep_verdict(&variants, &recommendation);
+            status.recommendation = Some(recommendation);
+            verdict
+        };
+        status.variants = variants;
+        let judged = status::judged_from(verdict, None, &now);
+        (judged.phase, judged.verdict, judged.conditions)
+    };
+    status.phase = phase;
+    status.verdict = Some(verdict);
+    status.conditions.extend(more);
     let files = match &opts.output_dir {
-        Some(dir) => write_outputs(dir, experiment, &status, &output)?,
+        Some(dir) => write_outputs(dir, experiment, &status, &outputs)?,
         None => Vec::new(),
     };
+    let output = outputs.last().map(|o| o.output.clone()).unwrap_or_default();
     Ok(LocalRun {
         name,
         status,
         output,
+        runs: outputs,
         files,
     })
 }
@@ -202,11 +296,16 @@ fn write_outputs(
     dir: &std::path::Path,
     experiment: &ValidatedExperiment,
     status: &ReliabilityExperimentStatus,
-    output: &RunOutput,
+    runs: &[LabRunOutput],
 ) -> Result<Vec<PathBuf>, RunError> {
     std::fs::create_dir_all(dir)?;
     let yaml = serde_yaml::to_string(&serde_json::json!({ "status": status })).expect("status serializes");
-    let files = [
+    let last = runs.last().map(|r| r.output.timeline.clone()).unwrap_or_default();
+    let timelines: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|r| serde_json::json!({ "variant": r.variant, "repeat": r.repeat, "seed": r.seed, "timeline": r.output.timeline }))
+        .collect();
+    let mut files = vec![
         ("status.yaml", yaml),
         (
             "status.json",
@@ -214,19 +313,16 @@ fn write_outputs(
         ),
         (
             "timeline.json",
-            serde_json::to_string_pretty(&output.timeline).expect("serializes"),
-        ),
-        (
-            "report.html",
-            report::render(
-                experiment.name(),
-                experiment.spec(),
-                status.results.as_ref().expect("results set"),
-                status.verdict.as_ref().expect("verdict set"),
-                &output.timeline,
-            ),
+            serde_json::to_string_pretty(&last).expect("serializes"),
         ),
     ];
+    if runs.len() > 1 {
+        files.push((
+            "timelines.json",
+            serde_json::to_string_pretty(&timelines).expect("serializes"),
+        ));
+    }
+    files.push(("report.html", report::render_status(experiment, status, runs)));
     let mut written = Vec::new();
     for (file, body) in files {
         let path = dir.join(file);

@@ -2,9 +2,12 @@
 //! so a browser opens it anywhere. Plots share the time axis of the load and
 //! shade the fault phases.
 
-use crate::crd::{ReliabilityExperimentSpec, Verdict, VerdictResult};
+use crate::crd::{ReliabilityExperimentStatus, Verdict, VerdictResult};
+use crate::runner::LabRunOutput;
 use lab_service::summary::{RunResults, TimelinePoint};
 use relab_model::results::BreakerState;
+use relab_model::status::VariantStatus;
+use relab_model::ValidatedExperiment;
 use std::fmt::Write;
 
 const W: f64 = 760.0;
@@ -192,14 +195,16 @@ pub fn bar_chart(title: &str, bars: &[(&str, u64, &'static str)]) -> String {
     s
 }
 
-fn fault_bands(spec: &ReliabilityExperimentSpec, total: f64) -> Vec<Band> {
-    spec.payment
-        .faults_schedule
+/// The fault phases as the run had them (scaled by `--time-scale`).
+fn fault_bands(experiment: &ValidatedExperiment, total: f64) -> Vec<Band> {
+    experiment
+        .fault_plan()
+        .schedule
         .iter()
         .map(|p| Band {
             label: p.name.clone(),
-            start: f64::from(p.start_seconds),
-            end: p.end_seconds.map(f64::from).unwrap_or(total),
+            start: p.start_ms as f64 / 1000.0,
+            end: p.end_ms.map_or(total, |e| e as f64 / 1000.0),
             color: "#e4572e",
         })
         .collect()
@@ -207,14 +212,14 @@ fn fault_bands(spec: &ReliabilityExperimentSpec, total: f64) -> Vec<Band> {
 
 /// The whole report page.
 pub fn render(
-    name: &str,
-    spec: &ReliabilityExperimentSpec,
+    experiment: &ValidatedExperiment,
     results: &RunResults,
     verdict: &Verdict,
     timeline: &[TimelinePoint],
 ) -> String {
+    let name = experiment.name();
     let total = results.load_seconds.max(timeline.len() as f64);
-    let bands = fault_bands(spec, total);
+    let bands = fault_bands(experiment, total);
     let pts = |f: &dyn Fn(&TimelinePoint) -> f64| -> Vec<(f64, f64)> {
         timeline.iter().map(|p| (f64::from(p.second) + 1.0, f(p))).collect()
     };
@@ -378,6 +383,257 @@ table{{border-collapse:collapse;margin:12px 0}}td,th{{border:1px solid #ddd;padd
             format!("<p>Inconclusive because:</p><ul>{reasons}</ul>")
         },
     )
+}
+
+/// Colours of the variants' lines and bars, in order.
+const PALETTE: [&str; 8] = [
+    "#2e86ab", "#c73e1d", "#3bb273", "#f18f01", "#5f0f40", "#6a4c93", "#8d6a1f", "#1b998b",
+];
+
+/// The report of a finished `relab run`: one run as [`render`] draws it; a
+/// comparison (variants, or repeats of one configuration) with a
+/// comparison section on top.
+pub fn render_status(
+    experiment: &ValidatedExperiment,
+    status: &ReliabilityExperimentStatus,
+    runs: &[LabRunOutput],
+) -> String {
+    let verdict = status.verdict.clone().unwrap_or_default();
+    let last = runs.last().map(|r| r.output.timeline.as_slice()).unwrap_or_default();
+    if status.variants.is_empty() {
+        let results = status.results.clone().unwrap_or_default();
+        return render(experiment, &results, &verdict, last);
+    }
+    let page = comparison_page(experiment, status, runs);
+    match &status.results {
+        // repeats of one configuration: the comparison, then the last run as usual
+        Some(results) => render(experiment, results, &verdict, last).replacen("</h1>", &format!("</h1>{page}"), 1),
+        None => page_shell(experiment.name(), &verdict, &page),
+    }
+}
+
+fn badge(result: VerdictResult) -> (&'static str, &'static str) {
+    match result {
+        VerdictResult::Passed => ("PASSED", "#3bb273"),
+        VerdictResult::Failed => ("FAILED", "#c73e1d"),
+        VerdictResult::Inconclusive => ("INCONCLUSIVE", "#f18f01"),
+    }
+}
+
+fn page_shell(name: &str, verdict: &Verdict, body: &str) -> String {
+    let (text, color) = badge(verdict.result);
+    let reasons: String = verdict
+        .inconclusive_reasons
+        .iter()
+        .map(|r| format!("<li>{}</li>", esc(r)))
+        .collect();
+    format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>relab: {name}</title>
+<style>body{{font:14px system-ui,sans-serif;margin:24px;max-width:820px;color:#222}}h1{{font-size:20px}}
+.badge{{display:inline-block;padding:3px 10px;border-radius:4px;color:#fff;background:{color};font-weight:600}}
+table{{border-collapse:collapse;margin:12px 0}}td,th{{border:1px solid #ddd;padding:4px 10px;text-align:left}}
+.ok{{color:#3bb273}}.bad{{color:#c73e1d;font-weight:600}}svg{{display:block;margin:18px 0}}
+.t{{font-size:13px;font-weight:600}}.a{{font-size:11px;fill:#444}}.b{{font-size:10px;fill:#c73e1d}}pre{{background:#f6f6f6;padding:10px;overflow:auto}}</style></head>
+<body><h1>relab experiment <code>{name}</code> <span class="badge">{text}</span></h1>{reasons}{body}</body></html>
+"#,
+        name = esc(name),
+        reasons = if reasons.is_empty() {
+            String::new()
+        } else {
+            format!("<p>Inconclusive because:</p><ul>{reasons}</ul>")
+        },
+    )
+}
+
+/// Per objective, one bar per variant at its point estimate with the
+/// interval as a whisker, and the target as a dashed line.
+fn interval_bars(objective: &str, target: &str, variants: &[&VariantStatus]) -> String {
+    let rows: Vec<(&str, relab_model::stats::Interval, VerdictResult)> = variants
+        .iter()
+        .filter_map(|v| {
+            v.objectives
+                .iter()
+                .find(|o| o.name == objective)
+                .map(|o| (v.name.as_str(), o.interval, o.result))
+        })
+        .collect();
+    let target_value: Option<f64> = target
+        .trim_start_matches(['>', '<', '=', ' '])
+        .trim_end_matches(" ms")
+        .trim()
+        .parse()
+        .ok();
+    let max = rows
+        .iter()
+        .map(|(_, i, _)| i.upper)
+        .chain(target_value)
+        .fold(0.0_f64, f64::max);
+    let max = nice_max(max * 1.05);
+    let row = 26.0;
+    let h = PAD_T + row * rows.len() as f64 + 24.0;
+    let x = |v: f64| 150.0 + (W - 190.0) * (v / max).clamp(0.0, 1.0);
+    let mut s = format!(
+        r#"<svg viewBox="0 0 {W} {h}" width="{W}" height="{h}" role="img" aria-label="{t}"><title>{t}</title><text x="{PAD_L}" y="16" class="t">{t} (target {target})</text>"#,
+        t = esc(objective),
+        target = esc(target)
+    );
+    for (i, (name, interval, result)) in rows.iter().enumerate() {
+        let yy = PAD_T + i as f64 * row;
+        let color = PALETTE[i % PALETTE.len()];
+        let _ = write!(
+            s,
+            r##"<text x="144" y="{ty:.1}" class="a" text-anchor="end">{n}</text><rect x="150" y="{yy:.1}" width="{w:.1}" height="16" fill="{color}" opacity="0.75"/><line x1="{lo:.1}" x2="{hi:.1}" y1="{my:.1}" y2="{my:.1}" stroke="#222" stroke-width="1.5"/><line x1="{lo:.1}" x2="{lo:.1}" y1="{y0:.1}" y2="{y1:.1}" stroke="#222"/><line x1="{hi:.1}" x2="{hi:.1}" y1="{y0:.1}" y2="{y1:.1}" stroke="#222"/><text x="{tx:.1}" y="{ty:.1}" class="a">{p:.4} [{l:.4}, {u:.4}] {r:?}</text>"##,
+            ty = yy + 12.0,
+            n = esc(name),
+            w = (x(interval.point) - 150.0).max(1.0),
+            lo = x(interval.lower),
+            hi = x(interval.upper),
+            my = yy + 8.0,
+            y0 = yy + 2.0,
+            y1 = yy + 14.0,
+            tx = x(interval.upper) + 6.0,
+            p = interval.point,
+            l = interval.lower,
+            u = interval.upper,
+            r = result,
+        );
+    }
+    if let Some(t) = target_value {
+        let _ = write!(
+            s,
+            r##"<line x1="{tx:.1}" x2="{tx:.1}" y1="{PAD_T}" y2="{y1:.1}" stroke="#c73e1d" stroke-dasharray="4 3"/>"##,
+            tx = x(t),
+            y1 = h - 20.0
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// The comparison section: the variants' verdicts against their
+/// expectations, the figures side by side, the recommendation, interval
+/// bars per objective, and latency, payment calls and breaker state per
+/// variant over time (each variant's first run).
+fn comparison_page(
+    experiment: &ValidatedExperiment,
+    status: &ReliabilityExperimentStatus,
+    runs: &[LabRunOutput],
+) -> String {
+    let variants: Vec<&VariantStatus> = status.variants.iter().collect();
+    let mut out = String::from(r#"<section id="comparison"><h2>Comparison</h2>"#);
+    let _ = write!(
+        out,
+        "<table><tr><th>variant</th><th>expect</th><th>verdict</th><th>met</th><th>runs</th></tr>"
+    );
+    for v in &variants {
+        let met = v.expectation_met == Some(true);
+        let _ = write!(
+            out,
+            r#"<tr class="variant" data-variant="{n}"><td>{n}</td><td>{e:?}</td><td>{r}</td><td class="{c}">{m}</td><td>{k}</td></tr>"#,
+            n = esc(&v.name),
+            e = v.expect,
+            r = v.verdict.map_or("not run".to_string(), |r| format!("{r:?}")),
+            c = if met { "ok" } else { "bad" },
+            m = if met { "yes" } else { "NO" },
+            k = v.runs.len(),
+        );
+    }
+    out.push_str("</table>");
+    if let Some(c) = &status.comparison {
+        out.push_str("<table><tr><th>variant</th><th>success</th><th>API p95 / p99 ms</th><th>e2e p95 / p99 ms</th><th>calls / paid</th><th>retries</th><th>breaker opened</th><th>dead letters</th><th>shed</th></tr>");
+        for r in c.rows.iter().chain(c.ratio.iter()) {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{:.4}</td><td>{:.1} / {:.1}</td><td>{:.1} / {:.1}</td><td>{:.2}</td><td>{:.0}</td><td>{:.0}</td><td>{:.0}</td><td>{:.0}</td></tr>",
+                esc(&r.variant),
+                r.success_ratio,
+                r.api_p95_ms,
+                r.api_p99_ms,
+                r.end_to_end_p95_ms,
+                r.end_to_end_p99_ms,
+                r.payment_calls_per_paid_order,
+                r.retries,
+                r.breaker_openings,
+                r.dead_letters,
+                r.shed
+            );
+        }
+        out.push_str("</table>");
+    }
+    if let Some(r) = &status.recommendation {
+        let _ = write!(
+            out,
+            r#"<p id="recommendation"><b>Recommendation:</b> {}<br><small>{}</small></p>"#,
+            esc(&r.message),
+            esc(&r.rule)
+        );
+    }
+    let mut names: Vec<(String, String)> = Vec::new();
+    for v in &variants {
+        for o in &v.objectives {
+            if !names.iter().any(|(n, _)| *n == o.name) {
+                names.push((o.name.clone(), o.target.clone()));
+            }
+        }
+    }
+    for (name, target) in &names {
+        out.push_str(&interval_bars(name, target, &variants));
+    }
+    // lines over time: each variant's first run
+    let first = |name: &str| {
+        runs.iter()
+            .find(|r| r.variant.as_deref().unwrap_or(experiment.name()) == name && r.repeat == 0)
+            .map(|r| r.output.timeline.as_slice())
+            .unwrap_or_default()
+    };
+    let total = variants.iter().map(|v| first(&v.name).len()).max().unwrap_or(1) as f64;
+    let bands = fault_bands(experiment, total);
+    let lines = |f: &dyn Fn(&TimelinePoint) -> f64, only_sent: bool| -> Vec<Series> {
+        variants
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Series {
+                name: &v.name,
+                color: PALETTE[i % PALETTE.len()],
+                points: first(&v.name)
+                    .iter()
+                    .filter(|p| !only_sent || p.sent > 0)
+                    .map(|p| (f64::from(p.second) + 1.0, f(p)))
+                    .collect(),
+                step: false,
+            })
+            .collect()
+    };
+    out.push_str(&line_chart(
+        "API p99 by variant (first run)",
+        "ms",
+        total,
+        &lines(&|p| p.api_p99_ms, true),
+        &bands,
+        None,
+    ));
+    out.push_str(&line_chart(
+        "Payment calls per second by variant (first run)",
+        "calls/s",
+        total,
+        &lines(&|p| p.payment_calls as f64, false),
+        &bands,
+        None,
+    ));
+    let mut breaker = lines(&|p| p.breaker_state as f64, false);
+    for b in &mut breaker {
+        b.step = true;
+    }
+    out.push_str(&line_chart(
+        "Circuit breaker state by variant (first run)",
+        "state",
+        total,
+        &breaker,
+        &bands,
+        Some(&BreakerState::ALL.map(|state| (state.gauge() as f64, state.as_str()))),
+    ));
+    out.push_str("</section>");
+    out
 }
 
 #[cfg(test)]

@@ -5,8 +5,15 @@ use std::fmt::Write;
 
 pub fn render(name: &str, status: &ReliabilityExperimentStatus) -> String {
     let mut s = String::new();
+    if !status.variants.is_empty() {
+        s.push_str(&variants(name, status));
+    }
     let Some(r) = &status.results else {
-        return format!("{name}: no results\n");
+        if status.variants.is_empty() {
+            return format!("{name}: no results\n");
+        }
+        verdict(&mut s, status);
+        return s;
     };
     let o = &r.orders;
     let _ = writeln!(s, "\nexperiment {name}");
@@ -83,6 +90,80 @@ pub fn render(name: &str, status: &ReliabilityExperimentStatus) -> String {
         "  queue       max depth {} | dead letters {}",
         r.max_queue_depth, r.dead_letters
     );
+    verdict(&mut s, status);
+    s
+}
+
+/// The variants side by side, each objective with its interval, and the
+/// sweep's recommendation.
+fn variants(name: &str, status: &ReliabilityExperimentStatus) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "\nexperiment {name}: {} variant(s)", status.variants.len());
+    let _ = writeln!(
+        s,
+        "  {:<28} {:<7} {:<13} {:<4} {:>4} {:>8} {:>9} {:>9} {:>9} {:>7} {:>6} {:>6} {:>6}",
+        "variant",
+        "expect",
+        "verdict",
+        "met",
+        "runs",
+        "success",
+        "API p95",
+        "e2e p95",
+        "calls/paid",
+        "retries",
+        "opened",
+        "dead",
+        "shed"
+    );
+    for v in &status.variants {
+        let r = v.results.clone().unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "  {:<28} {:<7} {:<13} {:<4} {:>4} {:>8.4} {:>9.1} {:>9.1} {:>9.2} {:>7} {:>6} {:>6} {:>6}",
+            v.name,
+            format!("{:?}", v.expect),
+            v.verdict.map_or("not run".to_string(), |r| format!("{r:?}")),
+            if v.expectation_met == Some(true) { "yes" } else { "NO" },
+            v.runs.len(),
+            r.success_ratio,
+            r.api_latency_ms.p95,
+            r.end_to_end_latency_ms.p95,
+            r.calls_per_paid_order(),
+            r.retries.retries,
+            r.breaker_openings(),
+            r.dead_letters,
+            r.orders.shed
+        );
+        for o in &v.objectives {
+            let _ = writeln!(
+                s,
+                "      {:<24} {:<14} {:.4} [{:.4}, {:.4}] {:?}",
+                o.name, o.target, o.interval.point, o.interval.lower, o.interval.upper, o.result
+            );
+        }
+    }
+    if let Some(ratio) = status.comparison.as_ref().and_then(|c| c.ratio.as_ref()) {
+        let _ = writeln!(
+            s,
+            "  {}: payment calls x{:.2}, calls per paid order x{:.2}, retries x{:.2}, API p95 x{:.2}",
+            ratio.variant, ratio.payment_calls, ratio.payment_calls_per_paid_order, ratio.retries, ratio.api_p95_ms
+        );
+    }
+    if let Some(r) = &status.recommendation {
+        let _ = writeln!(s, "  recommendation: {}", r.message);
+        let _ = writeln!(s, "    ({})", r.rule);
+    }
+    if let Some(b) = &status.baseline {
+        let _ = writeln!(s, "  baseline {}: {:?}", b.baseline, b.result);
+        for f in &b.figures {
+            let _ = writeln!(s, "    {}", f.message);
+        }
+    }
+    s
+}
+
+fn verdict(s: &mut String, status: &ReliabilityExperimentStatus) {
     if let Some(v) = &status.verdict {
         let _ = writeln!(s, "\n  {:<24} {:<14} {:<28} result", "objective", "target", "observed");
         for row in &v.objectives {
@@ -105,5 +186,4 @@ pub fn render(name: &str, status: &ReliabilityExperimentStatus) -> String {
             let _ = writeln!(s, "    - {reason}");
         }
     }
-    s
 }

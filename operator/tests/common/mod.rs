@@ -241,3 +241,17 @@ pub fn shorten(spec: &mut relab_operator::crd::ReliabilityExperimentSpec, factor
         ph.end_seconds = ph.end_seconds.map(|e| scale(e).max(ph.start_seconds + 1));
     }
 }
+
+/// One variant of an example as an experiment of its own: the base spec
+/// with that variant's overrides merged in, the comparison fields removed.
+pub fn example_variant(file: &str, variant: &str) -> ReliabilityExperiment {
+    let mut rx = example(file);
+    let validated = relab_operator::crd::validated(&rx).unwrap_or_else(|e| panic!("{file}: {e:?}"));
+    let v = validated
+        .variants()
+        .iter()
+        .find(|v| v.name == variant)
+        .unwrap_or_else(|| panic!("{file} has no variant {variant}"));
+    rx.spec = v.experiment.spec().clone();
+    rx
+}
