@@ -29,6 +29,72 @@ pub fn planned_variants(experiment: &ValidatedExperiment) -> Vec<VariantStatus> 
         .collect()
 }
 
+/// The variants an experiment of several lab runs reports on, before any
+/// run: its variants, or (repeats of one configuration) one entry named
+/// after the experiment. Empty for an experiment of one lab run.
+pub fn initial_variants(experiment: &ValidatedExperiment) -> Vec<VariantStatus> {
+    if experiment.lab_runs().len() <= 1 {
+        return Vec::new();
+    }
+    if experiment.variants().is_empty() {
+        return vec![VariantStatus {
+            name: experiment.name().to_string(),
+            ..VariantStatus::default()
+        }];
+    }
+    planned_variants(experiment)
+}
+
+/// How an experiment of several lab runs is executed (both runners: one
+/// lab at a time, interleaved, so that the machine's drift hits every
+/// variant alike and one lab's load never disturbs another's).
+pub fn execution(experiment: &ValidatedExperiment) -> Option<crate::status::Execution> {
+    let runs = experiment.lab_runs().len();
+    (runs > 1).then(|| crate::status::Execution {
+        order: "interleaved".into(),
+        concurrency: 1,
+        lab_runs: runs as u32,
+    })
+}
+
+/// Lab runs recorded so far (the index of the next one).
+pub fn recorded_runs(status: &crate::status::ReliabilityExperimentStatus) -> usize {
+    status.variants.iter().map(|v| v.runs.len()).sum()
+}
+
+/// Conclude an experiment of several lab runs whose runs are all recorded
+/// in `status.variants`: each variant judged, the comparison, the sweep's
+/// recommendation, the verdict and its phase and conditions; for repeats of
+/// one configuration also `status.results` (merged). The same for both
+/// runners.
+pub fn conclude(
+    experiment: &ValidatedExperiment,
+    status: &mut crate::status::ReliabilityExperimentStatus,
+    generation: Option<i64>,
+    now: &str,
+) -> crate::status::Judged {
+    let verdict = if experiment.variants().is_empty() {
+        let only = &mut status.variants[0];
+        judge_single(experiment, only);
+        status.results = only.results.clone();
+        verdict_of(only)
+    } else {
+        for (i, v) in status.variants.iter_mut().enumerate() {
+            judge_variant(experiment, i, v);
+        }
+        status.comparison = comparison(&status.variants);
+        if experiment.spec().sweep.0.is_empty() {
+            experiment_verdict(&status.variants)
+        } else {
+            let recommendation = recommend(&status.variants);
+            let verdict = sweep_verdict(&status.variants, &recommendation);
+            status.recommendation = Some(recommendation);
+            verdict
+        }
+    };
+    crate::status::judged_from(verdict, generation, now)
+}
+
 /// Judge a variant whose runs are all in: its merged results, its
 /// objectives on intervals, its verdict and whether it met its expectation.
 pub fn judge_variant(experiment: &ValidatedExperiment, index: usize, variant: &mut VariantStatus) {
@@ -260,13 +326,69 @@ pub fn sweep_verdict(variants: &[VariantStatus], recommendation: &Recommendation
     }
 }
 
+/// The figures a baseline gate compares.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GateFigures {
+    pub success_ratio: f64,
+    pub api_p95_ms: f64,
+    pub api_p99_ms: f64,
+    pub end_to_end_p95_ms: f64,
+    pub calls_per_paid_order: f64,
+}
+
+impl From<&RunResults> for GateFigures {
+    fn from(r: &RunResults) -> Self {
+        Self {
+            success_ratio: r.success_ratio,
+            api_p95_ms: r.api_latency_ms.p95,
+            api_p99_ms: r.api_latency_ms.p99,
+            end_to_end_p95_ms: r.end_to_end_latency_ms.p95,
+            calls_per_paid_order: r.calls_per_paid_order(),
+        }
+    }
+}
+
+impl From<&crate::status::RunSummary> for GateFigures {
+    fn from(r: &crate::status::RunSummary) -> Self {
+        Self {
+            success_ratio: r.success_ratio,
+            api_p95_ms: r.api_p95_ms,
+            api_p99_ms: r.api_p99_ms.unwrap_or(f64::NAN),
+            end_to_end_p95_ms: r.end_to_end_p95_ms.unwrap_or(f64::NAN),
+            calls_per_paid_order: r.payment_calls_per_paid_order.unwrap_or(f64::NAN),
+        }
+    }
+}
+
+/// The history entry of a finished run (what a baseline gate reads later).
+pub fn summary_of(
+    run_id: Option<String>,
+    generation: Option<i64>,
+    finish_time: Option<String>,
+    verdict: VerdictResult,
+    r: &RunResults,
+) -> crate::status::RunSummary {
+    crate::status::RunSummary {
+        run_id,
+        generation,
+        finish_time,
+        verdict,
+        success_ratio: r.success_ratio,
+        api_p95_ms: r.api_latency_ms.p95,
+        orders_accepted: r.orders.accepted,
+        api_p99_ms: Some(r.api_latency_ms.p99),
+        end_to_end_p95_ms: Some(r.end_to_end_latency_ms.p95),
+        payment_calls_per_paid_order: Some(r.calls_per_paid_order()),
+    }
+}
+
 /// `results` against a baseline run's: Failed when a named figure is worse
 /// by more than its margin (success ratio: points lost; latencies and calls
 /// per paid order: growth as a share of the baseline's).
 pub fn against_baseline(
     max: &MaxRegression,
-    results: &RunResults,
-    baseline: &RunResults,
+    results: GateFigures,
+    baseline: GateFigures,
     baseline_name: &str,
 ) -> BaselineComparison {
     let mut figures = Vec::new();
@@ -289,32 +411,32 @@ pub fn against_baseline(
         (
             "apiLatencyP95",
             max.api_latency_p95,
-            baseline.api_latency_ms.p95,
-            results.api_latency_ms.p95,
+            baseline.api_p95_ms,
+            results.api_p95_ms,
         ),
         (
             "apiLatencyP99",
             max.api_latency_p99,
-            baseline.api_latency_ms.p99,
-            results.api_latency_ms.p99,
+            baseline.api_p99_ms,
+            results.api_p99_ms,
         ),
         (
             "endToEndLatencyP95",
             max.end_to_end_latency_p95,
-            baseline.end_to_end_latency_ms.p95,
-            results.end_to_end_latency_ms.p95,
+            baseline.end_to_end_p95_ms,
+            results.end_to_end_p95_ms,
         ),
         (
             "paymentCallsPerPaidOrder",
             max.payment_calls_per_paid_order,
-            baseline.calls_per_paid_order(),
-            results.calls_per_paid_order(),
+            baseline.calls_per_paid_order,
+            results.calls_per_paid_order,
         ),
     ];
     for (name, share, was, now) in growth {
         let Some(share) = share else { continue };
         let limit = was * (1.0 + share);
-        let passed = now <= limit + 1e-9;
+        let passed = was.is_finite() && now <= limit + 1e-9;
         figures.push(BaselineFigure {
             name: name.into(),
             baseline: was,
@@ -422,15 +544,15 @@ mod tests {
         was.api_latency_ms.p95 = 100.0;
         let mut now = results(98, 120, 50.0);
         now.api_latency_ms.p95 = 119.0;
-        let ok = against_baseline(&max, &now, &was, "run 3");
+        let ok = against_baseline(&max, (&now).into(), (&was).into(), "run 3");
         assert_eq!(ok.result, VerdictResult::Passed, "{ok:?}");
         now.api_latency_ms.p95 = 125.0;
-        let bad = against_baseline(&max, &now, &was, "run 3");
+        let bad = against_baseline(&max, (&now).into(), (&was).into(), "run 3");
         assert_eq!(bad.result, VerdictResult::Failed);
         let f = bad.figures.iter().find(|f| !f.passed).unwrap();
         assert_eq!(f.name, "apiLatencyP95");
         assert!(f.message.contains("125.00 vs 100.00 in run 3"), "{}", f.message);
         now.success_ratio = 0.97;
-        assert!(!against_baseline(&max, &now, &was, "run 3").figures[0].passed);
+        assert!(!against_baseline(&max, (&now).into(), (&was).into(), "run 3").figures[0].passed);
     }
 }

@@ -298,6 +298,14 @@ pub struct RunSummary {
     pub success_ratio: f64,
     pub api_p95_ms: f64,
     pub orders_accepted: u64,
+    /// The figures a baseline gate compares (absent in summaries written
+    /// before they were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_p99_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_to_end_p95_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_calls_per_paid_order: Option<f64>,
 }
 
 // ------------------------------------------------------------ conditions

@@ -28,6 +28,9 @@ pub const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
 /// `<name>-r<generation>-order-service`, which must stay DNS labels.
 pub const MAX_NAME_LEN: usize = 40;
 
+/// Longest name of an experiment of several lab runs (`-<lab run>` more).
+pub const MAX_COMPARISON_NAME_LEN: usize = 37;
+
 /// What `metadata` says in a manifest (the parts relab reads).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -384,6 +387,17 @@ impl ValidatedExperiment {
         let mut problems = check_name(name);
         problems.extend(cross_field(&spec));
         let variants = plan_variants(&spec, &mut problems);
+        let lab_runs = variants.len().max(1) * spec.repeat.as_ref().map_or(1, |r| r.runs as usize);
+        if let Some(name) = name.filter(|n| lab_runs > 1 && n.len() > MAX_COMPARISON_NAME_LEN) {
+            problems.push(FieldError::new(
+                "metadata.name",
+                format!(
+                    "must be at most {MAX_COMPARISON_NAME_LEN} characters for an experiment of several lab runs \
+                     (each lab run's objects are named after it and its number), got {}",
+                    name.len()
+                ),
+            ));
+        }
         if !problems.is_empty() {
             return Err(problems);
         }

@@ -183,7 +183,13 @@ where
 
 /// The load generator's pod of `generation`, once the Job controller made it.
 async fn loadgen_pod(client: &Client, ns: &str, name: &str, generation: i64) -> Pod {
-    let selector = format!("relab.dev/experiment={name},relab.dev/run={generation},relab.dev/component=loadgen");
+    loadgen_pod_of(client, ns, name, &generation.to_string()).await
+}
+
+/// The load generator's pod of the run labelled `run` (`3`, or `3-1` for lab
+/// run 1 of a comparison).
+async fn loadgen_pod_of(client: &Client, ns: &str, name: &str, run: &str) -> Pod {
+    let selector = format!("relab.dev/experiment={name},relab.dev/run={run},relab.dev/component=loadgen");
     eventually!(30, "the Job controller creates the load generator's pod", {
         labelled::<Pod>(client, ns, &selector).await.into_iter().next()
     })
@@ -964,6 +970,87 @@ async fn two_operator_processes_elect_one_leader_and_the_standby_takes_over() {
         })
         .await;
         drop(b);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_comparison_runs_one_lab_after_the_other_and_judges_its_variants_as_relab_run_does() {
+    in_namespace(|client, ns| async move {
+        let rx = shortened("outage-drill.yaml", 0.15, "versus");
+        let local = spawn_local_run(&rx);
+        let operator = Operator::start(&client, &ns).await;
+        let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), &ns);
+        api.create(&PostParams::default(), &rx).await.unwrap();
+        let local = local.await.unwrap();
+        assert_eq!(local.runs.len(), 2, "two variants, one run each");
+        for (k, lab) in local.runs.iter().enumerate() {
+            let run = format!("1-{k}");
+            let pod = loadgen_pod_of(&client, &ns, "versus", &run).await;
+            // each lab run gets children of its own, with its variant on its pods
+            let labels = pod.labels();
+            assert_eq!(labels.get("relab.dev/variant"), lab.variant.as_ref(), "{labels:?}");
+            let config: Vec<ConfigMap> =
+                labelled(&client, &ns, &format!("relab.dev/run={run},relab.dev/component=config")).await;
+            let breaker = &config[0].data.as_ref().unwrap()["RELAB_BREAKER_MODE"];
+            let want = if lab.variant.as_deref() == Some("no-breaker") {
+                "disabled"
+            } else {
+                "consecutive-failures"
+            };
+            assert_eq!(breaker, want, "lab run {k} runs its variant's settings");
+            kubelet_runs(&client, &ns, &pod).await;
+            let message = lab_service::run::termination_message(&lab.output.results);
+            kubelet_terminates(&client, &ns, &pod, &message).await;
+            if k == 0 {
+                // the next lab run starts once the first one reported; the first one's children go
+                loadgen_pod_of(&client, &ns, "versus", "1-1").await;
+                eventually!(30, "lab run 0's Deployments are deleted", {
+                    labelled::<Deployment>(&client, &ns, "relab.dev/run=1-0")
+                        .await
+                        .is_empty()
+                        .then_some(())
+                });
+            }
+        }
+        let done = wait_for(&api, "versus", 60, "finished", |rx| phase(rx).is_finished()).await;
+        let status = done.status.as_ref().unwrap();
+        assert_eq!(phase(&done), local.status.phase);
+        assert_eq!(
+            status.verdict.as_ref().unwrap().result,
+            local.status.verdict.as_ref().unwrap().result
+        );
+        let per = |s: &relab_operator::crd::ReliabilityExperimentStatus| {
+            s.variants
+                .iter()
+                .map(|v| (v.name.clone(), v.verdict, v.expectation_met, v.runs.len()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            per(status),
+            per(&local.status),
+            "per-variant verdicts equal relab run's"
+        );
+        let objectives = |s: &relab_operator::crd::ReliabilityExperimentStatus| {
+            s.variants
+                .iter()
+                .flat_map(|v| v.objectives.iter().map(|o| (v.name.clone(), o.name.clone(), o.result)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(objectives(status), objectives(&local.status));
+        assert_eq!(
+            status.comparison.as_ref().map(|c| c.rows.len()),
+            Some(2),
+            "the comparison side by side"
+        );
+        assert_eq!(
+            status.execution.as_ref().map(|e| (e.lab_runs, e.concurrency)),
+            Some((2, 1))
+        );
+        let reasons = event_reasons(&client, &ns, "versus").await;
+        // (the Events API folds repeats of one reason into a series)
+        assert!(reasons.iter().any(|r| r == "LabRunFinished"), "{reasons:?}");
+        operator.kill().await;
     })
     .await;
 }

@@ -47,8 +47,8 @@ fn namespace(owner: &Owner) -> &str {
     owner.namespace.as_deref().unwrap_or_default()
 }
 
-fn key(owner: &Owner) -> (String, i64) {
-    (owner.reference.uid.clone(), owner.names.generation)
+fn key(owner: &Owner) -> (String, String) {
+    (owner.reference.uid.clone(), owner.names.run_label().to_string())
 }
 
 /// Whether this process applied this run's children less than

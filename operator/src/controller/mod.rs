@@ -157,7 +157,7 @@ pub struct Context {
     /// When this process last applied a run's children, by (uid, generation).
     /// The children of a run never change, so they are re-applied (to repair
     /// drift) at most every [`REAPPLY_EVERY`] rather than on every event.
-    applied: std::sync::Mutex<std::collections::HashMap<(String, i64), std::time::Instant>>,
+    applied: std::sync::Mutex<std::collections::HashMap<(String, String), std::time::Instant>>,
     /// What the dashboard ConfigMap this process last applied was made from, by uid.
     dashboards: std::sync::Mutex<std::collections::HashMap<String, DashboardKey>>,
 }

@@ -57,9 +57,9 @@ async fn reconcile_experiment(rx: &ReliabilityExperiment, ctx: &Context) -> Resu
             return Ok(Action::await_change());
         }
     };
-    let owner = Owner::of(rx);
-    let run = (&owner, &experiment);
-    let namespace = owner.namespace.clone().unwrap_or_default();
+    let whole = Owner::of(rx);
+    let run = (&whole, &experiment);
+    let namespace = whole.namespace.clone().unwrap_or_default();
 
     // 2. a new run?
     let (mut status, mut notes) = (old.clone(), Vec::new());
@@ -68,9 +68,19 @@ async fn reconcile_experiment(rx: &ReliabilityExperiment, ctx: &Context) -> Resu
         (status, notes) = machine::start(&experiment, &old, generation, now);
         if old.observed_generation.is_some() {
             // an earlier run (or an invalid spec's generation) may have left children
-            apply::delete_children(ctx, &namespace, &owner.names.other_runs_selector()).await?;
+            apply::delete_children(ctx, &namespace, &whole.names.other_runs_selector()).await?;
         }
     }
+    // a comparison runs one lab at a time: which one is this, and its spec
+    let lab_run = machine::current_lab_run(&experiment, &status);
+    let (owner, lab_spec) = match lab_run {
+        Some(k) => {
+            let lab = experiment.lab_runs().swap_remove(k);
+            let variant = lab.variant.map(|v| experiment.variants()[v].name.clone());
+            (whole.clone().for_lab_run(k as u32, variant), lab.experiment)
+        }
+        None => (whole.clone(), experiment.clone()),
+    };
     if status.phase.is_finished() {
         return finished(ctx, rx, run, &old, status, notes).await;
     }
@@ -82,9 +92,13 @@ async fn reconcile_experiment(rx: &ReliabilityExperiment, ctx: &Context) -> Resu
 
     // 3. build and 4. apply (skipped when this process applied them lately)
     if !apply::applied_lately(ctx, &owner) {
-        let services = build::services(&owner, &experiment);
+        if lab_run.is_some_and(|k| k > 0) {
+            // the previous lab run is over: its children go
+            apply::delete_children(ctx, &namespace, &owner.names.other_runs_selector()).await?;
+        }
+        let services = build::services(&owner, &lab_spec);
         let ips = apply::apply_services(ctx, &owner, &services).await?;
-        let workloads = build::workloads(&owner, &experiment, &ips, &ctx.options.defaults);
+        let workloads = build::workloads(&owner, &lab_spec, &ips, &ctx.options.defaults);
         apply::apply_all(ctx, &namespace, &workloads).await?;
         apply::mark_applied(ctx, &owner);
     }
@@ -94,12 +108,19 @@ async fn reconcile_experiment(rx: &ReliabilityExperiment, ctx: &Context) -> Resu
     let seen = observe::run(ctx, &namespace, &owner.names, started_now).await?;
 
     // 6. update status
-    let (status, more) = machine::step(&experiment, &status, generation, &seen);
+    let (status, more) = match lab_run {
+        Some(k) => machine::step_lab_run(&experiment, &status, generation, &seen, k),
+        None => machine::step(&experiment, &status, generation, &seen),
+    };
     notes.extend(more);
     let status = record(ctx, rx, Some(run), &old, status, &notes).await?;
     let poll = ctx.options.poll_interval;
     Ok(match status.phase {
         p if p.is_finished() => return finished(ctx, rx, run, &status, status.clone(), Vec::new()).await,
+        // the next lab run of a comparison: its children go out now
+        Phase::Provisioning if machine::current_lab_run(&experiment, &status) != lab_run => {
+            Action::requeue(Duration::ZERO)
+        }
         Phase::Running | Phase::Draining => Action::requeue(poll),
         _ if started_now => Action::requeue(poll),
         // pod changes wake us; this is the safety net

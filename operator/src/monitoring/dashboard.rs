@@ -252,6 +252,25 @@ fn experiment_panels(sel: &str, spec: &ReliabilityExperimentSpec) -> Vec<Panel> 
     ]
 }
 
+/// A multi-value query variable with "All" (`.*`).
+fn variable(name: &str, query: &str) -> Value {
+    json!({
+        "name": name,
+        "type": "query",
+        "datasource": { "type": "prometheus", "uid": DATASOURCE },
+        "query": { "query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery" },
+        "definition": query,
+        "includeAll": true,
+        "multi": true,
+        "allValue": ".*",
+        "current": {},
+        "refresh": 2,
+        "sort": 1,
+        "hide": 0,
+        "options": [],
+    })
+}
+
 fn datasource_variable() -> Value {
     json!({
         "name": "datasource",
@@ -311,7 +330,24 @@ pub fn experiment(
     spec: &ReliabilityExperimentSpec,
     status: &ReliabilityExperimentStatus,
 ) -> Value {
-    let sel = selector(namespace, name);
+    // a comparison's pods carry their variant (`relab.dev/variant`, relabelled
+    // to `variant`): every series is selected per variant
+    let compared = !spec.variants.is_empty() || !spec.sweep.0.is_empty();
+    let sel = if compared {
+        format!("{}, variant=~\"$variant\"", selector(namespace, name))
+    } else {
+        selector(namespace, name)
+    };
+    let mut templating = vec![datasource_variable()];
+    if compared {
+        templating.push(variable(
+            "variant",
+            &format!(
+                "label_values(relab_orders_created_total{{{}}}, variant)",
+                selector(namespace, name)
+            ),
+        ));
+    }
     let shift = |t: &Option<String>, by: i64| {
         t.as_deref()
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
@@ -365,7 +401,7 @@ pub fn experiment(
         "refresh": if running { "5s" } else { "" },
         "time": { "from": from, "to": to },
         "annotations": { "list": annotations },
-        "templating": { "list": [datasource_variable()] },
+        "templating": { "list": templating },
         "links": [{
             "title": "relab overview",
             "type": "dashboards",
@@ -440,23 +476,6 @@ pub fn overview() -> Value {
         )
         .target("sum by (phase) (relab_operator_experiments)".into(), "{{phase}}"),
     ];
-    let variable = |name: &str, query: &str| {
-        json!({
-            "name": name,
-            "type": "query",
-            "datasource": { "type": "prometheus", "uid": DATASOURCE },
-            "query": { "query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery" },
-            "definition": query,
-            "includeAll": true,
-            "multi": true,
-            "allValue": ".*",
-            "current": {},
-            "refresh": 2,
-            "sort": 1,
-            "hide": 0,
-            "options": [],
-        })
-    };
     json!({
         "uid": "relab-overview",
         "title": "relab: experiments overview",
@@ -525,6 +544,28 @@ mod tests {
             requests: Default::default(),
         }];
         spec
+    }
+
+    #[test]
+    fn a_comparison_selects_its_series_per_variant() {
+        let mut spec = spec();
+        spec.variants = vec![relab_model::variants::VariantSpec {
+            name: "no-breaker".into(),
+            ..Default::default()
+        }];
+        let d = experiment("lab", "drill", &spec, &ReliabilityExperimentStatus::default());
+        let vars: Vec<&str> = d["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        assert!(vars.contains(&"variant"), "{vars:?}");
+        for (what, q) in queries(&d) {
+            assert!(q.contains("variant=~\"$variant\""), "{what}: {q}");
+        }
+        let plain = experiment("lab", "drill", &self::spec(), &ReliabilityExperimentStatus::default());
+        assert!(queries(&plain).iter().all(|(_, q)| !q.contains("$variant")));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use lab_service::lab::{self, Lab, LabPlan};
 use lab_service::run::RunProgress;
 use lab_service::run::{run_experiment, ExperimentRun, RunOutput};
 use relab_model::compare;
-use relab_model::status::{self, condition, Execution, RunRecord, VariantStatus};
+use relab_model::status::{self, condition};
 use relab_model::validate::ManifestMeta;
 use relab_model::{FieldError, ValidatedExperiment};
 use std::path::PathBuf;
@@ -168,8 +168,13 @@ pub async fn run_local(
     let server = Server::open(opts).await?;
     let plan = experiment.lab_runs();
     let (variants_total, runs_total) = (experiment.variants().len(), experiment.repeat().runs);
-    let mut variants = compare::planned_variants(experiment);
-    let mut single_runs: Vec<RunRecord> = Vec::new();
+    let mut status = ReliabilityExperimentStatus {
+        run_id: experiment.spec().run_id.clone(),
+        start_time: Some(status::timestamp(started)),
+        variants: compare::initial_variants(experiment),
+        execution: compare::execution(experiment),
+        ..ReliabilityExperimentStatus::default()
+    };
     let mut outputs = Vec::new();
     for (order, lab_run) in plan.iter().enumerate() {
         let label = match lab_run.variant {
@@ -192,21 +197,20 @@ pub async fn run_local(
         if stop.is_cancelled() {
             return Err(RunError::Interrupted);
         }
-        let finished = status::timestamp(chrono::Utc::now());
-        let verdict = relab_model::verdict::judge(lab_run.experiment.spec(), &output.results).result;
         let seed = lab_run.experiment.spec().payment.seed;
-        let record = compare::run_record(
-            lab_run.repeat,
-            seed,
-            order as u32 + 1,
-            run_started,
-            finished,
-            &output.results,
-            verdict,
-        );
-        match lab_run.variant {
-            Some(v) => variants[v].runs.push(record),
-            None => single_runs.push(record),
+        if !status.variants.is_empty() {
+            let finished = status::timestamp(chrono::Utc::now());
+            let verdict = relab_model::verdict::judge(lab_run.experiment.spec(), &output.results).result;
+            let record = compare::run_record(
+                lab_run.repeat,
+                seed,
+                order as u32 + 1,
+                run_started,
+                finished,
+                &output.results,
+                verdict,
+            );
+            status.variants[lab_run.variant.unwrap_or(0)].runs.push(record);
         }
         outputs.push(LabRunOutput {
             variant: lab_run.variant.map(|v| experiment.variants()[v].name.clone()),
@@ -218,66 +222,27 @@ pub async fn run_local(
     drop(server);
 
     let now = status::timestamp(chrono::Utc::now());
-    let spec = experiment.spec();
-    let mut status = ReliabilityExperimentStatus {
-        run_id: spec.run_id.clone(),
-        start_time: Some(status::timestamp(started)),
-        finish_time: Some(now.clone()),
-        conditions: vec![condition(
-            "Valid",
-            "True",
-            "SpecValid",
-            "the spec passed validation".into(),
-            None,
-            &now,
-        )],
-        execution: (plan.len() > 1).then(|| Execution {
-            order: "interleaved".into(),
-            concurrency: 1,
-            lab_runs: plan.len() as u32,
-        }),
-        ..ReliabilityExperimentStatus::default()
-    };
-    let (phase, verdict, more) = if variants.is_empty() {
-        let results: Vec<_> = outputs.iter().map(|o| o.output.results.clone()).collect();
-        let merged = relab_model::results::RunResults::merge(&results);
-        let judged = if results.len() == 1 {
-            status::judge_run(spec, &results[0], None, &now)
-        } else {
-            // repeats of one configuration: shown as one variant with its runs
-            let mut only = VariantStatus {
-                name: name.clone(),
-                runs: single_runs,
-                ..VariantStatus::default()
-            };
-            compare::judge_single(experiment, &mut only);
-            status.variants = vec![only];
-            status::judge_repeats_of_one(&status.variants[0], None, &now)
-        };
-        let mut r = if results.len() == 1 { results[0].clone() } else { merged };
-        r.histograms = None;
-        status.results = Some(r);
-        (judged.phase, judged.verdict, judged.conditions)
+    let judged = if status.variants.is_empty() {
+        let mut results = outputs[0].output.results.clone();
+        results.histograms = None;
+        let judged = status::judge_run(experiment.spec(), &results, None, &now);
+        status.results = Some(results);
+        judged
     } else {
-        for (i, v) in variants.iter_mut().enumerate() {
-            compare::judge_variant(experiment, i, v);
-        }
-        status.comparison = compare::comparison(&variants);
-        let verdict = if spec.sweep.0.is_empty() {
-            compare::experiment_verdict(&variants)
-        } else {
-            let recommendation = compare::recommend(&variants);
-            let verdict = compare::sweep_verdict(&variants, &recommendation);
-            status.recommendation = Some(recommendation);
-            verdict
-        };
-        status.variants = variants;
-        let judged = status::judged_from(verdict, None, &now);
-        (judged.phase, judged.verdict, judged.conditions)
+        compare::conclude(experiment, &mut status, None, &now)
     };
-    status.phase = phase;
-    status.verdict = Some(verdict);
-    status.conditions.extend(more);
+    status.finish_time = Some(now.clone());
+    status.phase = judged.phase;
+    status.verdict = Some(judged.verdict);
+    status.conditions = vec![condition(
+        "Valid",
+        "True",
+        "SpecValid",
+        "the spec passed validation".into(),
+        None,
+        &now,
+    )];
+    status.conditions.extend(judged.conditions);
     let files = match &opts.output_dir {
         Some(dir) => write_outputs(dir, experiment, &status, &outputs)?,
         None => Vec::new(),

@@ -36,7 +36,7 @@ use serde_json::Value;
 
 pub use config_map::{lab_environment, managed_database_url};
 pub use dashboard::{dashboard, DashboardOptions, DASHBOARD};
-pub use names::{Names, LABEL_COMPONENT, LABEL_EXPERIMENT, LABEL_RUN, MANAGED_BY};
+pub use names::{Names, LABEL_COMPONENT, LABEL_EXPERIMENT, LABEL_RUN, LABEL_VARIANT, MANAGED_BY};
 pub use pod::LAB_GRACE_SECONDS;
 pub use services::{services, ServiceIps};
 
@@ -87,6 +87,12 @@ impl Owner {
                 .controller_owner_ref(&())
                 .expect("a stored experiment has a name and uid"),
         }
+    }
+
+    /// The same owner, naming the children of lab run `lab_run` (of `variant`).
+    pub fn for_lab_run(mut self, lab_run: u32, variant: Option<String>) -> Self {
+        self.names = Names::for_lab_run(self.names.experiment.clone(), self.names.generation, lab_run, variant);
+        self
     }
 
     /// Metadata of the child `name` of this run, as `component`.

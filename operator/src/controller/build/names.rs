@@ -8,14 +8,24 @@ use std::collections::BTreeMap;
 pub const LABEL_EXPERIMENT: &str = "relab.dev/experiment";
 pub const LABEL_RUN: &str = "relab.dev/run";
 pub const LABEL_COMPONENT: &str = "relab.dev/component";
+/// The variant a lab run's pods run (comparisons only).
+pub const LABEL_VARIANT: &str = "relab.dev/variant";
 pub const MANAGED_BY: &str = "relab-operator";
 
-/// Names of one run's children.
+/// Names of one run's children. An experiment of several lab runs
+/// (variants, repeats) gives each its own children, one lab at a time:
+/// `<experiment>-r<generation>-<lab run>-<component>`, labelled
+/// `relab.dev/run=<generation>-<lab run>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
     pub experiment: String,
     pub generation: i64,
+    /// Which lab run of a comparison (None: an experiment of one lab run).
+    pub lab_run: Option<u32>,
+    /// The variant the lab run runs (its pods carry it as `relab.dev/variant`).
+    pub variant: Option<String>,
     base: String,
+    run_label: String,
 }
 
 impl Names {
@@ -28,9 +38,30 @@ impl Names {
     pub fn for_run(experiment: String, generation: i64) -> Self {
         Self {
             base: format!("{experiment}-r{generation}"),
+            run_label: generation.to_string(),
             experiment,
             generation,
+            lab_run: None,
+            variant: None,
         }
+    }
+
+    /// The names of lab run `lab_run` (of `variant`) of a comparison.
+    pub fn for_lab_run(experiment: String, generation: i64, lab_run: u32, variant: Option<String>) -> Self {
+        Self {
+            base: format!("{experiment}-r{generation}-{lab_run}"),
+            run_label: format!("{generation}-{lab_run}"),
+            experiment,
+            generation,
+            lab_run: Some(lab_run),
+            variant,
+        }
+    }
+
+    /// The value of `relab.dev/run` on this run's children (`3`, or `3-1`
+    /// for lab run 1 of a comparison).
+    pub fn run_label(&self) -> &str {
+        &self.run_label
     }
 
     pub fn postgres(&self) -> String {
@@ -50,14 +81,14 @@ impl Names {
     }
     /// `relab.dev/experiment=<name>,relab.dev/run=<generation>`
     pub fn run_selector(&self) -> String {
-        format!("{LABEL_EXPERIMENT}={},{LABEL_RUN}={}", self.experiment, self.generation)
+        format!("{LABEL_EXPERIMENT}={},{LABEL_RUN}={}", self.experiment, self.run_label)
     }
     /// Every child of this experiment that belongs to another run (never
     /// the dashboard, which outlives runs).
     pub fn other_runs_selector(&self) -> String {
         format!(
             "{LABEL_EXPERIMENT}={},{LABEL_RUN}!={},{LABEL_COMPONENT}!={DASHBOARD}",
-            self.experiment, self.generation
+            self.experiment, self.run_label
         )
     }
     /// Every workload of this experiment (not the dashboard: like the
@@ -72,6 +103,9 @@ impl Names {
     /// Every label of a child of this run that is `component`.
     pub fn labels(&self, component: &str) -> BTreeMap<String, String> {
         let mut labels = self.selector(component);
+        if let Some(v) = &self.variant {
+            labels.insert(LABEL_VARIANT.into(), v.clone());
+        }
         labels.extend([
             ("app.kubernetes.io/name".into(), "relab-lab".into()),
             ("app.kubernetes.io/component".into(), component.into()),
@@ -84,7 +118,7 @@ impl Names {
     pub fn selector(&self, component: &str) -> BTreeMap<String, String> {
         BTreeMap::from([
             (LABEL_EXPERIMENT.into(), self.experiment.clone()),
-            (LABEL_RUN.into(), self.generation.to_string()),
+            (LABEL_RUN.into(), self.run_label.clone()),
             (LABEL_COMPONENT.into(), component.into()),
         ])
     }

@@ -25,8 +25,10 @@
 //! load generator's state to the function of its phase ([`phases`]).
 //! The controller writes the status this computes (`controller::status`).
 
+mod comparison;
 mod phases;
 
+pub use comparison::{current_lab_run, step_lab_run};
 pub use phases::step;
 
 use crate::crd::{
@@ -135,7 +137,11 @@ pub fn start(
     generation: i64,
     now: DateTime<Utc>,
 ) -> (ReliabilityExperimentStatus, Vec<Note>) {
-    start_with(experiment.spec(), old, generation, now)
+    let (mut status, notes) = start_with(experiment.spec(), old, generation, now);
+    // a comparison reports per variant (one lab run at a time)
+    status.variants = relab_model::compare::initial_variants(experiment);
+    status.execution = relab_model::compare::execution(experiment);
+    (status, notes)
 }
 
 /// [`start`] for a caller that holds a spec it has already checked (the
@@ -167,8 +173,14 @@ fn start_with(
     now: DateTime<Utc>,
 ) -> (ReliabilityExperimentStatus, Vec<Note>) {
     let mut history = old.history.clone();
-    if let (Some(results), Some(verdict)) = (&old.results, &old.verdict) {
-        history.insert(0, summary(old, results, verdict.result));
+    if let Some(verdict) = &old.verdict {
+        // a comparison without merged results is summarised by its first variant
+        let results = old
+            .results
+            .clone()
+            .or_else(|| old.variants.first().and_then(|v| v.results.clone()))
+            .unwrap_or_default();
+        history.insert(0, summary(old, &results, verdict.result));
         history.truncate(HISTORY_LIMIT);
     }
     let now_s = timestamp(now);
@@ -215,15 +227,13 @@ fn start_with(
 }
 
 fn summary(old: &ReliabilityExperimentStatus, results: &RunResults, verdict: VerdictResult) -> RunSummary {
-    RunSummary {
-        run_id: old.run_id.clone(),
-        generation: old.observed_generation,
-        finish_time: old.finish_time.clone(),
+    relab_model::compare::summary_of(
+        old.run_id.clone(),
+        old.observed_generation,
+        old.finish_time.clone(),
         verdict,
-        success_ratio: results.success_ratio,
-        api_p95_ms: results.api_latency_ms.p95,
-        orders_accepted: results.orders.accepted,
-    }
+        results,
+    )
 }
 
 /// Suspended before it started: stays `Pending` with `Suspended=True`.

@@ -155,7 +155,11 @@ fn running(step: &mut Step, spec: &ReliabilityExperimentSpec, started_at: DateTi
 /// message that is not a results summary fails the run.
 fn reported(step: &mut Step, spec: &ReliabilityExperimentSpec, message: &str) {
     let results = match serde_json::from_str::<RunResults>(message) {
-        Ok(results) => results,
+        // the histograms are for merging lab runs; the status keeps percentiles
+        Ok(results) => RunResults {
+            histograms: None,
+            ..results
+        },
         Err(e) => {
             return step.fail(
                 "UnreadableResults",
