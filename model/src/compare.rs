@@ -65,11 +65,13 @@ pub fn recorded_runs(status: &crate::status::ReliabilityExperimentStatus) -> usi
 /// Conclude an experiment of several lab runs whose runs are all recorded
 /// in `status.variants`: each variant judged, the comparison, the sweep's
 /// recommendation, the verdict and its phase and conditions; for repeats of
-/// one configuration also `status.results` (merged). The same for both
-/// runners.
+/// one configuration also `status.results` (merged) and the baseline gate
+/// (`baseline`: `relab run --baseline`'s file, or the last Passed run in the
+/// history). The same for both runners.
 pub fn conclude(
     experiment: &ValidatedExperiment,
     status: &mut crate::status::ReliabilityExperimentStatus,
+    baseline: Option<(GateFigures, String)>,
     generation: Option<i64>,
     now: &str,
 ) -> crate::status::Judged {
@@ -77,7 +79,10 @@ pub fn conclude(
         let only = &mut status.variants[0];
         judge_single(experiment, only);
         status.results = only.results.clone();
-        verdict_of(only)
+        let mut verdict = verdict_of(only);
+        let results = status.results.clone().unwrap_or_default();
+        status.baseline = gate(experiment.spec(), &mut verdict, &results, baseline);
+        verdict
     } else {
         for (i, v) in status.variants.iter_mut().enumerate() {
             judge_variant(experiment, i, v);
@@ -324,6 +329,52 @@ pub fn sweep_verdict(variants: &[VariantStatus], recommendation: &Recommendation
             Vec::new()
         },
     }
+}
+
+/// The last Passed run of `history` (newest first) as a baseline.
+pub fn baseline_from_history(history: &[crate::status::RunSummary]) -> Option<(GateFigures, String)> {
+    history.iter().find(|h| h.verdict == VerdictResult::Passed).map(|h| {
+        let name = match (&h.run_id, h.generation) {
+            (Some(id), Some(g)) => format!("run {id:?} (generation {g})"),
+            (None, Some(g)) => format!("generation {g}"),
+            (Some(id), None) => format!("run {id:?}"),
+            (None, None) => "the last passed run".to_string(),
+        };
+        (GateFigures::from(h), name)
+    })
+}
+
+/// Apply `spec.baseline` to a judged run: the comparison with the baseline
+/// (or, without one yet, a record saying so), and `verdict` Failed with a
+/// row per regressed figure when one regressed past its margin.
+pub fn gate(
+    spec: &crate::spec::ReliabilityExperimentSpec,
+    verdict: &mut Verdict,
+    results: &RunResults,
+    baseline: Option<(GateFigures, String)>,
+) -> Option<BaselineComparison> {
+    let max = &spec.baseline.as_ref()?.max_regression;
+    let Some((figures, name)) = baseline else {
+        return Some(BaselineComparison {
+            baseline: "none: no earlier Passed run to compare with".into(),
+            result: VerdictResult::Passed,
+            figures: Vec::new(),
+        });
+    };
+    let compared = against_baseline(max, results.into(), figures, &name);
+    for f in &compared.figures {
+        verdict.objectives.push(ObjectiveResult {
+            name: format!("baseline.{}", f.name),
+            target: f.allowed.clone(),
+            observed: f.message.clone(),
+            passed: f.passed,
+        });
+    }
+    if compared.result == VerdictResult::Failed {
+        verdict.result = VerdictResult::Failed;
+        verdict.inconclusive_reasons.clear();
+    }
+    Some(compared)
 }
 
 /// The figures a baseline gate compares.

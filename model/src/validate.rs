@@ -206,6 +206,12 @@ pub fn cross_field(spec: &ReliabilityExperimentSpec) -> Vec<FieldError> {
             "must be above 0 (a ratio of 0 would open the breaker on no failure)",
         );
     }
+    if spec.baseline.is_some() && (!spec.variants.is_empty() || !spec.sweep.0.is_empty()) {
+        p.add(
+            "spec.baseline",
+            "compares one configuration with its last passed run: not with spec.variants or spec.sweep",
+        );
+    }
     for (i, o) in spec.objectives.end_to_end_latency.iter().enumerate() {
         if !o.requests.is_all() {
             p.add(

@@ -108,6 +108,10 @@ enum Command {
         /// No progress bar, only the results.
         #[arg(long, short)]
         quiet: bool,
+        /// An earlier run's status.json to gate on: the run fails when a
+        /// figure named in spec.baseline.maxRegression regressed past its margin.
+        #[arg(long, value_name = "STATUS_JSON")]
+        baseline: Option<PathBuf>,
     },
 }
 
@@ -120,9 +124,10 @@ fn main() -> ExitCode {
             output,
             time_scale,
             quiet,
+            baseline,
         } => {
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            rt.block_on(run(manifest, database_url, output, time_scale, quiet))
+            rt.block_on(run(manifest, database_url, output, time_scale, quiet, baseline))
         }
         Command::Operator {
             namespace,
@@ -342,6 +347,7 @@ async fn run(
     output: Option<PathBuf>,
     time_scale: f64,
     quiet: bool,
+    baseline: Option<PathBuf>,
 ) -> ExitCode {
     let fail = |msg: String| {
         eprintln!("relab: {msg}");
@@ -356,12 +362,26 @@ async fn run(
         Err(e) => return fail(format!("{}: {e}", manifest.display())),
     };
     let name = experiment.name().to_string();
+    let baseline = match baseline {
+        None => None,
+        Some(_) if experiment.spec().baseline.is_none() => {
+            return fail(format!(
+                "{}: --baseline needs spec.baseline.maxRegression to say which figures may regress, and by how much",
+                manifest.display()
+            ))
+        }
+        Some(path) => match runner::read_baseline(&path) {
+            Ok(b) => Some(b),
+            Err(e) => return fail(e),
+        },
+    };
     let output_dir = output.unwrap_or_else(|| {
         PathBuf::from("relab-results").join(format!("{name}-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S")))
     });
     let opts = RunOptions {
         database_url,
         output_dir: Some(output_dir),
+        baseline,
     };
     let stop = CancellationToken::new();
     let on_signal = stop.clone();

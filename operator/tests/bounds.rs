@@ -198,3 +198,100 @@ async fn every_schema_bound_is_refused_just_past_it_and_accepted_at_it_by_both_c
     })
     .await;
 }
+
+/// A status as large as a comparison can make it: 64 lab runs, each
+/// recorded with full results.
+fn largest_status() -> relab_operator::crd::ReliabilityExperimentStatus {
+    use relab_model::results::{Percentiles, RunResults};
+    use relab_model::status::{IntervalObjective, RunRecord, VariantStatus};
+    let mut results = RunResults::default();
+    let p = Percentiles {
+        count: 123_456,
+        p50: 12.345678,
+        p90: 123.456789,
+        p95: 234.567891,
+        p99: 345.678912,
+        max: 456.789123,
+    };
+    results.api_latency_ms = p.clone();
+    results.accepted_api_latency_ms = p.clone();
+    results.shed_api_latency_ms = p.clone();
+    results.end_to_end_latency_ms = p;
+    for reason in [
+        "timeout",
+        "connect",
+        "status_5xx",
+        "rate_limited",
+        "declined",
+        "rejected",
+    ] {
+        results
+            .payment
+            .failures_by_reason
+            .insert(reason.into(), i64::MAX as u64);
+    }
+    for t in [
+        "closed->open",
+        "open->half_open",
+        "half_open->open",
+        "half_open->closed",
+    ] {
+        results.breaker.transitions.insert(t.into(), i64::MAX as u64);
+    }
+    let objective = |name: &str| IntervalObjective {
+        name: name.into(),
+        target: "<= 250 ms".into(),
+        ..Default::default()
+    };
+    let variants = (0..64)
+        .map(|i| VariantStatus {
+            name: format!("failurethreshold-{i}-maxattempts-{i}"),
+            overrides: json!({"orderService": {"retry": {"maxAttempts": i}, "circuitBreaker": {"failureThreshold": i}}}),
+            runs: vec![RunRecord {
+                seed: 42,
+                order: i,
+                start_time: Some("2026-12-03T10:00:00Z".into()),
+                finish_time: Some("2026-12-03T10:01:00Z".into()),
+                results: Some(results.clone()),
+                ..Default::default()
+            }],
+            results: Some(results.clone()),
+            objectives: ["successRatio", "apiLatency.p99", "endToEndLatency.p95", "maxDoubleCharges", "maxLostOrders"]
+                .map(objective)
+                .to_vec(),
+            ..Default::default()
+        })
+        .collect();
+    relab_operator::crd::ReliabilityExperimentStatus {
+        variants,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn the_status_of_64_lab_runs_stays_well_under_the_object_size_limit() {
+    let status = largest_status();
+    let bytes = serde_json::to_vec(&status).unwrap().len();
+    // etcd's request limit is 1.5 MiB; the whole object must stay well under it
+    assert!(bytes < 512 * 1024, "{bytes} bytes for 64 lab runs");
+    eprintln!("status of 64 lab runs: {bytes} bytes");
+    common::in_namespace(|client, ns| async move {
+        let api: Api<ReliabilityExperiment> = Api::namespaced(client, &ns);
+        let spec = relab_operator::crd::parse(&serde_json::to_string(&manifest(&base_spec())).unwrap())
+            .unwrap()
+            .spec;
+        let created = api
+            .create(&PostParams::default(), &ReliabilityExperiment::new("big", spec))
+            .await
+            .unwrap();
+        let mut object = created.clone();
+        object.status = Some(largest_status());
+        object.metadata.managed_fields = None;
+        let stored = api
+            .replace_status("big", &PostParams::default(), &object)
+            .await
+            .expect("the API server stores it");
+        assert_eq!(stored.status.unwrap().variants.len(), 64);
+    })
+    .await;
+}

@@ -292,3 +292,69 @@ fn the_operator_refuses_a_bad_flag_value_naming_it() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--image-pull-policy"), "{stderr}");
 }
+
+#[test]
+fn a_baseline_gate_fails_a_run_that_regressed_naming_figure_values_and_baseline() {
+    let dir = std::env::temp_dir().join(format!("relab-cli-baseline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = dir.join("gated.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: relab.dev/v1alpha1\nkind: ReliabilityExperiment\nmetadata: {name: gated}\nspec:\n  load: {ratePerSecond: 20, durationSeconds: 3}\n  baseline: {maxRegression: {successRatio: 0.01, apiLatencyP95: 0.2}}\n",
+    )
+    .unwrap();
+    let baseline = |p95: f64| {
+        let path = dir.join(format!("baseline-{p95}.json"));
+        let status = serde_json::json!({"status": {"phase": "Succeeded", "results": {
+            "loadSeconds": 3.0, "drainSeconds": 0.1, "drained": true,
+            "orders": {"sent": 60, "accepted": 60, "shed": 0, "rejected": 0, "errors": 0, "lateSends": 0,
+                       "paid": 60, "failed": 0, "deadLettered": 0, "pending": 0},
+            "successRatio": 1.0,
+            "apiLatencyMs": {"count": 60, "p50": p95, "p90": p95, "p95": p95, "p99": p95, "max": p95},
+            "endToEndLatencyMs": {"count": 60, "p50": 1.0, "p90": 1.0, "p95": 1.0, "p99": 1.0, "max": 1.0},
+            "payment": {"calls": 60, "failuresByReason": {}, "charges": 60,
+                        "injected": {"calls": 60, "failureRate": 0.0, "declineRate": 0.0, "rateLimitRate": 0.0, "timeoutRate": 0.0, "lostResponseRate": 0.0}},
+            "retries": {"succeeded": 60, "gaveUp": 0, "permanent": 0, "breakerRejected": 0, "retries": 0},
+            "breaker": {"transitions": {}, "rejections": {}, "secondsNotClosed": 0.0},
+            "maxQueueDepth": 3, "deadLetters": 0,
+            "invariants": {"lostOrders": 0, "stuckOrders": 0, "doubleCharges": 0, "chargesWithoutOrder": 0, "paidWithoutCharge": 0}
+        }}});
+        std::fs::write(&path, serde_json::to_string(&status).unwrap()).unwrap();
+        path
+    };
+    let db = std::env::var("RELAB_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let run = |b: &std::path::Path| {
+        relab(&[
+            "run",
+            manifest.to_str().unwrap(),
+            "--quiet",
+            "--database-url",
+            &db,
+            "--output",
+            dir.join("out").to_str().unwrap(),
+            "--baseline",
+            b.to_str().unwrap(),
+        ])
+    };
+    // a baseline whose API p95 was 0.001 ms: any real run regressed past 20%
+    let fast = baseline(0.001);
+    let (code, stdout, stderr) = run(&fast);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("apiLatencyP95") && stdout.contains("regressed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(fast.to_str().unwrap()), "names the baseline: {stdout}");
+    assert!(stdout.contains("vs 0.00"), "both values: {stdout}");
+    // a baseline of 10 s: within the margin, the run passes
+    let (code, stdout, stderr) = run(&baseline(10_000.0));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("within the margin"), "{stdout}");
+    // no spec.baseline: the flag is refused, naming what is missing
+    std::fs::write(&manifest, BASE).unwrap();
+    let (code, _, stderr) = run(&fast);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("spec.baseline.maxRegression"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -31,6 +31,25 @@ pub struct RunOptions {
     pub database_url: Option<String>,
     /// Where status.yaml, status.json, timeline.json and report.html go (created).
     pub output_dir: Option<PathBuf>,
+    /// `--baseline`: the figures of an earlier run's status, and its name.
+    pub baseline: Option<(compare::GateFigures, String)>,
+}
+
+/// An earlier run's `status.json` (or `status.yaml`) as a baseline: its
+/// merged results' figures. The error says what is wrong with the file.
+pub fn read_baseline(path: &std::path::Path) -> Result<(compare::GateFigures, String), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--baseline {}: {e}", path.display()))?;
+    let doc: serde_json::Value =
+        serde_yaml::from_str(&text).map_err(|e| format!("--baseline {}: not JSON or YAML: {e}", path.display()))?;
+    let status: ReliabilityExperimentStatus = serde_json::from_value(doc.get("status").cloned().unwrap_or(doc))
+        .map_err(|e| format!("--baseline {}: not a relab status: {e}", path.display()))?;
+    let results = status.results.as_ref().ok_or_else(|| {
+        format!(
+            "--baseline {}: the status has no results (a comparison's status cannot be a baseline)",
+            path.display()
+        )
+    })?;
+    Ok(((results).into(), path.display().to_string()))
 }
 
 /// Why a run could not produce a verdict (exit code 2).
@@ -222,14 +241,18 @@ pub async fn run_local(
     drop(server);
 
     let now = status::timestamp(chrono::Utc::now());
+    let baseline = opts.baseline.clone();
     let judged = if status.variants.is_empty() {
         let mut results = outputs[0].output.results.clone();
         results.histograms = None;
-        let judged = status::judge_run(experiment.spec(), &results, None, &now);
+        let mut verdict = relab_model::verdict::judge(experiment.spec(), &results);
+        status.baseline = compare::gate(experiment.spec(), &mut verdict, &results, baseline);
+        let mut judged = status::judged_from(verdict, None, &now);
+        judged.conditions[0].message = format!("load, drain and audit finished (drained: {})", results.drained);
         status.results = Some(results);
         judged
     } else {
-        compare::conclude(experiment, &mut status, None, &now)
+        compare::conclude(experiment, &mut status, baseline, None, &now)
     };
     status.finish_time = Some(now.clone());
     status.phase = judged.phase;

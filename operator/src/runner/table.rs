@@ -154,16 +154,16 @@ fn variants(name: &str, status: &ReliabilityExperimentStatus) -> String {
         let _ = writeln!(s, "  recommendation: {}", r.message);
         let _ = writeln!(s, "    ({})", r.rule);
     }
-    if let Some(b) = &status.baseline {
-        let _ = writeln!(s, "  baseline {}: {:?}", b.baseline, b.result);
-        for f in &b.figures {
-            let _ = writeln!(s, "    {}", f.message);
-        }
-    }
     s
 }
 
 fn verdict(s: &mut String, status: &ReliabilityExperimentStatus) {
+    if let Some(b) = &status.baseline {
+        let _ = writeln!(s, "\n  baseline {}: {:?}", b.baseline, b.result);
+        for f in &b.figures {
+            let _ = writeln!(s, "    {}", f.message);
+        }
+    }
     if let Some(v) = &status.verdict {
         let _ = writeln!(s, "\n  {:<24} {:<14} {:<28} result", "objective", "target", "observed");
         for row in &v.objectives {

@@ -99,7 +99,8 @@ pub fn step_lab_run(
         }
         return (s, notes);
     }
-    let judged = compare::conclude(experiment, &mut s, gen, &now);
+    let baseline = compare::baseline_from_history(&s.history);
+    let judged = compare::conclude(experiment, &mut s, baseline, gen, &now);
     for c in judged.conditions {
         set_condition(&mut s.conditions, c);
     }

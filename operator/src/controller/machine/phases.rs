@@ -12,7 +12,7 @@ use super::{Loadgen, Note, Observed};
 use crate::crd::{Phase, ReliabilityExperimentSpec, ReliabilityExperimentStatus};
 use chrono::{DateTime, Utc};
 use relab_model::results::RunResults;
-use relab_model::status::{condition, judge_run, set_condition, timestamp, Condition};
+use relab_model::status::{condition, judged_from, set_condition, timestamp, Condition};
 use relab_model::ValidatedExperiment;
 
 /// One step of a started, unfinished run whose children were just applied.
@@ -168,7 +168,11 @@ fn reported(step: &mut Step, spec: &ReliabilityExperimentSpec, message: &str) {
         }
     };
     step.go(Phase::Analyzing, "the load generator reported its results".into());
-    let judged = judge_run(spec, &results, step.generation, &step.now);
+    let mut verdict = relab_model::verdict::judge(spec, &results);
+    let baseline = relab_model::compare::baseline_from_history(&step.status.history);
+    step.status.baseline = relab_model::compare::gate(spec, &mut verdict, &results, baseline);
+    let mut judged = judged_from(verdict, step.generation, &step.now);
+    judged.conditions[0].message = format!("load, drain and audit finished (drained: {})", results.drained);
     for c in judged.conditions {
         step.set_condition(c);
     }

@@ -184,3 +184,42 @@ fn cleanup_follows_the_ttl_and_the_policy() {
     status.phase = Phase::Running;
     assert_eq!(cleanup_due(&sp, &status), None);
 }
+
+#[test]
+fn the_baseline_gate_compares_with_the_last_passed_run_in_the_history() {
+    let spec = spec("  baseline: {maxRegression: {successRatio: 0.01}}\n");
+    let passed_before = |ratio: f64, verdict: VerdictResult| RunSummary {
+        generation: Some(1),
+        verdict,
+        success_ratio: ratio,
+        ..RunSummary::default()
+    };
+    let history = vec![
+        passed_before(0.80, VerdictResult::Failed),
+        passed_before(0.99, VerdictResult::Passed),
+    ];
+    let (mut s, _) = start(&spec, &Default::default(), 2, t(0));
+    s.history = history;
+    // 0.95 meets the 0.9 objective, but lost 4 points against generation 1's 0.99
+    let (s, _) = step(&spec, &s, 2, &seen(40, terminated(&results(0.95))));
+    let b = s.baseline.as_ref().expect("gated");
+    assert_eq!(b.baseline, "generation 1");
+    assert_eq!(b.result, VerdictResult::Failed);
+    assert!(
+        b.figures[0].message.contains("0.9500 vs 0.9900 in generation 1"),
+        "{b:?}"
+    );
+    assert_eq!(s.phase, Phase::Failed);
+    assert!(s
+        .verdict
+        .as_ref()
+        .unwrap()
+        .objectives
+        .iter()
+        .any(|o| o.name == "baseline.successRatio" && !o.passed));
+    // without an earlier Passed run there is nothing to regress from
+    let (first, _) = start(&spec, &Default::default(), 1, t(0));
+    let (s, _) = step(&spec, &first, 1, &seen(40, terminated(&results(0.95))));
+    assert_eq!(s.phase, Phase::Succeeded);
+    assert!(s.baseline.as_ref().unwrap().baseline.starts_with("none"));
+}
