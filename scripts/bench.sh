@@ -7,6 +7,7 @@
 #   scripts/bench.sh pipeline   # order pipeline vs pgbench (same SQL, same server)
 #   scripts/bench.sh loadgen    # load generator vs wrk (same endpoint, same run)
 #   scripts/bench.sh operator   # 100 experiments at once against a real API server
+#   scripts/bench.sh variants   # 4 variants x 3 runs vs the same 12 runs one by one
 #
 # Knobs are environment variables, documented in each bench (e.g.
 # RELAB_BENCH_ORDERS, RELAB_BENCH_CLIENTS for the pipeline bench).
@@ -37,17 +38,24 @@ operator() {
   cargo bench -p relab-operator --bench operator
 }
 
+variants() {
+  say "variants: a comparison vs the same lab runs one by one (operator/benches/variants.rs)"
+  cargo bench -p relab-operator --bench variants
+}
+
 case "${1:-all}" in
   pipeline) pipeline ;;
+  variants) variants ;;
   loadgen) loadgen ;;
   operator) operator ;;
   all)
     pipeline
     loadgen
     operator
+    variants
     ;;
   *)
-    say "unknown bench ${1:-}; known: pipeline, loadgen, operator"
+    say "unknown bench ${1:-}; known: pipeline, loadgen, operator, variants"
     exit 2
     ;;
 esac

@@ -151,6 +151,41 @@ fn results(rx: &ReliabilityExperiment) -> &RunResults {
         .unwrap_or_else(|| panic!("{} has no results: {:?}", rx.name_any(), rx.status))
 }
 
+/// The merged results of one variant of a comparison.
+fn variant_results<'a>(rx: &'a ReliabilityExperiment, variant: &str) -> &'a RunResults {
+    rx.status
+        .as_ref()
+        .and_then(|s| s.variants.iter().find(|v| v.name == variant))
+        .and_then(|v| v.results.as_ref())
+        .unwrap_or_else(|| {
+            panic!(
+                "{} has no variant {variant} with results: {:?}",
+                rx.name_any(),
+                rx.status
+            )
+        })
+}
+
+/// A variant as judged: name, verdict, expectation met, per-objective results.
+type Judged = (
+    String,
+    Option<VerdictResult>,
+    Option<bool>,
+    Vec<(String, VerdictResult)>,
+);
+
+/// Each variant as judged.
+fn per_variant(status: &relab_operator::crd::ReliabilityExperimentStatus) -> Vec<Judged> {
+    status
+        .variants
+        .iter()
+        .map(|v| {
+            let objectives = v.objectives.iter().map(|o| (o.name.clone(), o.result)).collect();
+            (v.name.clone(), v.verdict, v.expectation_met, objectives)
+        })
+        .collect()
+}
+
 fn verdict(rx: &ReliabilityExperiment) -> VerdictResult {
     rx.status.as_ref().unwrap().verdict.as_ref().expect("verdict").result
 }
@@ -162,6 +197,30 @@ fn no_lost_or_double(r: &RunResults, what: &str) {
 
 /// What each example says it demonstrates, from the status the operator wrote.
 fn demonstrates(file: &str, rx: &ReliabilityExperiment) {
+    if file == "outage-drill.yaml" {
+        // a comparison: each variant shows what it is meant to show
+        let (with, without) = (variant_results(rx, "with-breaker"), variant_results(rx, "no-breaker"));
+        no_lost_or_double(with, "with-breaker");
+        no_lost_or_double(without, "no-breaker");
+        assert!(
+            with.breaker.transitions.get("closed->open").copied().unwrap_or(0) >= 1,
+            "{:?}",
+            with.breaker
+        );
+        assert_eq!(with.orders.dead_lettered, 0);
+        assert!(without.breaker.transitions.is_empty(), "{:?}", without.breaker);
+        assert!(without.orders.dead_lettered > 0, "{:?}", without.orders);
+        let ratio = rx
+            .status
+            .as_ref()
+            .unwrap()
+            .comparison
+            .as_ref()
+            .and_then(|c| c.ratio.clone())
+            .expect("a ratio");
+        assert!(ratio.payment_calls > 1.2, "{ratio:?}");
+        return;
+    }
     let r = results(rx);
     no_lost_or_double(r, file);
     match file {
@@ -181,24 +240,37 @@ fn demonstrates(file: &str, rx: &ReliabilityExperiment) {
                 r.payment
             );
         }
-        "outage-drill.yaml" => {
-            assert!(
-                r.breaker.transitions.get("closed->open").copied().unwrap_or(0) >= 1,
-                "{:?}",
-                r.breaker
-            );
-            assert_eq!(r.orders.dead_lettered, 0);
-        }
-        "outage-drill-no-breaker.yaml" => {
-            assert!(r.breaker.transitions.is_empty(), "{:?}", r.breaker);
-            assert!(r.orders.dead_lettered > 0, "{:?}", r.orders);
-        }
         "overload.yaml" => assert!(r.orders.shed > 0, "{:?}", r.orders),
         other => panic!("no expectations for {other}"),
     }
 }
 
 fn summary(rx: &ReliabilityExperiment) -> String {
+    let status = rx.status.as_ref().unwrap();
+    if status.results.is_none() {
+        return status
+            .variants
+            .iter()
+            .map(|v| {
+                let r = v.results.clone().unwrap_or_default();
+                format!(
+                    "{:<26} {:?} {:<12} variant {:<14} {:?} (expect {:?}) paid {:>4} dead {:>3} calls {:>5} success {:.4} breaker opened {}",
+                    rx.name_any(),
+                    status.phase,
+                    format!("{:?}", verdict(rx)),
+                    v.name,
+                    v.verdict.unwrap_or_default(),
+                    v.expect,
+                    r.orders.paid,
+                    r.orders.dead_lettered,
+                    r.payment.calls,
+                    r.success_ratio,
+                    r.breaker_openings()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n[e2e]   ");
+    }
     let r = results(rx);
     format!(
         "{:<26} {:?} {:<12} accepted {:>4} paid {:>4} dead {:>3} shed {:>3} success {:.4} api p95 {:>7.1} ms retries {:>4} breaker opened {} lost {} double {}",
@@ -258,7 +330,6 @@ async fn the_examples_and_drills_on_a_real_cluster() {
         "flaky-payments.yaml",
         "lost-responses.yaml",
         "outage-drill.yaml",
-        "outage-drill-no-breaker.yaml",
         "overload.yaml",
     ];
     let scale = |file: &str| if file.starts_with("outage") { 0.5 } else { SCALE };
@@ -345,6 +416,11 @@ async fn the_examples_and_drills_on_a_real_cluster() {
         assert_eq!(
             theirs.result, ours.result,
             "{file}: verdict in the cluster vs relab run"
+        );
+        assert_eq!(
+            per_variant(rx.status.as_ref().unwrap()),
+            per_variant(&local[file].status),
+            "{file}: per-variant verdicts in the cluster vs relab run"
         );
     }
 
