@@ -101,7 +101,7 @@ fn variants(name: &str, status: &ReliabilityExperimentStatus) -> String {
     let _ = writeln!(s, "\nexperiment {name}: {} variant(s)", status.variants.len());
     let _ = writeln!(
         s,
-        "  {:<28} {:<7} {:<13} {:<4} {:>4} {:>8} {:>9} {:>9} {:>9} {:>7} {:>6} {:>6} {:>6}",
+        "  {:<34} {:<7} {:<13} {:<4} {:>4} {:>8} {:>9} {:>9} {:>9} {:>7} {:>6} {:>6} {:>6}",
         "variant",
         "expect",
         "verdict",
@@ -120,7 +120,7 @@ fn variants(name: &str, status: &ReliabilityExperimentStatus) -> String {
         let r = v.results.clone().unwrap_or_default();
         let _ = writeln!(
             s,
-            "  {:<28} {:<7} {:<13} {:<4} {:>4} {:>8.4} {:>9.1} {:>9.1} {:>9.2} {:>7} {:>6} {:>6} {:>6}",
+            "  {:<34} {:<7} {:<13} {:<4} {:>4} {:>8.4} {:>9.1} {:>9.1} {:>9.2} {:>7} {:>6} {:>6} {:>6}",
             v.name,
             format!("{:?}", v.expect),
             v.verdict.map_or("not run".to_string(), |r| format!("{r:?}")),
