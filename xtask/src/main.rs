@@ -112,7 +112,12 @@ fn main() -> ExitCode {
         Some("test") => setup().and_then(|()| test(rest.collect())),
         Some("e2e") => setup().and_then(|()| e2e(rest.collect())),
         Some("lint") => run(cargo().args(["fmt", "--all", "--check"]))
-            .and_then(|()| run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))),
+            .and_then(|()| run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])))
+            .and_then(|()| {
+                // the packaging tests' Tiltfile evaluator, outside the workspace
+                let tool = "packaging/tilt-eval/Cargo.toml";
+                run(cargo().args(["fmt", "--check", "--manifest-path", tool]))
+            }),
         Some("bench") => setup().and_then(|()| run(Command::new("bash").arg("scripts/bench.sh").args(rest))),
         _ => Err("usage: cargo xtask <run [manifest] [relab run flags]|setup|test|e2e|lint|bench> [args]".into()),
     };

@@ -4,6 +4,7 @@
 //! run under exactly the chart's RBAC is in tests/controller.rs
 //! (`the_operator_reconciles_a_whole_run_with_only_the_charts_rbac`).
 
+#[path = "../../operator/tests/common/mod.rs"]
 mod common;
 
 use common::{apply_crd, chart_dir, client, helm, CRD_NAME};
@@ -27,8 +28,12 @@ fn the_chart_lints_strictly_and_its_crd_and_monitoring_files_are_the_generated_o
     let (ok, out, err) = helm(&["lint", "--strict", &chart()]);
     assert!(ok, "helm lint --strict failed:\n{out}{err}");
     let crd = std::fs::read_to_string(chart_dir().join("crds/reliabilityexperiments.relab.dev.yaml")).unwrap();
+    let generated = relab_operator::crdgen::crd_yaml();
+    if crd != generated {
+        let _ = std::fs::write(std::env::temp_dir().join("relab-generated-crd.yaml"), &generated);
+    }
     assert!(
-        crd == relab_operator::crdgen::crd_yaml(),
+        crd == generated,
         "charts/relab/crds/ is stale: run `cargo run -p relab-operator --bin relab -- crd --write .`"
     );
 }
@@ -160,7 +165,7 @@ async fn install_and_check(scope: &str, replicas: u32) {
         "{args:?}"
     );
     // every flag the chart passes is one the operator accepts
-    let check = std::process::Command::new(env!("CARGO_BIN_EXE_relab"))
+    let check = std::process::Command::new(relab_packaging::workspace_bin("relab"))
         .args(&args)
         .arg("--help")
         .output()

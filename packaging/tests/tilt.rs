@@ -9,9 +9,11 @@
 //! exists, in the namespace the operator watches, under the names the
 //! operator gives its children.
 //!
-//! The Tiltfile is read by a small parser for the subset of Starlark it uses
-//! (calls, string literals joined with `+`, lists, `NAME = …`), not by Tilt:
-//! keep its values literal.
+//! The Tiltfile is evaluated by a real Starlark interpreter (the `starlark`
+//! crate) with Tilt's built-ins stubbed: each records its arguments, and the
+//! checks read those. A syntax error, a built-in Tilt has not (here: that
+//! the stubs do not know), or a built-in called without a required argument
+//! fails the evaluation with the interpreter's message.
 //!
 //! Needs helm (`bash scripts/tools.sh` puts it in
 //! `${RELAB_CACHE:-/var/cache/relab}/tools/bin`); fails, never skips, without it.
@@ -27,7 +29,7 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-// ---------------------------------------------------------------- a Starlark subset
+// ---------------------------------------------------------------- what the interpreter recorded
 
 #[derive(Debug, Clone, PartialEq)]
 enum Expr {
@@ -84,211 +86,89 @@ impl Call {
     }
 }
 
-struct Parser<'a> {
-    src: &'a [u8],
-    at: usize,
-    vars: BTreeMap<String, Expr>,
+// ---------------------------------------------------------------- Tilt, stubbed
+
+/// Evaluate a Tiltfile with the real Starlark interpreter (the `starlark`
+/// crate) and Tilt's built-ins stubbed, in `packaging/tilt-eval`: a tool of
+/// its own, outside the workspace, because `starlark` turns on serde_json's
+/// `arbitrary_precision`, which cargo would unify into every crate of the
+/// workspace (the generated CRD's numbers became `$serde_json::private::Number`
+/// maps). Every recorded call, in order; an error is the interpreter's message.
+fn evaluate(name: &str, text: &str) -> Result<Vec<Call>, String> {
+    use std::io::Write;
+    let tool = tilt_eval();
+    let mut child = Command::new(&tool)
+        .arg(name)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", tool.display()));
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let calls: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("tilt-eval prints JSON");
+    Ok(calls.iter().map(call_of).collect())
 }
 
-impl<'a> Parser<'a> {
-    fn fail(&self, what: &str) -> ! {
-        let line = self.src[..self.at].iter().filter(|&&b| b == b'\n').count() + 1;
-        panic!("Tiltfile line {line}: {what} (this test reads a Starlark subset: calls, literals, `NAME = …`)")
+fn call_of(v: &serde_json::Value) -> Call {
+    Call {
+        name: v["name"].as_str().unwrap_or_default().to_string(),
+        args: v["args"].as_array().into_iter().flatten().map(expr_of).collect(),
+        kwargs: v["kwargs"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), expr_of(v)))
+            .collect(),
     }
+}
 
-    /// Skips blanks, newlines and comments.
-    fn skip(&mut self) {
-        while self.at < self.src.len() {
-            match self.src[self.at] {
-                b' ' | b'\t' | b'\r' | b'\n' => self.at += 1,
-                b'#' => {
-                    while self.at < self.src.len() && self.src[self.at] != b'\n' {
-                        self.at += 1;
-                    }
-                }
-                _ => break,
-            }
-        }
+fn expr_of(v: &serde_json::Value) -> Expr {
+    match v {
+        serde_json::Value::String(s) => Expr::Str(s.clone()),
+        serde_json::Value::Array(items) => Expr::List(items.iter().map(expr_of).collect()),
+        serde_json::Value::Object(o) if o.contains_key("call") => Expr::Call(call_of(&o["call"])),
+        serde_json::Value::Object(o) => Expr::Word(o["word"].as_str().unwrap_or_default().to_string()),
+        other => Expr::Word(other.to_string()),
     }
+}
 
-    fn peek(&mut self) -> Option<u8> {
-        self.skip();
-        self.src.get(self.at).copied()
-    }
-
-    fn eat(&mut self, c: u8) -> bool {
-        if self.peek() == Some(c) {
-            self.at += 1;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn expect(&mut self, c: u8) {
-        if !self.eat(c) {
-            self.fail(&format!("expected `{}`", c as char));
-        }
-    }
-
-    fn word(&mut self) -> String {
-        self.skip();
-        let start = self.at;
-        while self.at < self.src.len()
-            && (self.src[self.at].is_ascii_alphanumeric() || matches!(self.src[self.at], b'_' | b'.'))
-        {
-            self.at += 1;
-        }
-        if start == self.at {
-            self.fail("expected a name or a value");
-        }
-        String::from_utf8(self.src[start..self.at].to_vec()).unwrap()
-    }
-
-    fn string(&mut self) -> String {
-        self.skip();
-        let quote = self.src[self.at];
-        let triple = self.src[self.at..].starts_with(&[quote; 3]);
-        self.at += if triple { 3 } else { 1 };
-        let mut out = Vec::new();
-        loop {
-            let Some(&c) = self.src.get(self.at) else {
-                self.fail("unterminated string")
-            };
-            if triple && self.src[self.at..].starts_with(&[quote; 3]) {
-                self.at += 3;
-                break;
-            }
-            if !triple && c == quote {
-                self.at += 1;
-                break;
-            }
-            if !triple && c == b'\n' {
-                self.fail("newline in a string");
-            }
-            if c == b'\\' {
-                let e = self.src[self.at + 1];
-                out.push(match e {
-                    b'n' => b'\n',
-                    b't' => b'\t',
-                    other => other,
-                });
-                self.at += 2;
-            } else {
-                out.push(c);
-                self.at += 1;
-            }
-        }
-        String::from_utf8(out).unwrap()
-    }
-
-    /// One operand: a string, a list, a call, or a word.
-    fn operand(&mut self) -> Expr {
-        match self.peek() {
-            Some(b'\'' | b'"') => Expr::Str(self.string()),
-            Some(b'[') => {
-                self.at += 1;
-                let mut items = Vec::new();
-                while !self.eat(b']') {
-                    items.push(self.expr());
-                    if !self.eat(b',') {
-                        self.expect(b']');
-                        break;
-                    }
-                }
-                Expr::List(items)
-            }
-            Some(_) => {
-                let name = self.word();
-                if self.peek() == Some(b'(') {
-                    Expr::Call(self.call_args(name))
-                } else if let Some(value) = self.vars.get(&name) {
-                    value.clone()
-                } else {
-                    Expr::Word(name)
-                }
-            }
-            None => self.fail("unexpected end of file"),
-        }
-    }
-
-    /// Operands joined with `+` (strings concatenated, lists appended).
-    fn expr(&mut self) -> Expr {
-        let mut left = self.operand();
-        while self.eat(b'+') {
-            left = match (left, self.operand()) {
-                (Expr::Str(a), Expr::Str(b)) => Expr::Str(a + &b),
-                (Expr::List(mut a), Expr::List(b)) => {
-                    a.extend(b);
-                    Expr::List(a)
-                }
-                (a, b) => self.fail(&format!("cannot add {a:?} and {b:?}")),
-            };
-        }
-        left
-    }
-
-    fn call_args(&mut self, name: String) -> Call {
-        self.expect(b'(');
-        let mut call = Call {
-            name,
-            args: Vec::new(),
-            kwargs: BTreeMap::new(),
-        };
-        while !self.eat(b')') {
-            // keyword argument? (a name followed by a single `=`)
-            let save = self.at;
-            let mut keyword = None;
-            if self.peek().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_') {
-                let w = self.word();
-                if self.peek() == Some(b'=') && self.src.get(self.at + 1) != Some(&b'=') {
-                    self.at += 1;
-                    keyword = Some(w);
-                } else {
-                    self.at = save;
-                }
-            }
-            let value = self.expr();
-            match keyword {
-                Some(k) => {
-                    call.kwargs.insert(k, value);
-                }
-                None => call.args.push(value),
-            }
-            if !self.eat(b',') {
-                self.expect(b')');
-                break;
-            }
-        }
-        call
-    }
-
-    /// The file's top-level calls, in order (assignments are remembered).
-    fn file(mut self) -> Vec<Call> {
-        let mut calls = Vec::new();
-        while self.peek().is_some() {
-            let name = self.word();
-            if self.eat(b'=') {
-                let value = self.expr();
-                self.vars.insert(name, value);
-            } else if self.peek() == Some(b'(') {
-                calls.push(self.call_args(name));
-            } else {
-                self.fail(&format!("`{name}` is neither a call nor an assignment"));
-            }
-        }
-        calls
-    }
+/// The `tilt-eval` tool, built once (cached in the target directory).
+fn tilt_eval() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let manifest = repo().join("packaging/tilt-eval/Cargo.toml");
+            // its own target dir under the workspace's: its dependencies' features stay its own
+            let exe = std::env::current_exe().unwrap();
+            let target = exe
+                .ancestors()
+                .nth(3)
+                .expect("<target>/<profile>/deps/<test>")
+                .join("tilt-eval");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let out = Command::new(cargo)
+                .args(["build", "--quiet", "--locked", "--manifest-path"])
+                .arg(&manifest)
+                .env("CARGO_TARGET_DIR", &target)
+                .output()
+                .expect("run cargo");
+            assert!(
+                out.status.success(),
+                "building tilt-eval: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            target.join("debug/tilt-eval")
+        })
+        .clone()
 }
 
 fn tiltfile() -> Vec<Call> {
     let text = std::fs::read_to_string(repo().join("Tiltfile")).expect("Tiltfile at the repository root");
-    Parser {
-        src: text.as_bytes(),
-        at: 0,
-        vars: BTreeMap::new(),
-    }
-    .file()
+    evaluate("Tiltfile", &text).unwrap_or_else(|e| panic!("the Tiltfile does not evaluate: {e}"))
 }
 
 fn calls<'a>(all: &'a [Call], name: &str) -> Vec<&'a Call> {
@@ -795,29 +675,50 @@ fn the_drill_is_applied_where_the_operator_watches_and_forwarded_by_its_names() 
     }
 }
 
-// ---------------------------------------------------------------- the parser itself
+// ---------------------------------------------------------------- the interpreter itself
 
 #[test]
-fn the_parser_reads_the_subset() {
+fn the_interpreter_records_calls_with_their_arguments() {
     let src = r#"
 # comment
 X = 'a' + "b"  # trailing
-f('p', k=[X, 'c'], n=True, g=h(1, z='''multi
-line'''), e=2.5)
+def image(name):
+    return 'localhost/' + name
+docker_build(image('op'), '.', only=[X, 'c'], match_in_env_vars=True, n=2.5)
+k8s_yaml(helm('charts/relab', set=['%s=%d' % ('k', 1)]))
 "#;
-    let calls = Parser {
-        src: src.as_bytes(),
-        at: 0,
-        vars: BTreeMap::new(),
+    let calls = evaluate("test.star", src).expect("evaluates");
+    let names: Vec<&str> = calls.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["docker_build", "helm", "k8s_yaml"]);
+    let build = &calls[0];
+    assert_eq!(
+        build.args,
+        vec![Expr::Str("localhost/op".into()), Expr::Str(".".into())]
+    );
+    assert_eq!(build.kwargs["only"].strs(), vec!["ab", "c"]);
+    assert_eq!(build.kwargs["match_in_env_vars"], Expr::Word("True".into()));
+    assert_eq!(build.kwargs["n"], Expr::Word("2.5".into()));
+    let helm = calls[2].args[0].call();
+    assert_eq!(helm.name, "helm");
+    assert_eq!(helm.kwargs["set"].list().len(), 1);
+    assert_eq!(
+        helm.kwargs["set"].strs(),
+        vec!["k=1"],
+        "real Starlark: % formatting evaluated"
+    );
+}
+
+#[test]
+fn a_broken_tiltfile_fails_with_the_interpreters_message() {
+    for (src, says) in [
+        ("docker_build('a', '.'", "Parse error"),
+        ("kubernetes_deploy('x')", "Variable `kubernetes_deploy` not found"),
+        ("docker_build('a')", "Wrong number of positional arguments"),
+        ("k8s_resource(workload='relab', new_name=1, nonsense=", "Parse error"),
+    ] {
+        let err = evaluate("broken.star", src).expect_err(src);
+        assert!(err.contains(says), "{src}: {err}");
     }
-    .file();
-    assert_eq!(calls.len(), 1);
-    let f = &calls[0];
-    assert_eq!(f.args, vec![Expr::Str("p".into())]);
-    assert_eq!(f.kwargs["k"].strs(), vec!["ab", "c"]);
-    assert_eq!(f.kwargs["n"], Expr::Word("True".into()));
-    assert_eq!(f.kwargs["g"].call().kwargs["z"].str(), "multi\nline");
-    assert_eq!(f.kwargs["e"], Expr::Word("2.5".into()));
 }
 
 #[test]

@@ -14,6 +14,7 @@
 //! to relab's (`cargo test --workspace --all-targets` builds both; this
 //! test's own `cargo test -p relab-operator` does not).
 
+#[path = "../../operator/tests/common/mod.rs"]
 mod common;
 
 use common::free_port;
@@ -101,7 +102,7 @@ fn build() -> Result<Built, String> {
     if !Path::new("/usr/lib/postgresql/15/bin/postgres").is_file() {
         return Err(format!("Postgres 15's server is missing: {}", install_hint("postgres")));
     }
-    let relab = PathBuf::from(env!("CARGO_BIN_EXE_relab"));
+    let relab = relab_packaging::workspace_bin("relab");
     let bin_dir = relab.parent().expect("a binary has a directory").to_path_buf();
     let profile = match bin_dir.file_name().and_then(|n| n.to_str()) {
         Some("release") => "release",
