@@ -6,6 +6,7 @@
 #   bash scripts/images.sh --profile debug    # the binaries `cargo test` built
 #   bash scripts/images.sh --bin-dir DIR      # relab and lab-service from DIR
 #   bash scripts/images.sh --tag TAG          # localhost/relab-*:TAG
+#   bash scripts/images.sh --print-bin-dir    # where the binaries would come from (cargo metadata), then exit
 #
 # Makes, in buildah storage of its own (${RELAB_CACHE}/images/storage; the
 # system's storage is never touched):
@@ -40,6 +41,7 @@ STORE="$OUT/storage"
 profile=release
 bin_dir=
 tag=dev
+print_bin_dir=
 PG_MAJOR="${PG_MAJOR:-15}"
 
 say() { printf '[images] %s\n' "$*" >&2; }
@@ -52,6 +54,7 @@ while [ $# -gt 0 ]; do
     --profile=*) profile="${1#*=}"; shift ;;
     --bin-dir) bin_dir="${2:?--bin-dir wants a directory}"; shift 2 ;;
     --bin-dir=*) bin_dir="${1#*=}"; shift ;;
+    --print-bin-dir) print_bin_dir=1; shift ;;
     --tag) tag="${2:?--tag wants a tag}"; shift 2 ;;
     --tag=*) tag="${1#*=}"; shift ;;
     -h|--help) usage 0 ;;
@@ -60,8 +63,17 @@ while [ $# -gt 0 ]; do
 done
 case "$profile" in debug|release) ;; *) die "--profile must be debug or release, not $profile" ;; esac
 if [ -z "$bin_dir" ]; then
-  bin_dir="${CARGO_TARGET_DIR:-${RELAB_CARGO_TARGET_DIR:-/var/cache/relab/target}}/$profile"
+  # where cargo put the binaries, by cargo's own rules (CARGO_TARGET_DIR,
+  # .cargo/config.toml, or ./target): a newcomer's `cargo xtask test` builds
+  # into ./target, CI into its cache, and both must be found
+  target_dir=$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
+    | grep -o '"target_directory":"[^"]*"' | head -n1 | cut -d'"' -f4) \
+    || true
+  [ -n "$target_dir" ] || die "cannot ask cargo where it builds (cargo metadata failed); pass --bin-dir DIR"
+  bin_dir="$target_dir/$profile"
 fi
+# where the binaries are taken from, and nothing else (a test checks it)
+if [ -n "$print_bin_dir" ]; then printf '%s\n' "$bin_dir"; exit 0; fi
 
 now() { date +%s.%N; }
 T_ALL=$(now)
@@ -80,7 +92,7 @@ command -v ldd >/dev/null || die "ldd is missing: apt-get install libc-bin"
 { command -v busybox >/dev/null && ! ldd "$(command -v busybox)" >/dev/null 2>&1; } \
   || die "a static busybox (the Postgres image's shell) is missing: apt-get install busybox-static"
 for b in relab lab-service; do
-  [ -x "$bin_dir/$b" ] || die "$bin_dir/$b is missing: build the binaries first, e.g. CARGO_TARGET_DIR=$(dirname "$bin_dir") cargo build $([ "$profile" = release ] && echo '--release ')-p relab-operator -p lab-service, or pass --bin-dir DIR"
+  [ -x "$bin_dir/$b" ] || die "$bin_dir/$b is missing: build the binaries first, e.g. cargo build $([ "$profile" = release ] && echo '--release ')-p relab-operator -p lab-service, or pass --bin-dir DIR"
   ldd "$bin_dir/$b" >/dev/null 2>&1 || die "$bin_dir/$b is not dynamically linked: build it without crt-static (static glibc breaks NSS)"
   if ldd "$bin_dir/$b" | grep -q 'not found'; then
     die "$bin_dir/$b needs libraries this machine lacks: $(ldd "$bin_dir/$b" | grep 'not found' | tr '\n' ' ')"

@@ -312,6 +312,7 @@ impl BenchLab {
             }),
             mock_listen: "127.0.0.1:0".parse()?,
             faults: FaultPlan::default(),
+            ledger_file: Some(lab_service::lab::default_ledger_file(url)),
             metrics: MetricsLayout::Shared,
         })
         .await?;

@@ -14,7 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use sqlx::PgPool;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -45,6 +45,52 @@ pub fn instrument(router: Router, metrics: &LabMetrics) -> Router {
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 
+/// How much of a request body is read, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyRead {
+    pub limit: usize,
+    pub timeout: Duration,
+}
+
+/// Read the whole request body within `timeout` before any handler runs:
+/// a body that stalls (say `Content-Length: 1000` and 2 bytes sent) gets
+/// `408 request_timeout` with `Connection: close`, so it holds neither the
+/// connection nor a task past the deadline. Over `limit`: 413, as the
+/// extractors would say.
+pub async fn read_body_within(
+    axum::extract::State(read): axum::extract::State<BodyRead>,
+    req: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(read.timeout, axum::body::to_bytes(body, read.limit)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(_)) => crate::http_error::ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is over {} bytes (or broke off)", read.limit),
+        )
+        .into_response(),
+        Err(_) => {
+            let mut response = crate::http_error::ApiError::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!("the request body did not arrive within {} ms", read.timeout.as_millis()),
+            )
+            .into_response();
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        }
+    }
+}
+
 /// The order API server.
 pub struct ApiServer {
     listener: TcpListener,
@@ -61,7 +107,7 @@ impl ApiServer {
             config: Arc::new(config),
             metrics: metrics.pipeline.clone(),
             registry: metrics.registry.clone(),
-            queue_depth: Arc::new(AtomicI64::new(0)),
+            admission: Arc::default(),
             ready: Arc::new(AtomicBool::new(true)),
         };
         Ok(Self {
@@ -76,8 +122,16 @@ impl ApiServer {
     }
 
     pub fn router(&self) -> Router {
+        let config = &self.state.config;
         instrument(order_routes::router(self.state.clone()), &self.metrics)
-            .layer(DefaultBodyLimit::max(self.state.config.max_body_bytes))
+            .layer(axum::middleware::from_fn_with_state(
+                BodyRead {
+                    limit: config.max_body_bytes,
+                    timeout: config.body_read_timeout,
+                },
+                read_body_within,
+            ))
+            .layer(DefaultBodyLimit::max(config.max_body_bytes))
     }
 
     /// Serve until `stop`; then not ready, finish in-flight requests (bounded
@@ -112,9 +166,10 @@ impl ApiServer {
 /// Shedding reads a sampled depth so an overloaded database is not asked on every request.
 async fn sample_queue_depth(state: ApiState, stop: CancellationToken) {
     loop {
+        let counted = state.admission.sample_started();
         match crate::orders::queue_depths(&state.pool).await {
             Ok((depth, dead)) => {
-                state.queue_depth.store(depth, Ordering::Relaxed);
+                state.admission.sampled_depth(depth, counted);
                 state.metrics.queue_depth.set(depth);
                 state.metrics.dead_letter_depth.set(dead);
             }
@@ -211,9 +266,24 @@ pub struct MockServer {
 }
 
 impl MockServer {
-    pub async fn build(listen: SocketAddr, plan: FaultPlan, metrics: &LabMetrics) -> Result<Self> {
+    /// The mock on `listen`, its ledger journaled to `ledger_file` (and
+    /// reloaded from it), or in memory without one.
+    pub async fn build(
+        listen: SocketAddr,
+        plan: FaultPlan,
+        ledger_file: Option<&std::path::Path>,
+        metrics: &LabMetrics,
+    ) -> Result<Self> {
         crate::config::check_fault_plan(&plan)?;
-        let state = MockState::new(plan, &metrics.registry)?;
+        let ledger = match ledger_file {
+            Some(path) => {
+                let ledger = payment_mock::Ledger::open(path).map_err(|e| crate::error::Error::Other(e.to_string()))?;
+                tracing::info!(path = %path.display(), charges = ledger.len(), "payment ledger opened");
+                ledger
+            }
+            None => payment_mock::Ledger::default(),
+        };
+        let state = MockState::with_ledger(plan, ledger, &metrics.registry)?;
         let listener = TcpListener::bind(listen).await?;
         Ok(Self {
             listener,

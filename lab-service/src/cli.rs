@@ -8,6 +8,7 @@ use crate::payment_mock::FaultPlan;
 use crate::telemetry::LogFormat;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -100,26 +101,41 @@ pub struct MockArgs {
     pub latency_base_ms: Option<u64>,
     #[arg(long, env = "RELAB_FAULT_LATENCY_JITTER_MS")]
     pub latency_jitter_ms: Option<u64>,
+    /// The ledger's journal: every charge and idempotency key, fsynced
+    /// before it is answered, reloaded at start (`payment-mock` without it:
+    /// in memory only; `all` without it: a file per database in the
+    /// temporary directory, see `lab::default_ledger_file`).
+    #[arg(long, env = LEDGER_FILE_ENV)]
+    pub ledger_file: Option<PathBuf>,
 }
+
+/// The variable of the mock's `--ledger-file`.
+const LEDGER_FILE_ENV: &str = "RELAB_LEDGER_FILE";
 
 /// The payment mock's settings, as `lab-service payment-mock` reads them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MockConfig {
     pub listen: SocketAddr,
     pub plan: FaultPlan,
+    /// Where the ledger is journaled (None: in memory).
+    pub ledger_file: Option<PathBuf>,
 }
 
 impl MockConfig {
     /// The `RELAB_*` variables `lab-service payment-mock` reads back into
     /// this configuration (the plan as one JSON document).
     pub fn to_env(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             ("RELAB_MOCK_LISTEN", self.listen.to_string()),
             (
                 "RELAB_FAULTS",
                 serde_json::to_string(&self.plan).expect("a fault plan serializes"),
             ),
-        ]
+        ];
+        if let Some(path) = &self.ledger_file {
+            env.push((LEDGER_FILE_ENV, path.display().to_string()));
+        }
+        env
     }
 }
 
@@ -129,6 +145,7 @@ impl MockArgs {
         Ok(MockConfig {
             listen: self.mock_listen,
             plan: self.plan()?,
+            ledger_file: self.ledger_file,
         })
     }
 
@@ -190,13 +207,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             server.run_until_stopped(crate::shutdown::signal()).await?;
         }
         Command::PaymentMock { mock } => {
-            let plan = mock.plan()?;
-            let server = MockServer::build(mock.mock_listen, plan, &metrics).await?;
+            let mock = mock.into_config()?;
+            if mock.ledger_file.is_none() {
+                tracing::warn!("no --ledger-file: the ledger lives in memory and a restart forgets every charge");
+            }
+            let server = MockServer::build(mock.listen, mock.plan, mock.ledger_file.as_deref(), &metrics).await?;
             tracing::info!(addr = %server.local_addr(), "payment mock listening");
             server.run_until_stopped(crate::shutdown::signal()).await?;
         }
         Command::All { db, api, worker, mock } => {
             let api = api.into_config()?;
+            let ledger_file = match mock.ledger_file.clone() {
+                Some(path) => path,
+                None => crate::lab::default_ledger_file(&db.database_url),
+            };
             let plan = mock.plan()?;
             // the workers' payment URL is the in-process mock's, whatever the flag says
             let mut worker = worker;
@@ -210,6 +234,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 worker: Some(worker),
                 mock_listen: mock.mock_listen,
                 faults: plan,
+                ledger_file: Some(ledger_file),
                 metrics: MetricsLayout::Shared,
             })
             .await?;
@@ -325,6 +350,7 @@ mod tests {
         let mock = MockConfig {
             listen: "0.0.0.0:8081".parse().unwrap(),
             plan: plan(),
+            ledger_file: Some("/var/lib/relab/ledger/charges.jsonl".into()),
         };
         let Command::PaymentMock { mock: args } = from_env("payment-mock", &mock.to_env()) else {
             panic!("payment-mock")
@@ -350,6 +376,11 @@ mod tests {
                 faults: Some(plan()),
                 drain_timeout: std::time::Duration::from_secs(45),
                 wait_ready: std::time::Duration::from_secs(300),
+                stop_when: serde_json::from_str(
+                    r#"[{"objective": "successRatio", "afterSeconds": 5}, {"doubleCharges": true}]"#,
+                )
+                .unwrap(),
+                success_target: Some(0.95),
             },
             output: None,
             termination_log: Some("/dev/termination-log".into()),

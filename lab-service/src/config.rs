@@ -43,6 +43,10 @@ pub struct ApiConfig {
     pub drain_delay: Duration,
     /// How long in-flight requests get after the drain delay.
     pub shutdown_timeout: Duration,
+    /// A request body must have arrived whole within this (else 408 and the
+    /// connection is closed): a stalled or trickling body cannot hold a
+    /// connection and its task.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -55,6 +59,7 @@ impl Default for ApiConfig {
             max_job_attempts: 5,
             drain_delay: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -71,6 +76,12 @@ impl ApiConfig {
             return Err(problem(
                 "--max-job-attempts (RELAB_MAX_JOB_ATTEMPTS)",
                 "must be at least 1",
+            ));
+        }
+        if self.body_read_timeout.is_zero() {
+            return Err(problem(
+                "--body-read-timeout-ms (RELAB_BODY_READ_TIMEOUT_MS)",
+                "must be above 0",
             ));
         }
         if self.max_body_bytes < 256 {
@@ -145,6 +156,7 @@ impl ApiConfig {
             ("RELAB_MAX_JOB_ATTEMPTS", self.max_job_attempts.to_string()),
             ("RELAB_API_DRAIN_DELAY_MS", ms(self.drain_delay)),
             ("RELAB_API_SHUTDOWN_TIMEOUT_MS", ms(self.shutdown_timeout)),
+            ("RELAB_BODY_READ_TIMEOUT_MS", ms(self.body_read_timeout)),
         ]
     }
 }
@@ -303,6 +315,9 @@ pub struct ApiArgs {
         default_value_t = 10_000
     )]
     pub shutdown_timeout_ms: u64,
+    /// A request body must arrive whole within this; else 408, connection closed.
+    #[arg(long, env = "RELAB_BODY_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_read_timeout_ms: u64,
 }
 
 impl ApiArgs {
@@ -315,6 +330,7 @@ impl ApiArgs {
             max_job_attempts: self.max_job_attempts,
             drain_delay: Duration::from_millis(self.drain_delay_ms),
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
         };
         c.validate()?;
         Ok(c)
@@ -587,6 +603,7 @@ mod tests {
             max_job_attempts: 2,
             drain_delay: Duration::from_millis(1_500),
             shutdown_timeout: Duration::from_secs(7),
+            body_read_timeout: Duration::from_millis(2_500),
             ..ApiConfig::default()
         };
         let mut args = vec!["a".to_string()];

@@ -19,6 +19,7 @@ use relab_model::spec::BreakerModeSpec;
 use relab_model::ValidatedExperiment;
 use sqlx::PgPool;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -49,7 +50,35 @@ pub struct LabPlan {
     pub worker: Option<WorkerConfig>,
     pub mock_listen: SocketAddr,
     pub faults: FaultPlan,
+    /// The payment ledger's journal (None: in memory; see
+    /// [`default_ledger_file`]).
+    pub ledger_file: Option<PathBuf>,
     pub metrics: MetricsLayout,
+}
+
+/// The journal of the payment ledger of the lab on `database_url`, when no
+/// file is named: one per database (its name and a hash of the URL) in the
+/// temporary directory, so that a lab restarted on the same database finds
+/// its charges and idempotency keys again, and a lab on another database
+/// does not see them.
+pub fn default_ledger_file(database_url: &str) -> PathBuf {
+    use sha2::Digest;
+    let name: String = database_url
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .take(63)
+        .collect();
+    let digest = sha2::Sha256::digest(database_url.as_bytes());
+    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    std::env::temp_dir()
+        .join("relab-ledgers")
+        .join(format!("{name}-{hash}.jsonl"))
 }
 
 fn loopback() -> SocketAddr {
@@ -69,6 +98,7 @@ impl LabPlan {
             worker: Some(worker_config(experiment, "http://127.0.0.1:0")),
             mock_listen: loopback(),
             faults: experiment.fault_plan(),
+            ledger_file: None,
             metrics: MetricsLayout::PerReplica,
         }
     }
@@ -112,7 +142,13 @@ impl Lab {
             MetricsLayout::Shared => shared.clone(),
             MetricsLayout::PerReplica => LabMetrics::new()?,
         };
-        let mock = MockServer::build(plan.mock_listen, plan.faults.clone(), &mock_metrics).await?;
+        let mock = MockServer::build(
+            plan.mock_listen,
+            plan.faults.clone(),
+            plan.ledger_file.as_deref(),
+            &mock_metrics,
+        )
+        .await?;
         let payment_url = format!("http://{}", mock.local_addr());
         let mock_state = mock.state().clone();
         let mock_stop = CancellationToken::new();

@@ -16,6 +16,7 @@
 pub mod compare;
 pub mod error;
 pub mod faults;
+pub mod ops;
 pub mod results;
 pub mod schema;
 pub mod spec;

@@ -46,6 +46,9 @@ pub struct RunResults {
     /// them first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub histograms: Option<LatencyHistograms>,
+    /// The run was stopped early by a `stopWhen` condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<crate::ops::Stopped>,
 }
 
 impl RunResults {

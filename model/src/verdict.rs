@@ -103,6 +103,18 @@ fn rows_and_reasons(spec: &ReliabilityExperimentSpec, results: &RunResults) -> (
     if results.orders.accepted == 0 {
         reasons.push("no order was accepted: nothing was tested".to_string());
     }
+    if let Some(stopped) = &results.stopped {
+        // a stopped run failed by definition: the row says what stopped it
+        rows.push(ObjectiveResult {
+            name: "stopWhen".into(),
+            target: "none met".into(),
+            observed: format!(
+                "{}: {} (at {:.1} s)",
+                stopped.condition, stopped.observed, stopped.at_seconds
+            ),
+            passed: false,
+        });
+    }
     if let Some(target) = obj.success_ratio {
         rows.push(ObjectiveResult {
             name: "successRatio".into(),
@@ -276,6 +288,24 @@ pub fn judge_repeated(spec: &ReliabilityExperimentSpec, runs: &[RunResults], con
             result: pass(seen <= max),
         });
     }
+    // a run stopped by stopWhen fails its variant: the interval counts the
+    // stopped runs, the target names the first and why
+    let stopped: Vec<(usize, &crate::ops::Stopped)> = runs
+        .iter()
+        .enumerate()
+        .filter_map(|(k, r)| Some((k, r.stopped.as_ref()?)))
+        .collect();
+    if let Some((k, first)) = stopped.first() {
+        objectives.push(IntervalObjective {
+            name: "stopWhen".into(),
+            target: format!(
+                "none met (run {k}: {}: {} at {:.1} s)",
+                first.condition, first.observed, first.at_seconds
+            ),
+            interval: Interval::exact(stopped.len() as f64),
+            result: VerdictResult::Failed,
+        });
+    }
     let result = if objectives.iter().any(|o| o.result == VerdictResult::Failed) {
         VerdictResult::Failed
     } else if !reasons.is_empty() || objectives.iter().any(|o| o.result == VerdictResult::Inconclusive) {
@@ -371,6 +401,42 @@ mod tests {
         assert_eq!(failed, ["successRatio", "apiLatency.p95"]);
         assert_eq!(v.objectives[1].target, "<= 250 ms");
         assert_eq!(v.objectives[1].observed, "300.0 ms");
+    }
+
+    #[test]
+    fn a_stopped_run_fails_with_a_row_and_the_reason_stopped() {
+        let mut r = results(600, 600, 120.0, 0.29);
+        r.stopped = Some(crate::ops::Stopped {
+            condition: "stopWhen[0] doubleCharges".into(),
+            observed: "2 orders charged more than once".into(),
+            at_seconds: 7.0,
+        });
+        let v = judge(&spec(OBJ, 0.3), &r);
+        assert_eq!(v.result, VerdictResult::Failed, "{v:?}");
+        let row = v
+            .objectives
+            .iter()
+            .find(|o| o.name == "stopWhen")
+            .expect("a stopWhen row");
+        assert!(
+            !row.passed && row.observed.contains("2 orders charged more than once"),
+            "{row:?}"
+        );
+        let judged = crate::status::judged_from(v, Some(1), "2026-12-03T00:00:00Z");
+        let met = &judged.conditions[1];
+        assert_eq!(
+            (met.reason.as_str(), met.status.as_str()),
+            ("Stopped", "False"),
+            "{met:?}"
+        );
+        assert!(met.message.contains("stopWhen[0] doubleCharges"), "{met:?}");
+        // the same over repeats: one stopped run fails the variant
+        let repeated = judge_repeated(&spec(OBJ, 0.3), &[results(600, 600, 120.0, 0.29), r], 0.95);
+        assert_eq!(repeated.result, VerdictResult::Failed);
+        assert!(repeated
+            .objectives
+            .iter()
+            .any(|o| o.name == "stopWhen" && o.target.contains("run 1")));
     }
 
     #[test]

@@ -540,3 +540,31 @@ mount --rbind /dev "$R/dev"
         logs()
     );
 }
+
+/// The newcomer's path (README: `cargo xtask test`, then `cargo xtask e2e`,
+/// with no `CARGO_TARGET_DIR`): images.sh takes the binaries from where
+/// cargo put them, by cargo's own rules, not from a cache path of CI's.
+/// It used to look in /var/cache/relab/target while cargo built ./target.
+#[test]
+fn images_take_the_binaries_from_cargos_own_target_dir() {
+    let ask = |target: Option<&str>, profile: &str| {
+        let mut cmd = Command::new("bash");
+        cmd.arg(repo_root().join("scripts/images.sh"))
+            .args(["--profile", profile, "--print-bin-dir"])
+            .current_dir(repo_root())
+            .env_remove("CARGO_TARGET_DIR");
+        if let Some(t) = target {
+            cmd.env("CARGO_TARGET_DIR", t);
+        }
+        let out = cmd.output().expect("bash runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let fresh = repo_root().join("target").join("debug");
+    assert_eq!(
+        ask(None, "debug"),
+        fresh.display().to_string(),
+        "a fresh clone builds ./target"
+    );
+    assert_eq!(ask(Some("/srv/elsewhere"), "release"), "/srv/elsewhere/release");
+}

@@ -1,6 +1,7 @@
 //! Orders: the API's model and its repository (orders + their payment job,
 //! written in one transaction: the outbox).
 
+pub mod admission;
 pub mod routes;
 
 use crate::db::JOBS_CHANNEL;
@@ -11,6 +12,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
+
+/// The largest amount an order (and a charge) may have: one billion in the
+/// currency's major unit. Far above any real basket; far below where sums
+/// of amounts could overflow an `i64`.
+pub const MAX_AMOUNT_CENTS: i64 = 100_000_000_000;
+
+/// Longest `customerId`, in characters.
+pub const MAX_CUSTOMER_ID_CHARS: usize = 128;
 
 /// Body of `POST /orders`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -24,13 +33,26 @@ pub struct NewOrder {
 impl NewOrder {
     /// Field-level checks beyond the JSON shape (422 naming the field).
     pub fn validate(&self) -> Result<(), ApiError> {
-        if self.customer_id.trim().is_empty() || self.customer_id.len() > 128 {
-            return Err(ApiError::invalid_field("customerId", "must be 1 to 128 characters"));
+        if self.customer_id.trim().is_empty() || self.customer_id.chars().count() > MAX_CUSTOMER_ID_CHARS {
+            return Err(ApiError::invalid_field(
+                "customerId",
+                format!("must be 1 to {MAX_CUSTOMER_ID_CHARS} characters"),
+            ));
         }
-        if self.amount_cents <= 0 {
+        if let Some(c) = self.customer_id.chars().find(|c| c.is_control()) {
+            // Postgres refuses NUL in text; no control character belongs in an id
+            return Err(ApiError::invalid_field(
+                "customerId",
+                format!("must not contain control characters, found U+{:04X}", c as u32),
+            ));
+        }
+        if self.amount_cents <= 0 || self.amount_cents > MAX_AMOUNT_CENTS {
             return Err(ApiError::invalid_field(
                 "amountCents",
-                format!("must be a positive number of cents, got {}", self.amount_cents),
+                format!(
+                    "must be a positive number of cents up to {MAX_AMOUNT_CENTS}, got {}",
+                    self.amount_cents
+                ),
             ));
         }
         if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
@@ -272,6 +294,18 @@ mod tests {
         let mut o = order(5, "EUR");
         o.customer_id = " ".into();
         assert_eq!(o.validate().unwrap_err().field.as_deref(), Some("customerId"));
+        for hostile in ["c\u{0}1", "c\n1", "c\u{1b}[31m"] {
+            o.customer_id = hostile.into();
+            let e = o.validate().unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("customerId"), "{hostile:?}");
+            assert!(e.message.contains("control characters"), "{e:?}");
+        }
+        assert_eq!(
+            order(i64::MAX, "EUR").validate().unwrap_err().field.as_deref(),
+            Some("amountCents")
+        );
+        assert!(order(MAX_AMOUNT_CENTS, "EUR").validate().is_ok());
+        assert!(order(MAX_AMOUNT_CENTS + 1, "EUR").validate().is_err());
         assert!(order(5, "EUR").validate().is_ok());
     }
 

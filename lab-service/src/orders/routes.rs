@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -31,8 +31,9 @@ pub struct ApiState {
     pub config: Arc<ApiConfig>,
     pub metrics: PipelineMetrics,
     pub registry: prometheus::Registry,
-    /// Queued + running jobs, sampled in the background (shedding reads this, not the DB).
-    pub queue_depth: Arc<AtomicI64>,
+    /// Queued + running jobs: sampled in the background, plus what this
+    /// process admitted since (shedding reads this, not the DB).
+    pub admission: Arc<super::admission::Admission>,
     pub ready: Arc<AtomicBool>,
 }
 
@@ -88,18 +89,20 @@ async fn create_order(
     body: AppJson<NewOrder>,
 ) -> Result<Response, ApiError> {
     // shed before touching the database: a quick 503 beats a slow timeout
-    let depth = s.queue_depth.load(Ordering::Relaxed);
-    if depth >= s.config.max_queue_depth {
-        s.metrics.load_shed.inc();
-        return Err(ApiError::unavailable(
-            "overloaded",
-            format!(
-                "the payment queue holds {depth} jobs (bound {}); retry later",
-                s.config.max_queue_depth
-            ),
-            s.config.shed_retry_after_secs,
-        ));
-    }
+    let permit = match s.admission.try_admit(s.config.max_queue_depth) {
+        Ok(permit) => permit,
+        Err(depth) => {
+            s.metrics.load_shed.inc();
+            return Err(ApiError::unavailable(
+                "overloaded",
+                format!(
+                    "the payment queue holds {depth} jobs (bound {}); retry later",
+                    s.config.max_queue_depth
+                ),
+                s.config.shed_retry_after_secs,
+            ));
+        }
+    };
     let key = idempotency_key(&headers)?;
     tracing::Span::current().record("idempotency_key", key.as_str());
     let AppJson(order) = body;
@@ -108,6 +111,7 @@ async fn create_order(
     let outcome = super::create_order(&s.pool, &key, &order, request_id, s.config.max_job_attempts).await?;
     let resp = match outcome {
         CreateOutcome::Created(o) => {
+            permit.inserted();
             tracing::Span::current().record("order_id", tracing::field::display(o.id));
             tracing::info!(order_id = %o.id, "order accepted");
             s.metrics.orders_created.inc();

@@ -32,7 +32,10 @@ mod routes;
 mod state;
 
 pub use faults::{decide, Decision, FaultPhase, FaultPlan, FaultSettings, LatencySettings};
-pub use ledger::{Charge, ChargeOutcome, ChargeRequest, ChargeResponse, IdempotencyConflict, Ledger, LedgerSnapshot};
+pub use ledger::{
+    Charge, ChargeError, ChargeOutcome, ChargeRequest, ChargeResponse, IdempotencyConflict, Ledger, LedgerOpenError,
+    LedgerSnapshot,
+};
 pub use relab_model::FieldError;
 pub use routes::{router, serve, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 pub use state::{MockState, MockStats, Outcome, OutcomeCounts};

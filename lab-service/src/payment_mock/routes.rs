@@ -12,7 +12,7 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 
 use super::faults::{Decision, FaultPlan};
-use super::ledger::{ChargeOutcome, ChargeRequest, ChargeResponse, IdempotencyConflict, LedgerSnapshot};
+use super::ledger::{ChargeError, ChargeOutcome, ChargeRequest, ChargeResponse, LedgerSnapshot};
 use super::state::{MockState, MockStats, Outcome};
 use crate::http_error::{ApiError, AppJson};
 use relab_model::FieldError;
@@ -81,12 +81,30 @@ fn gateway_timeout() -> ApiError {
     )
 }
 
-fn conflict(error: &IdempotencyConflict) -> ApiError {
-    ApiError::conflict("idempotency_key_reused", error.to_string()).with_field("Idempotency-Key")
+/// A charge that could not be recorded: 409 for a reused key, 503 when the
+/// journal could not be written (nothing was charged; not a fault the plan
+/// injected, so not counted as one).
+fn charge_error(error: &ChargeError) -> (Option<Outcome>, ApiError) {
+    match error {
+        ChargeError::Conflict(c) => (
+            Some(Outcome::Conflict),
+            ApiError::conflict("idempotency_key_reused", c.to_string()).with_field("Idempotency-Key"),
+        ),
+        ChargeError::Journal { .. } => {
+            tracing::error!(error = %error, "payment ledger unavailable");
+            (
+                None,
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable", error.to_string()),
+            )
+        }
+    }
 }
 
-/// `POST /charges`: validate, draw the fault, then act on it. Faults apply to
-/// every call, retries included; only a success or a lost response charges.
+/// `POST /charges`: validate, draw the fault, act on it and count the call,
+/// all at once on arrival; only then the injected pause, so that a caller
+/// who hangs up during it (a tail latency above its timeout) was counted
+/// all the same, with what the mock decided. Faults apply to every call,
+/// retries included; only a success or a lost response charges.
 #[tracing::instrument(name = "payment_mock.charge", skip_all, fields(order_id = %request.order_id, outcome))]
 async fn create_charge(
     State(state): State<MockState>,
@@ -96,76 +114,73 @@ async fn create_charge(
     let key = idempotency_key(&headers)?;
     request.validate().map_err(invalid)?;
     let decision = state.next_decision();
-    let (outcome, response) = match decision {
-        Decision::Success { delay } => {
-            let result = state.charge(key.as_deref(), &request);
-            pause(delay).await;
-            match result {
-                Ok(ChargeOutcome::Created(charge)) => (
-                    Outcome::Success,
-                    Ok((StatusCode::CREATED, AppJson(ChargeResponse::new(&charge, false))).into_response()),
-                ),
-                Ok(ChargeOutcome::Replayed(charge)) => {
-                    let replayed = [(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"))];
-                    let body = AppJson(ChargeResponse::new(&charge, true));
-                    (Outcome::Replay, Ok((StatusCode::OK, replayed, body).into_response()))
-                }
-                Err(error) => (Outcome::Conflict, Err(conflict(&error))),
+    let (outcome, pause_for, response): (Option<Outcome>, Duration, Result<Response, ApiError>) = match decision {
+        Decision::Success { delay } => match state.charge(key.as_deref(), &request) {
+            Ok(ChargeOutcome::Created(charge)) => (
+                Some(Outcome::Success),
+                delay,
+                Ok((StatusCode::CREATED, AppJson(ChargeResponse::new(&charge, false))).into_response()),
+            ),
+            Ok(ChargeOutcome::Replayed(charge)) => {
+                let replayed = [(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"))];
+                let body = AppJson(ChargeResponse::new(&charge, true));
+                (
+                    Some(Outcome::Replay),
+                    delay,
+                    Ok((StatusCode::OK, replayed, body).into_response()),
+                )
             }
-        }
-        Decision::LostResponse { hang } => {
-            // Charge for real, then lose the answer: the caller only sees a 504.
-            let outcome = match state.charge(key.as_deref(), &request) {
-                Ok(_) => Outcome::LostResponse,
-                Err(_) => Outcome::Conflict,
-            };
-            state.count(outcome);
-            tracing::Span::current().record("outcome", outcome.as_label());
-            pause(hang).await;
-            return Err(gateway_timeout());
-        }
-        Decision::Timeout { hang } => {
-            state.count(Outcome::Timeout);
-            tracing::Span::current().record("outcome", Outcome::Timeout.as_label());
-            pause(hang).await;
-            return Err(gateway_timeout());
-        }
-        Decision::Declined { delay } => {
-            pause(delay).await;
-            let error = ApiError::new(
+            Err(error) => {
+                let (outcome, error) = charge_error(&error);
+                (outcome, delay, Err(error))
+            }
+        },
+        // Charge for real, then lose the answer: the caller only sees a 504.
+        Decision::LostResponse { hang } => match state.charge(key.as_deref(), &request) {
+            Ok(_) => (Some(Outcome::LostResponse), hang, Err(gateway_timeout())),
+            Err(error) => {
+                let (outcome, error) = charge_error(&error);
+                (outcome, Duration::ZERO, Err(error))
+            }
+        },
+        Decision::Timeout { hang } => (Some(Outcome::Timeout), hang, Err(gateway_timeout())),
+        Decision::Declined { delay } => (
+            Some(Outcome::Declined),
+            delay,
+            Err(ApiError::new(
                 StatusCode::PAYMENT_REQUIRED,
                 "card_declined",
                 "the card was declined (injected fault)",
-            );
-            (Outcome::Declined, Err(error))
-        }
+            )),
+        ),
         Decision::Failure { status, delay } => {
-            pause(delay).await;
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let error = ApiError::new(
                 status,
                 "injected_failure",
                 "the payment provider failed (injected fault)",
             );
-            (Outcome::Failure, Err(error))
+            (Some(Outcome::Failure), delay, Err(error))
         }
         Decision::RateLimited {
             retry_after_secs,
             delay,
         } => {
-            pause(delay).await;
             let mut error = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 "too many requests (injected fault); retry after the Retry-After delay",
             );
             error.retry_after_secs = Some(retry_after_secs);
-            (Outcome::RateLimited, Err(error))
+            (Some(Outcome::RateLimited), delay, Err(error))
         }
     };
-    state.count(outcome);
-    tracing::Span::current().record("outcome", outcome.as_label());
-    tracing::debug!(outcome = outcome.as_label(), "charge call answered");
+    if let Some(outcome) = outcome {
+        state.count(outcome);
+        tracing::Span::current().record("outcome", outcome.as_label());
+    }
+    pause(pause_for).await;
+    tracing::debug!(outcome = outcome.map(Outcome::as_label), "charge call answered");
     response
 }
 

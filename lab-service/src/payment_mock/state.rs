@@ -11,7 +11,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::faults::{decide, Decision, FaultPlan};
-use super::ledger::{ChargeOutcome, ChargeRequest, IdempotencyConflict, Ledger, LedgerSnapshot};
+use super::ledger::{ChargeError, ChargeOutcome, ChargeRequest, Ledger, LedgerSnapshot};
 use relab_model::FieldError;
 
 /// How one charge call ended, as counted in `relab_mock_calls_total{outcome}`.
@@ -75,6 +75,10 @@ pub struct MockStats {
     pub charges: u64,
     /// Name of the schedule phase in force now, if any.
     pub active_phase: Option<String>,
+    /// Orders the ledger holds more than one charge of (the audit's double
+    /// charges, live: `stopWhen: [{doubleCharges: true}]` watches it).
+    #[serde(default)]
+    pub double_charged_orders: u64,
 }
 
 /// Charge calls by outcome (camelCase names of [`Outcome`]).
@@ -173,10 +177,16 @@ impl MockState {
     /// `relab_mock_charges_total` on `registry`. The schedule clock starts
     /// now. The plan is used as given: call [`FaultPlan::validate`] first.
     pub fn new(plan: FaultPlan, registry: &Registry) -> Result<Self, prometheus::Error> {
+        Self::with_ledger(plan, Ledger::default(), registry)
+    }
+
+    /// As [`MockState::new`], over `ledger` (e.g. a journaled one from
+    /// [`Ledger::open`], with the charges of earlier lives of the mock).
+    pub fn with_ledger(plan: FaultPlan, ledger: Ledger, registry: &Registry) -> Result<Self, prometheus::Error> {
         Ok(Self {
             inner: Arc::new(Inner {
                 control: Mutex::new(Control::new(plan)),
-                ledger: Mutex::new(Ledger::default()),
+                ledger: Mutex::new(ledger),
                 metrics: MockMetrics::register(registry)?,
             }),
         })
@@ -204,11 +214,7 @@ impl MockState {
     }
 
     /// Records (or replays) a charge in the ledger.
-    pub(crate) fn charge(
-        &self,
-        key: Option<&str>,
-        request: &ChargeRequest,
-    ) -> Result<ChargeOutcome, IdempotencyConflict> {
+    pub(crate) fn charge(&self, key: Option<&str>, request: &ChargeRequest) -> Result<ChargeOutcome, ChargeError> {
         let outcome = lock(&self.inner.ledger).charge(key, request, Utc::now());
         if let Ok(ChargeOutcome::Created(_)) = &outcome {
             self.inner.metrics.charges.inc();
@@ -252,6 +258,11 @@ impl MockState {
                 .active_phase(control.epoch.elapsed())
                 .map(|phase| phase.name.clone())
         };
+        // one guard: two in one expression would deadlock (temporaries live to its end)
+        let (charges, double_charged_orders) = {
+            let ledger = lock(&self.inner.ledger);
+            (ledger.len() as u64, ledger.double_charged_orders())
+        };
         let metrics = &self.inner.metrics;
         let by_outcome = OutcomeCounts {
             success: metrics.calls(Outcome::Success),
@@ -266,7 +277,8 @@ impl MockState {
         MockStats {
             calls: Outcome::ALL.iter().map(|o| metrics.calls(*o)).sum(),
             by_outcome,
-            charges: lock(&self.inner.ledger).len() as u64,
+            charges,
+            double_charged_orders,
             active_phase,
         }
     }

@@ -55,6 +55,12 @@ pub struct LoadgenArgs {
     /// Wait at most this long for the database, the order API and the payment mock before the load.
     #[arg(long, env = "RELAB_WAIT_READY_SECS", default_value_t = 0)]
     pub wait_ready_secs: u64,
+    /// Stop conditions (`spec.stopWhen`) as a JSON list, checked once a second.
+    #[arg(long, env = "RELAB_STOP_WHEN")]
+    pub stop_when: Option<String>,
+    /// The success ratio a `successRatio` stop condition watches (`spec.objectives.successRatio`).
+    #[arg(long, env = "RELAB_SUCCESS_TARGET")]
+    pub success_target: Option<f64>,
     /// Write the full output (results and timeline) as JSON here.
     #[arg(long, env = "RELAB_OUTPUT")]
     pub output: Option<PathBuf>,
@@ -119,6 +125,15 @@ impl LoadgenConfig {
                 "RELAB_FAULTS",
                 serde_json::to_string(plan).expect("a fault plan serializes"),
             ));
+        }
+        if !run.stop_when.is_empty() {
+            env.push((
+                "RELAB_STOP_WHEN",
+                serde_json::to_string(&run.stop_when).expect("stop conditions serialize"),
+            ));
+        }
+        if let Some(target) = run.success_target {
+            env.push(("RELAB_SUCCESS_TARGET", target.to_string()));
         }
         if let Some(path) = &self.output {
             env.push(("RELAB_OUTPUT", path.display().to_string()));
@@ -192,6 +207,25 @@ impl LoadgenArgs {
             ));
         }
         let faults = self.faults.as_deref().map(parse_faults).transpose()?;
+        let stop_when = self
+            .stop_when
+            .as_deref()
+            .map(parse_stop_when)
+            .transpose()?
+            .unwrap_or_default();
+        if let Some(t) = self.success_target {
+            if !(0.0..=1.0).contains(&t) {
+                return Err(problem(
+                    "--success-target (RELAB_SUCCESS_TARGET)",
+                    format!("must be within 0 to 1, got {t}"),
+                ));
+            }
+        }
+        let mut rules = relab_model::error::Problems::default();
+        relab_model::ops::check_stop_when(&stop_when, self.success_target, &mut rules);
+        if let Some(e) = rules.0.first() {
+            return Err(problem("--stop-when (RELAB_STOP_WHEN)", e.to_string()));
+        }
         let mut load = LoadConfig::open_loop(stages);
         load.max_in_flight = self.max_in_flight;
         load.request_timeout = Duration::from_millis(self.request_timeout_ms);
@@ -206,8 +240,15 @@ impl LoadgenArgs {
             faults,
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
             wait_ready: Duration::from_secs(self.wait_ready_secs),
+            stop_when,
+            success_target: self.success_target,
         })
     }
+}
+
+/// Stop conditions from a JSON list.
+fn parse_stop_when(raw: &str) -> Result<Vec<relab_model::ops::StopCondition>, ConfigError> {
+    serde_json::from_str(raw).map_err(|e| problem("--stop-when (RELAB_STOP_WHEN)", e.to_string()))
 }
 
 /// A fault plan from JSON or `@path`, validated.

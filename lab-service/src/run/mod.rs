@@ -18,7 +18,7 @@
 
 use crate::audit::{self, AuditReport};
 use crate::error::{Error, Result};
-use crate::loadgen::{self, latency_histogram, LoadConfig, LoadProgress, LoadReport, Target};
+use crate::loadgen::{self, latency_histogram, LoadConfig, LoadMode, LoadProgress, LoadReport, Target};
 use crate::payment_mock::{FaultPlan, MockStats};
 use crate::summary::{
     BreakerResults, InjectedFaults, InvariantResults, LatencyHistograms, OrderCounts, PaymentResults, Percentiles,
@@ -35,9 +35,11 @@ use uuid::Uuid;
 pub mod cli;
 pub mod progress;
 pub mod sampler;
+pub mod stop;
 
 pub use progress::{RunProgress, RunStage};
 use sampler::{Sampler, Snapshot};
+use stop::StopWatch;
 
 /// After a stop request the drain waits at most this long (or the drain timeout, if shorter).
 pub const STOPPED_DRAIN_LIMIT: Duration = Duration::from_secs(10);
@@ -63,6 +65,10 @@ pub struct ExperimentRun {
     /// Before anything else, wait at most this long for the database, the
     /// order API's `/readyz` and the mock's `/healthz` (zero: expect them up).
     pub wait_ready: Duration,
+    /// `spec.stopWhen`: checked once a second; the first that holds stops the run.
+    pub stop_when: Vec<relab_model::ops::StopCondition>,
+    /// `spec.objectives.successRatio`, the target a successRatio condition watches.
+    pub success_target: Option<f64>,
 }
 
 /// The results plus one timeline point per second.
@@ -128,8 +134,12 @@ pub async fn run_experiment(
         wait_until_ready(&http, &run, &stop).await?;
     }
     let pool = crate::db::connect_and_migrate_within(&run.database_url, 4, run.wait_ready).await?;
-    let lab_sampler = Sampler::new(pool.clone(), http.clone(), run.metrics_urls.clone());
     let payment_url = run.payment_url.trim_end_matches('/').to_string();
+    let planned = match &run.load.mode {
+        LoadMode::OpenLoop { stages } => crate::loadgen::schedule::total_sends(stages),
+        LoadMode::ClosedLoop { .. } => 0,
+    };
+    let mut lab_sampler = Sampler::new(pool.clone(), http.clone(), run.metrics_urls.clone());
 
     let baseline = lab_sampler.snapshot(Duration::ZERO).await?;
     if let Some(plan) = &run.faults {
@@ -137,19 +147,40 @@ pub async fn run_experiment(
     }
     let mock_before = mock_stats(&http, &payment_url).await?;
 
-    // load, observed once a second
+    // load, observed once a second, with the stop conditions checked on every sample
     let start = Instant::now();
+    let watch = StopWatch::new(run.stop_when.clone(), run.success_target, planned, start);
+    if watch.watches_double_charges() {
+        lab_sampler = lab_sampler.watching_the_ledger(&payment_url);
+    }
+    let load_stop = CancellationToken::new();
+    {
+        let (stop, breach, load_stop) = (stop.clone(), watch.stop_load.clone(), load_stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = breach.cancelled() => {}
+            }
+            load_stop.cancel();
+        });
+    }
     let observing = CancellationToken::new();
     // whatever happens below, the sampler stops with this run
     let _stop_observing = observing.clone().drop_guard();
     let sampling = {
-        let (lab_sampler, baseline, progress, observing) = (
+        let (lab_sampler, baseline, progress, observing, watch) = (
             lab_sampler.clone(),
             baseline.clone(),
             progress.clone(),
             observing.clone(),
+            watch.clone(),
         );
-        tokio::spawn(async move { lab_sampler.every_second(&baseline, start, &progress, &observing).await })
+        tokio::spawn(async move {
+            let check = |samples: &[Snapshot]| watch.check(&baseline, samples);
+            lab_sampler
+                .every_second(&baseline, start, &progress, &observing, check)
+                .await
+        })
     };
     let target = Target::Orders {
         api_url: run.api_url.clone(),
@@ -166,7 +197,7 @@ pub async fn run_experiment(
                 }
             })
         };
-        let load = loadgen::run_load(&target, &run.load, &counts, &stop).await;
+        let load = loadgen::run_load(&target, &run.load, &counts, &load_stop).await;
         drop(counts);
         let _ = forward.await;
         load?
@@ -178,13 +209,28 @@ pub async fn run_experiment(
         "load phase over"
     );
 
+    watch.load_ended();
+    let stopped = watch.tripped();
+    if let Some(s) = &stopped {
+        // a stopped run: faults cleared, so that the queue can drain
+        tracing::warn!(condition = %s.condition, "run stopped: clearing the faults, draining, auditing");
+        let healthy = FaultPlan {
+            seed: run.faults.as_ref().map_or(42, |p| p.seed),
+            ..FaultPlan::default()
+        };
+        install_faults(&http, &payment_url, &healthy).await?;
+    }
+
     // drain
     progress.send_modify(|p| p.stage = RunStage::Drain);
-    let limit = if stop.is_cancelled() {
+    let mut limit = if stop.is_cancelled() || stopped.is_some() {
         run.drain_timeout.min(STOPPED_DRAIN_LIMIT)
     } else {
         run.drain_timeout
     };
+    if let Some(left) = watch.remaining() {
+        limit = limit.min(left);
+    }
     let drain_started = Instant::now();
     let drained = wait_for_drain(&pool, &load.accepted_ids, limit, &progress, start).await?;
     let drain_seconds = drain_started.elapsed().as_secs_f64();
@@ -203,7 +249,7 @@ pub async fn run_experiment(
     let mock_after = mock_stats(&http, &payment_url).await?;
     let outcomes = RunOutcomes::fetch(&pool, &load.accepted_ids).await?;
 
-    let results = assemble(Assembly {
+    let mut results = assemble(Assembly {
         load: &load,
         drain_seconds,
         drained,
@@ -214,6 +260,7 @@ pub async fn run_experiment(
         mock_after: &mock_after,
         audit: &report,
     });
+    results.stopped = stopped;
     let timeline = sampler::timeline(&load, &baseline, &samples);
     progress.send_modify(|p| {
         p.stage = RunStage::Done;
@@ -398,6 +445,7 @@ fn assemble(a: Assembly<'_>) -> RunResults {
             charges_without_order: a.audit.charges_without_order.max(0) as u64,
             paid_without_charge: a.audit.paid_without_charge.max(0) as u64,
         },
+        stopped: None,
     }
 }
 

@@ -91,6 +91,8 @@ pub struct Snapshot {
     /// Jobs queued or running.
     pub queue_depth: i64,
     pub counters: LabCounters,
+    /// Orders charged more than once, per the payment mock (when watched).
+    pub double_charged_orders: u64,
 }
 
 impl Snapshot {
@@ -105,6 +107,8 @@ pub struct Sampler {
     pool: PgPool,
     http: reqwest::Client,
     metrics_urls: Vec<String>,
+    /// The payment mock's base URL, when its live double charges are watched.
+    mock_url: Option<String>,
 }
 
 impl Sampler {
@@ -113,7 +117,21 @@ impl Sampler {
             pool,
             http,
             metrics_urls,
+            mock_url: None,
         }
+    }
+
+    /// Also read the payment mock's double charges each second (for
+    /// `stopWhen: [{doubleCharges: true}]`).
+    pub fn watching_the_ledger(mut self, mock_url: &str) -> Self {
+        self.mock_url = Some(mock_url.trim_end_matches('/').to_string());
+        self
+    }
+
+    async fn double_charged_orders(&self) -> Option<u64> {
+        let url = format!("{}/stats", self.mock_url.as_ref()?);
+        let stats: crate::payment_mock::MockStats = self.http.get(url).send().await.ok()?.json().await.ok()?;
+        Some(stats.double_charged_orders)
     }
 
     /// Read and sum every metrics endpoint; an unreachable or unparsable one is an error.
@@ -155,6 +173,7 @@ impl Sampler {
             orders_by_status,
             queue_depth,
             counters,
+            double_charged_orders: self.double_charged_orders().await.unwrap_or(0),
         })
     }
 
@@ -174,18 +193,23 @@ impl Sampler {
             Ok(counters) => next.counters = counters,
             Err(e) => tracing::warn!(error = %e, "scraping metrics failed"),
         }
+        if let Some(n) = self.double_charged_orders().await {
+            next.double_charged_orders = n;
+        }
         next
     }
 
     /// Observe once a second from `start` until `done` is cancelled; keeps
-    /// `progress` current (order outcomes since `baseline`, breaker, queue).
-    /// Returns one snapshot per second.
+    /// `progress` current (order outcomes since `baseline`, breaker, queue)
+    /// and hands every snapshot, with the ones before, to `on_sample` (the
+    /// stop conditions). Returns one snapshot per second.
     pub async fn every_second(
         &self,
         baseline: &Snapshot,
         start: Instant,
         progress: &watch::Sender<RunProgress>,
         done: &CancellationToken,
+        mut on_sample: impl FnMut(&[Snapshot]) + Send,
     ) -> Vec<Snapshot> {
         let mut samples: Vec<Snapshot> = Vec::new();
         let mut tick = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
@@ -200,6 +224,7 @@ impl Sampler {
             let next = self.snapshot_or_previous(start.elapsed(), previous).await;
             publish(progress, baseline, &next, start);
             samples.push(next);
+            on_sample(&samples);
         }
         samples
     }

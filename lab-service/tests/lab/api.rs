@@ -157,6 +157,32 @@ async fn bad_input_is_a_4xx_json_error_that_names_the_problem() {
         ),
         ("not JSON content type", Some("k7"), "text/plain", ok.clone(), 415, None),
         (
+            // Postgres refuses 0x00 in text: this was a 500
+            "NUL in customerId",
+            Some("k9"),
+            "application/json",
+            json!({"customerId": "c\u{0}x", "amountCents": 5, "currency": "EUR"}).to_string(),
+            422,
+            Some("customerId"),
+        ),
+        (
+            "escape sequence in customerId",
+            Some("k10"),
+            "application/json",
+            json!({"customerId": "c\u{1b}[2J", "amountCents": 5, "currency": "EUR"}).to_string(),
+            422,
+            Some("customerId"),
+        ),
+        (
+            // was accepted and charged
+            "amount past the documented bound",
+            Some("k11"),
+            "application/json",
+            json!({"customerId": "c", "amountCents": i64::MAX, "currency": "EUR"}).to_string(),
+            422,
+            Some("amountCents"),
+        ),
+        (
             "oversized body",
             Some("k8"),
             "application/json",
@@ -181,6 +207,43 @@ async fn bad_input_is_a_4xx_json_error_that_names_the_problem() {
         .await
         .unwrap();
     assert_eq!(orders, 0, "nothing invalid was stored");
+    lab.stop().await;
+}
+
+/// `Content-Length: 1000` and 2 bytes sent: the connection used to be held
+/// for over 40 s. Now the body read has a deadline: 408, then the server
+/// closes the connection.
+#[tokio::test]
+async fn a_stalled_body_gets_408_and_the_connection_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let lab = TestLab::start(LabOptions {
+        api: lab_service::config::ApiConfig {
+            body_read_timeout: std::time::Duration::from_millis(500),
+            ..crate::harness::api_config()
+        },
+        ..no_workers()
+    })
+    .await;
+    let addr = lab.api_url.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(
+        b"POST /orders HTTP/1.1\r\nHost: lab\r\nContent-Type: application/json\r\n\
+          Idempotency-Key: stall-1\r\nContent-Length: 1000\r\n\r\n{}",
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    // read to EOF: the server must answer and then close
+    tokio::time::timeout(std::time::Duration::from_secs(10), conn.read_to_end(&mut answer))
+        .await
+        .expect("the server closed the connection")
+        .unwrap();
+    let waited = started.elapsed();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+    assert!(waited < std::time::Duration::from_secs(5), "held {waited:?}");
     lab.stop().await;
 }
 

@@ -127,6 +127,8 @@ impl TestLab {
             worker: opts.worker,
             mock_listen: "127.0.0.1:0".parse().unwrap(),
             faults: opts.faults,
+            // journaled, as every real lab's: the tests exercise the fsync path
+            ledger_file: Some(lab_service::lab::default_ledger_file(&db.url)),
             metrics: MetricsLayout::Shared,
         })
         .await
@@ -277,6 +279,7 @@ impl TestLab {
 
     pub async fn stop(self) {
         self.lab.shutdown().await.expect("servers stopped cleanly");
+        let _ = std::fs::remove_file(lab_service::lab::default_ledger_file(&self.db.url));
     }
 }
 

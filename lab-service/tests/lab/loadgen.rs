@@ -243,6 +243,8 @@ fn flaky_run(lab: &TestLab, rate: f64, secs: u64) -> ExperimentRun {
         faults: Some(plan(json!({"seed": 7, "base": {"failureRate": 0.3}}))),
         drain_timeout: Duration::from_secs(15),
         wait_ready: Duration::ZERO,
+        stop_when: Vec::new(),
+        success_target: None,
     }
 }
 
@@ -337,6 +339,108 @@ async fn a_stopped_run_ends_its_load_early_and_still_audits_what_was_accepted() 
     assert!(out.results.drained);
     assert_eq!(o.accepted, o.paid + o.failed + o.dead_lettered + o.pending, "{o:?}");
     assert_eq!(out.results.invariants, Default::default());
+    lab.stop().await;
+}
+
+/// Exact accounting: with a slow tail (40% of calls 400 ms late) far above
+/// the workers' 100 ms payment timeout, the mock still counts every call on
+/// arrival with what it decided. Before, a call whose worker hung up during
+/// the pause was never counted ("176 calls, of 80 calls").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_abandoned_during_the_pause_are_counted_with_what_the_mock_decided() {
+    let lab = TestLab::start(LabOptions {
+        worker: Some(lab_service::config::WorkerConfig {
+            payment_timeout: Duration::from_millis(100),
+            ..fast_worker()
+        }),
+        ..LabOptions::default()
+    })
+    .await;
+    let (progress, _watcher) = watch::channel(RunProgress::default());
+    let mut run = flaky_run(&lab, 40.0, 5);
+    run.faults = Some(plan(json!({"seed": 3, "base": {
+        "failureRate": 0.2, "timeoutRate": 0.2, "hangMs": 300,
+        "latency": {"baseMs": 5, "tailRate": 0.4, "tailMs": 400}
+    }})));
+    run.drain_timeout = Duration::from_secs(40);
+
+    let out = run_experiment(run, progress, CancellationToken::new())
+        .await
+        .expect("run completed");
+
+    let r = &out.results;
+    let injected = &r.payment.injected;
+    assert!(r.payment.calls >= 200, "{} calls", r.payment.calls);
+    assert_eq!(
+        injected.calls, r.payment.calls,
+        "calls counted by the mock = calls made by the workers"
+    );
+    // each rate within about four standard errors of the ask
+    let tolerance = 4.0 * (0.2f64 * 0.8 / injected.calls as f64).sqrt();
+    for (name, seen) in [
+        ("timeoutRate", injected.timeout_rate),
+        ("failureRate", injected.failure_rate),
+    ] {
+        assert!(
+            (seen - 0.2).abs() <= tolerance,
+            "{name}: injected {seen:.3}, asked 0.2 (± {tolerance:.3})"
+        );
+    }
+    assert_eq!(r.invariants, Default::default());
+    lab.stop().await;
+}
+
+/// `stopWhen: [{objective: successRatio, afterSeconds: 2}]` over a lab that
+/// declines every charge: the window fails from its first full two seconds,
+/// the load stops within a second or two of that (not after the planned
+/// 30 s), the faults are cleared, and what was accepted is still audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_objective_stops_the_run_within_seconds_of_the_breach() {
+    let lab = TestLab::start(LabOptions::default()).await;
+    let (progress, _watcher) = watch::channel(RunProgress::default());
+    let mut run = flaky_run(&lab, 20.0, 30);
+    run.faults = Some(plan(json!({"seed": 7, "base": {"declineRate": 1.0}})));
+    run.stop_when = serde_json::from_value(json!([{"objective": "successRatio", "afterSeconds": 2}])).unwrap();
+    // 0.5 of 600 planned: "cannot be met any more" would need 300 failures
+    // (15 s); only the window can stop the run this early
+    run.success_target = Some(0.5);
+    let started = Instant::now();
+
+    let out = run_experiment(run, progress, CancellationToken::new())
+        .await
+        .expect("a stopped run still reports");
+
+    let r = &out.results;
+    let stopped = r.stopped.as_ref().expect("the run was stopped");
+    assert!(stopped.condition.starts_with("stopWhen[0] successRatio"), "{stopped:?}");
+    assert!(stopped.observed.contains("over the last 2 s"), "{stopped:?}");
+    // the window holds two full seconds of failures at 2 s; one sample later at most
+    assert!(
+        stopped.at_seconds <= 4.5,
+        "stopped {:.1} s after the start",
+        stopped.at_seconds
+    );
+    assert!(
+        r.load_seconds <= stopped.at_seconds + 1.0,
+        "load went on {:.1} s",
+        r.load_seconds
+    );
+    assert!(r.orders.sent < 120, "sent {} of 600 planned", r.orders.sent);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(r.drained);
+    assert_eq!(r.invariants, Default::default(), "the audit still holds");
+    // the faults were cleared for the drain: the mock's plan is healthy again
+    let plan: serde_json::Value = reqwest::get(format!("{}/faults", lab.mock_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(plan["base"]["declineRate"].as_f64().unwrap_or(0.0), 0.0, "{plan}");
     lab.stop().await;
 }
 

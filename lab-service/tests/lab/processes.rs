@@ -356,3 +356,185 @@ async fn two_thousand_orders_through_all_with_flaky_payments_lose_nothing_and_ch
     all.proc.signal("-TERM");
     assert!(all.proc.wait_for_exit(Duration::from_secs(20)).success());
 }
+
+/// The ledger outlives its process (issue: "the payment ledger dies with its
+/// process"): `lab-service all` is `kill -9`ed mid-run while workers retry
+/// around lost responses, then started again on the same database. Every
+/// charge made before the kill is still in the ledger, every retried key
+/// replays, and the audit is exact: no order charged twice, one charge per
+/// paid order.
+#[tokio::test]
+async fn all_killed_mid_run_and_restarted_keeps_every_charge_and_charges_nothing_twice() {
+    let db = TestDb::new().await;
+    let ledger_file = std::env::temp_dir().join(format!("relab-ledger-kill-{}.jsonl", Uuid::new_v4().simple()));
+    let ledger_arg = ledger_file.display().to_string();
+    let flags = [
+        "--lost-response-rate",
+        "0.3",
+        "--fault-seed",
+        "11",
+        "--hang-ms",
+        "200",
+        "--payment-timeout-ms",
+        "100",
+        "--concurrency",
+        "16",
+        "--retry-max-attempts",
+        "6",
+        "--retry-initial-backoff-ms",
+        "5",
+        "--retry-max-backoff-ms",
+        "40",
+        "--max-job-attempts",
+        "10",
+        "--ledger-file",
+        &ledger_arg,
+    ];
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut first = spawn_all(&db, &flags, None);
+    wait_ready(&http, &first.api).await;
+    let mut accepted: Vec<Uuid> = futures::stream::iter(0..300)
+        .map(|n| {
+            let (http, api) = (&http, &first.api);
+            async move {
+                let r = post_order(http, api, &format!("kill-{n}")).await;
+                assert_eq!(r.status(), 201);
+                r.json::<Value>().await.unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<Uuid>()
+                    .unwrap()
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    // mid-run: some charged, some retrying around a lost response
+    eventually(Duration::from_secs(30), "a third of the orders charged", || async {
+        audit::fetch_ledger(&http, &first.mock)
+            .await
+            .map(|l| l.len() >= 100)
+            .unwrap_or(false)
+    })
+    .await;
+    let before = audit::fetch_ledger(&http, &first.mock).await.unwrap();
+    first.proc.signal("-KILL");
+    first.proc.wait_for_exit(Duration::from_secs(10));
+    let (paid_at_kill,): (i64,) = sqlx::query_as("SELECT count(*) FROM orders WHERE status = 'paid'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(paid_at_kill < 300, "the kill came mid-run ({paid_at_kill} of 300 paid)");
+
+    let second = spawn_all(&db, &flags, None);
+    wait_ready(&http, &second.api).await;
+    // the restarted lab takes more orders too
+    for n in 0..20 {
+        let r = post_order(&http, &second.api, &format!("after-{n}")).await;
+        assert_eq!(r.status(), 201);
+        accepted.push(
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        );
+    }
+    let drained = audit::wait_for_drain(&db.pool, Duration::from_secs(120)).await.unwrap();
+    let after = audit::fetch_ledger(&http, &second.mock).await.unwrap();
+    let report = audit::audit(&db.pool, &after, Some(&accepted)).await.unwrap();
+
+    assert!(drained, "{report:?}");
+    let kept: std::collections::HashSet<&str> = after.iter().map(|c| c.charge_id.as_str()).collect();
+    let forgotten: Vec<_> = before.iter().filter(|c| !kept.contains(c.charge_id.as_str())).collect();
+    assert!(forgotten.is_empty(), "charges forgotten by the restart: {forgotten:?}");
+    assert_eq!(report.double_charged_orders, 0, "{report:?}");
+    assert_eq!(report.lost_orders, 0, "{report:?}");
+    assert_eq!(report.paid_without_charge, 0, "{report:?}");
+    assert_eq!(report.charges_without_order, 0, "{report:?}");
+    assert_eq!(
+        report.count("paid") as usize,
+        after.len(),
+        "one charge per paid order: {report:?}"
+    );
+    let stats: Value = http
+        .get(format!("{}/stats", second.mock))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        stats["byOutcome"]["replay"].as_u64().unwrap() > 0,
+        "retried keys replayed after the restart: {stats}"
+    );
+    drop(second);
+    let _ = std::fs::remove_file(&ledger_file);
+}
+
+/// The same for a standalone `lab-service payment-mock` (the cluster's pod):
+/// a charge made just before `kill -9`, retried with its key after the
+/// restart, is a replay of the same charge.
+#[tokio::test]
+async fn a_killed_payment_mock_replays_a_key_it_charged_before_the_kill() {
+    let ledger_file = std::env::temp_dir().join(format!("relab-ledger-mock-{}.jsonl", Uuid::new_v4().simple()));
+    let port = free_port();
+    let start = || {
+        Proc(
+            Command::new(bin())
+                .args(["payment-mock", "--mock-listen", &format!("127.0.0.1:{port}")])
+                .arg("--ledger-file")
+                .arg(&ledger_file)
+                .args(["--lost-response-rate", "1.0", "--hang-ms", "50"])
+                .env("RUST_LOG", "warn")
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let charge = |key: &'static str| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            http.post(format!("{url}/charges"))
+                .header("idempotency-key", key)
+                .json(
+                    &json!({"orderId": "00000000-0000-0000-0000-000000000007", "amountCents": 500, "currency": "EUR"}),
+                )
+                .send()
+                .await
+        }
+    };
+    let up = || async {
+        eventually(Duration::from_secs(15), "the mock answers", || async {
+            matches!(http.get(format!("{url}/healthz")).send().await, Ok(r) if r.status() == 200)
+        })
+        .await
+    };
+    let mut mock = start();
+    up().await;
+    // charged, then the answer lost (every call, lostResponseRate 1.0)
+    assert_eq!(charge("k-1").await.unwrap().status(), 504);
+    mock.signal("-KILL");
+    mock.wait_for_exit(Duration::from_secs(10));
+
+    let _mock = start();
+    up().await;
+    http.put(format!("{url}/faults"))
+        .json(&json!({"seed": 1}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let retry = charge("k-1").await.unwrap();
+    assert_eq!(retry.status(), 200, "a replay, not a new charge");
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let ledger = audit::fetch_ledger(&http, &url).await.unwrap();
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    let _ = std::fs::remove_file(&ledger_file);
+}

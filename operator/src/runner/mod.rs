@@ -148,7 +148,12 @@ async fn run_lab(
     let result = async {
         let pool_size = LabPlan::pool_size(experiment.spec().order_service.replicas);
         let pool = lab_service::db::connect_and_migrate(&url, pool_size).await?;
-        let running = Lab::start(LabPlan::for_experiment(experiment, pool.clone())).await?;
+        // the ledger journaled as on a cluster (one file per run, dropped with its database)
+        let running = Lab::start(LabPlan {
+            ledger_file: Some(lab_service::lab::default_ledger_file(&url)),
+            ..LabPlan::for_experiment(experiment, pool.clone())
+        })
+        .await?;
         let run = ExperimentRun {
             load: lab::load_config(experiment),
             api_url: running.api_url().to_string(),
@@ -158,6 +163,8 @@ async fn run_lab(
             faults: Some(experiment.fault_plan()),
             drain_timeout: experiment.drain_timeout(),
             wait_ready: std::time::Duration::ZERO,
+            stop_when: experiment.spec().stop_when.clone(),
+            success_target: experiment.spec().objectives.success_ratio,
         };
         let output = run_experiment(run, progress, stop.clone()).await;
         let stopped = running.shutdown().await;
@@ -170,6 +177,7 @@ async fn run_lab(
     if let Err(e) = lab_service::db::drop_database(&admin_url, &name).await {
         tracing::warn!(error = %e, database = %name, "could not drop the run's database");
     }
+    let _ = std::fs::remove_file(lab_service::lab::default_ledger_file(&url));
     result
 }
 

@@ -77,6 +77,8 @@ pub fn loadgen_config(
             faults: Some(experiment.fault_plan()),
             drain_timeout: experiment.drain_timeout(),
             wait_ready: Duration::from_secs(defaults.wait_ready_secs),
+            stop_when: experiment.spec().stop_when.clone(),
+            success_target: experiment.spec().objectives.success_ratio,
         },
         output: None,
         termination_log: Some(TERMINATION_LOG.into()),
@@ -113,6 +115,7 @@ pub fn lab_environment(
         MockConfig {
             listen: all_interfaces(MOCK_PORT),
             plan: experiment.fault_plan(),
+            ledger_file: Some(super::payment_mock::LEDGER_FILE.into()),
         }
         .to_env(),
     );
