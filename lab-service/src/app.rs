@@ -166,9 +166,16 @@ impl ApiServer {
 /// Shedding reads a sampled depth so an overloaded database is not asked on every request.
 async fn sample_queue_depth(state: ApiState, stop: CancellationToken) {
     loop {
-        let counted = state.admission.sample_started();
-        match crate::orders::queue_depths(&state.pool).await {
-            Ok((depth, dead)) => {
+        // the connection first: the query's snapshot then follows the mark
+        // at once, and an insert committed in between (counted twice until
+        // the next sample) is rare, not every wait for a pooled connection
+        let sampled = async {
+            let mut conn = state.pool.acquire().await?;
+            let counted = state.admission.sample_started();
+            crate::orders::queue_depths(&mut *conn).await.map(|d| (d, counted))
+        };
+        match sampled.await {
+            Ok(((depth, dead), counted)) => {
                 state.admission.sampled_depth(depth, counted);
                 state.metrics.queue_depth.set(depth);
                 state.metrics.dead_letter_depth.set(dead);

@@ -112,7 +112,33 @@ enum Command {
         /// figure named in spec.baseline.maxRegression regressed past its margin.
         #[arg(long, value_name = "STATUS_JSON")]
         baseline: Option<PathBuf>,
+        /// Also write the verdict as a JUnit XML report here (one testsuite
+        /// per variant, one testcase per objective), for CI.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// `table` (default): the results table on stdout. `json`: the status
+        /// JSON on stdout for scripts, the table on stderr.
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
     },
+}
+
+/// What `relab run` prints on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    Table,
+    Json,
+}
+
+/// `relab run`'s options beyond the manifest.
+struct RunFlags {
+    database_url: Option<String>,
+    output: Option<PathBuf>,
+    time_scale: f64,
+    quiet: bool,
+    baseline: Option<PathBuf>,
+    junit: Option<PathBuf>,
+    format: OutputFormat,
 }
 
 fn main() -> ExitCode {
@@ -125,9 +151,20 @@ fn main() -> ExitCode {
             time_scale,
             quiet,
             baseline,
+            junit,
+            format,
         } => {
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            rt.block_on(run(manifest, database_url, output, time_scale, quiet, baseline))
+            let flags = RunFlags {
+                database_url,
+                output,
+                time_scale,
+                quiet,
+                baseline,
+                junit,
+                format,
+            };
+            rt.block_on(run(manifest, flags))
         }
         Command::Operator {
             namespace,
@@ -341,14 +378,16 @@ async fn operator(options: controller::Options, election: Option<controller::lea
     }
 }
 
-async fn run(
-    manifest: PathBuf,
-    database_url: Option<String>,
-    output: Option<PathBuf>,
-    time_scale: f64,
-    quiet: bool,
-    baseline: Option<PathBuf>,
-) -> ExitCode {
+async fn run(manifest: PathBuf, flags: RunFlags) -> ExitCode {
+    let RunFlags {
+        database_url,
+        output,
+        time_scale,
+        quiet,
+        baseline,
+        junit,
+        format,
+    } = flags;
     let fail = |msg: String| {
         eprintln!("relab: {msg}");
         ExitCode::from(2)
@@ -400,13 +439,32 @@ async fn run(
     }
     match result {
         Ok(run) => {
-            print!("{}", runner::table::render(&run.name, &run.status));
-            for f in &run.files {
-                println!("  wrote {}", f.display());
+            let mut files = run.files.clone();
+            if let Some(path) = &junit {
+                if let Err(e) = std::fs::write(path, runner::junit::render(&run.name, &run.status)) {
+                    return fail(format!("--junit {}: {e}", path.display()));
+                }
+                files.push(path.clone());
             }
-            if let Some(report) = run.files.iter().find(|f| f.extension().is_some_and(|e| e == "html")) {
+            // the table and the file list go to stderr when stdout carries the JSON
+            let mut human = String::new();
+            human.push_str(&runner::table::render(&run.name, &run.status));
+            for f in &files {
+                human.push_str(&format!("  wrote {}\n", f.display()));
+            }
+            if let Some(report) = files.iter().find(|f| f.extension().is_some_and(|e| e == "html")) {
                 let abs = std::fs::canonicalize(report).unwrap_or(report.clone());
-                println!("  report: file://{}", abs.display());
+                human.push_str(&format!("  report: file://{}\n", abs.display()));
+            }
+            match format {
+                OutputFormat::Table => print!("{human}"),
+                OutputFormat::Json => {
+                    eprint!("{human}");
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&run.status).expect("a status serializes")
+                    );
+                }
             }
             ExitCode::from(run.exit_code())
         }

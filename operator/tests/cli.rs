@@ -358,3 +358,70 @@ fn a_baseline_gate_fails_a_run_that_regressed_naming_figure_values_and_baseline(
     assert!(stderr.contains("spec.baseline.maxRegression"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Drills in CI: a run stopped by `stopWhen` (every charge declined, the
+/// window fails at once) exits 1, the table says which condition stopped it,
+/// `--format json` puts the status (and only it) on stdout, and `--junit`
+/// writes a report a JUnit parser reads, the stop condition a failed case.
+#[test]
+fn a_stopped_run_exits_1_says_why_and_reports_in_json_and_junit() {
+    let dir = std::env::temp_dir().join(format!("relab-cli-stop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = dir.join("stopped.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: relab.dev/v1alpha1\nkind: ReliabilityExperiment\nmetadata: {name: stopped}\nspec:\n  load: {ratePerSecond: 20, durationSeconds: 60}\n  payment: {declineRate: 1.0}\n  objectives: {successRatio: 0.5}\n  stopWhen: [{objective: successRatio, afterSeconds: 2}]\n",
+    )
+    .unwrap();
+    let db = std::env::var("RELAB_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let junit = dir.join("junit.xml");
+    let started = std::time::Instant::now();
+    let (code, stdout, stderr) = relab(&[
+        "run",
+        manifest.to_str().unwrap(),
+        "--quiet",
+        "--database-url",
+        &db,
+        "--output",
+        dir.join("out").to_str().unwrap(),
+        "--format",
+        "json",
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(40),
+        "stopped, not run for 60 s"
+    );
+    // stdout is the status JSON alone; the table went to stderr
+    let status: serde_json::Value = serde_json::from_str(&stdout).expect("stdout is the status JSON");
+    assert_eq!(status["phase"], "Failed", "{status}");
+    let stopped = &status["results"]["stopped"];
+    assert!(
+        stopped["condition"].as_str().unwrap().starts_with("stopWhen[0]"),
+        "{stopped}"
+    );
+    let met = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "ObjectivesMet")
+        .unwrap();
+    assert_eq!(met["reason"], "Stopped", "{met}");
+    assert!(stderr.contains("stopWhen"), "the table says why: {stderr}");
+    // the JUnit report: the stop condition is a failed testcase with what was seen
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let suites = junit_parser::from_reader(std::io::Cursor::new(xml.as_bytes())).expect("valid JUnit XML");
+    let case = suites.suites[0]
+        .cases
+        .iter()
+        .find(|c| c.original_name == "stopWhen")
+        .expect("a stopWhen case");
+    let junit_parser::TestStatus::Failure(f) = &case.status else {
+        panic!("{xml}")
+    };
+    assert!(f.message.contains("success ratio"), "{}", f.message);
+    let _ = std::fs::remove_dir_all(&dir);
+}

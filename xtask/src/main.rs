@@ -17,8 +17,33 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Drop what `cargo run` set for this xtask binary (`CARGO_MANIFEST_DIR`,
+/// `CARGO_PKG_*`, ...) from a child's environment: build scripts that track
+/// one of them (ring's tracks `CARGO_MANIFEST_DIR`) would otherwise see it
+/// change between `cargo xtask test` and a plain `cargo build`, and rebuild
+/// ring, rustls, kube and every crate above them on each switch.
+fn without_run_env(cmd: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let set_by_run = key.starts_with("CARGO_PKG_")
+            || matches!(
+                key,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            );
+        if set_by_run {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
 fn run(cmd: &mut Command) -> Result<(), String> {
     eprintln!("xtask: $ {cmd:?}");
+    let cmd = without_run_env(cmd);
     let status = cmd.current_dir(root()).status().map_err(|e| format!("{cmd:?}: {e}"))?;
     if status.success() {
         Ok(())
@@ -28,7 +53,9 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 }
 
 fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    without_run_env(&mut cmd);
+    cmd
 }
 
 fn setup() -> Result<(), String> {

@@ -252,12 +252,12 @@ pub async fn replay_dead_letter(pool: &PgPool, order_id: Uuid) -> Result<bool> {
 }
 
 /// Queued + running jobs, and dead-lettered jobs.
-pub async fn queue_depths(pool: &PgPool) -> Result<(i64, i64)> {
+pub async fn queue_depths<'c>(db: impl sqlx::PgExecutor<'c>) -> Result<(i64, i64)> {
     Ok(sqlx::query_as(
         "SELECT count(*) FILTER (WHERE status IN ('queued', 'running')), count(*) FILTER (WHERE status = 'dead')
          FROM jobs WHERE status IN ('queued', 'running', 'dead')",
     )
-    .fetch_one(pool)
+    .fetch_one(db)
     .await?)
 }
 

@@ -8,6 +8,7 @@
 //! YAML and JSON, and drawn as an HTML report. Exit code: 0 objectives met,
 //! 1 not met or inconclusive, 2 invalid manifest or environment error.
 
+pub mod junit;
 pub mod postgres;
 pub mod progress;
 pub mod report;
