@@ -13,6 +13,8 @@
 # * From Debian: prometheus (server and promtool); buildah, umoci and
 #   busybox-static (images without a Docker engine; scripts/images.sh);
 #   lua5.1 (Argo CD's health checks are Lua 5.1).
+# * schemathesis (PyPI, pinned, in a virtualenv under the cache): the
+#   property-based API fuzzer run against a live lab (tests/lab/contract.rs).
 set -euo pipefail
 
 CACHE="${RELAB_CACHE:-/var/cache/relab}"
@@ -67,5 +69,22 @@ for name in ("helm/helm", "kubectl/kubectl"):
 EOF
   fi
 fi
-say "helm $("$BIN/helm" version --short 2>/dev/null), kubectl $("$BIN/kubectl" version --client 2>/dev/null | head -1 | awk '{print $3}'), buildah $(buildah --version | awk '{print $3}'), $(lua5.1 -v 2>&1 | awk '{print $1, $2}')"
+# schemathesis (PyPI), the API fuzzer of lab-service/tests/lab/contract.rs,
+# in a virtualenv of its own (never the system's site-packages)
+ST_VERSION=4.32.5
+if [ "$("$BIN/schemathesis" --version 2>/dev/null)" != "schemathesis, version $ST_VERSION" ]; then
+  mkdir -p "$TOOLS" "$BIN"
+  exec 8<"$TOOLS"
+  flock 8
+  if ! python3 -m venv --help >/dev/null 2>&1; then
+    [ "${RELAB_SKIP_APT:-0}" = 1 ] && { say "python3 -m venv is missing and RELAB_SKIP_APT=1: apt-get install python3-venv"; exit 2; }
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends python3-venv >/dev/null
+  fi
+  say "installing schemathesis $ST_VERSION (PyPI) into $TOOLS/schemathesis"
+  rm -rf "$TOOLS/schemathesis"
+  python3 -m venv "$TOOLS/schemathesis"
+  "$TOOLS/schemathesis/bin/pip" install --quiet "schemathesis==$ST_VERSION"
+  ln -sf "$TOOLS/schemathesis/bin/schemathesis" "$BIN/schemathesis"
+fi
+say "helm $("$BIN/helm" version --short 2>/dev/null), kubectl $("$BIN/kubectl" version --client 2>/dev/null | head -1 | awk '{print $3}'), buildah $(buildah --version | awk '{print $3}'), $(lua5.1 -v 2>&1 | awk '{print $1, $2}'), $("$BIN/schemathesis" --version)"
 echo "export PATH=$BIN:\$PATH"

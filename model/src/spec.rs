@@ -12,7 +12,7 @@
 //! which makes the `ReliabilityExperiment` type the operator works with.
 
 use crate::faults::{FaultSettings, MAX_FAULT_PHASES};
-use crate::ops::{NotifySpec, ScheduleSpec, StopCondition, MAX_STOP_CONDITIONS};
+use crate::ops::{StopCondition, MAX_STOP_CONDITIONS};
 #[cfg(feature = "kube")]
 use crate::status::ReliabilityExperimentStatus;
 use crate::variants::{BaselineSpec, RepeatSpec, Sweep, VariantSpec, MAX_LAB_RUNS};
@@ -42,7 +42,6 @@ pub const MAX_LIST_ITEMS: usize = 64;
         printcolumn = r#"{"name":"Verdict","type":"string","jsonPath":".status.verdict.result"}"#,
         printcolumn = r#"{"name":"Success","type":"number","format":"float","jsonPath":".status.results.successRatio"}"#,
         printcolumn = r#"{"name":"P95 ms","type":"number","format":"float","jsonPath":".status.results.apiLatencyMs.p95"}"#,
-        printcolumn = r#"{"name":"Next run","type":"date","jsonPath":".status.nextRunTime"}"#,
         printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
     )
 )]
@@ -97,18 +96,11 @@ pub struct ReliabilityExperimentSpec {
     /// Passed run in `status.history` (`relab run --baseline status.json` locally).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<BaselineSpec>,
-    /// Start runs on a cron schedule (each tick a new run, as a new `runId`
-    /// would start one; a tick while a run is going is skipped).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<ScheduleSpec>,
     /// Stop a run early (load stopped, faults cleared, queue drained, audit
     /// kept): it ends Failed with reason `Stopped`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_STOP_CONDITIONS))]
     pub stop_when: Vec<StopCondition>,
-    /// Announce every finished run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notify: Option<NotifySpec>,
 }
 
 fn is_empty_sweep(sweep: &Sweep) -> bool {

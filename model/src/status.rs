@@ -76,37 +76,6 @@ pub struct ReliabilityExperimentStatus {
     /// With `spec.baseline` (or `relab run --baseline`): the comparison with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<BaselineComparison>,
-    /// With `spec.schedule`: when the next tick is due (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_run_time: Option<String>,
-    /// The last tick handled: fired, skipped or missed (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_schedule_time: Option<String>,
-    /// With `spec.notify.webhook`: the delivery of the finished run's event.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notification: Option<Notification>,
-}
-
-/// The webhook delivery of a finished run's CloudEvent (at most once per
-/// run, across operator restarts: this record is the proof).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Notification {
-    /// The run the event is about: `<generation>` (or `<generation>@<finishTime>`).
-    pub run: String,
-    /// The CloudEvent's id.
-    pub event_id: String,
-    /// Delivered (2xx from the receiver).
-    pub delivered: bool,
-    pub attempts: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delivered_time: Option<String>,
-    /// The last failure, while not delivered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    /// When the next attempt is due (backoff).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_attempt_time: Option<String>,
 }
 
 /// One variant of an experiment, as run and judged.

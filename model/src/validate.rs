@@ -220,11 +220,6 @@ pub fn cross_field(spec: &ReliabilityExperimentSpec) -> Vec<FieldError> {
             );
         }
     }
-    if let Some(schedule) = &spec.schedule {
-        if let Err(e) = schedule.parsed() {
-            p.0.extend(e);
-        }
-    }
     crate::ops::check_stop_when(&spec.stop_when, spec.objectives.success_ratio, &mut p);
     if let Some(pp) = spec.images.pull_policy.as_deref() {
         if !PULL_POLICIES.contains(&pp) {

@@ -37,6 +37,7 @@ fn element_for(path: &[Step]) -> Value {
         Some("apiLatency" | "endToEndLatency") => json!({ "percentile": "p95", "maxMs": 1 }),
         Some("failureStatuses") => json!(500),
         Some("variants") => json!({ "name": "v" }),
+        Some("stopWhen") => json!({ "doubleCharges": true }),
         other => panic!("no valid element known for the list {other:?}: add one here"),
     }
 }
@@ -85,6 +86,24 @@ fn values_inclusive(b: &Bound, step: f64, num: impl Fn(f64) -> Value) -> (Value,
             (json!(vec![element.clone(); n]), json!(vec![element; past]))
         }
         other => panic!("unknown keyword {other}"),
+    }
+}
+
+/// What the cross-field rules need around a bound (its siblings), so that
+/// the value at the bound is valid as a whole: a stop condition has exactly
+/// one kind, and `afterSeconds` belongs to an objective, which needs its
+/// target.
+fn cross_field_fixups(spec: &mut Value, field: &str) {
+    if !field.starts_with("spec.stopWhen[0].") {
+        return;
+    }
+    let condition = &mut spec["stopWhen"][0];
+    if field == "spec.stopWhen[0].afterSeconds" {
+        condition.as_object_mut().unwrap().remove("doubleCharges");
+        condition["objective"] = json!("successRatio");
+        spec["objectives"]["successRatio"] = json!(0.9);
+    } else if field == "spec.stopWhen[0].maxDurationSeconds" {
+        condition.as_object_mut().unwrap().remove("doubleCharges");
     }
 }
 
@@ -172,7 +191,8 @@ async fn every_schema_bound_is_refused_just_past_it_and_accepted_at_it_by_both_c
         for b in bounds() {
             let (at, past) = values(&b);
             for (value, should_pass) in [(at, true), (past, false)] {
-                let (spec, field) = with_value(base_spec(), &b.path, value.clone());
+                let (mut spec, field) = with_value(base_spec(), &b.path, value.clone());
+                cross_field_fixups(&mut spec, &field);
                 let what = format!("{} {} {} = {}", b.display_path(), b.keyword, b.value, value);
                 let object: DynamicObject = serde_json::from_value(manifest(&spec)).unwrap();
                 let server = api.create(&dry, &object).await;

@@ -22,11 +22,17 @@ pub const MAX_AMOUNT_CENTS: i64 = 100_000_000_000;
 pub const MAX_CUSTOMER_ID_CHARS: usize = 128;
 
 /// Body of `POST /orders`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NewOrder {
+    /// 1 to 128 characters, no control characters.
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
     pub customer_id: String,
+    /// In the currency's minor unit.
+    #[schema(minimum = 1, maximum = 100_000_000_000_i64)]
     pub amount_cents: i64,
+    /// ISO 4217: three upper-case letters.
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: String,
 }
 
@@ -77,7 +83,7 @@ impl NewOrder {
 /// Final and in-between states of an order.
 pub const ORDER_STATUSES: [&str; 4] = ["pending", "paid", "failed", "dead_lettered"];
 
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Order {
     pub id: Uuid,
@@ -197,7 +203,7 @@ pub async fn list_orders(pool: &PgPool, status: Option<&str>, after: Option<Uuid
 }
 
 /// A dead-lettered job as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetter {
     pub order_id: Uuid,

@@ -6,12 +6,12 @@
 
 use super::{CreateOutcome, NewOrder, ORDER_STATUSES};
 use crate::config::ApiConfig;
-use crate::http_error::{ApiError, AppJson};
+use crate::http_error::{ApiError, AppJson, ErrorBody};
 use crate::metrics::PipelineMetrics;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -37,18 +37,58 @@ pub struct ApiState {
     pub ready: Arc<AtomicBool>,
 }
 
+/// The order API's OpenAPI 3.1 document: its paths come from the same
+/// `routes!` calls that register the handlers ([`router_and_contract`]), so
+/// a route cannot exist undocumented or be documented and missing.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "relab order API",
+        description = "Orders in, payments out: the lab's order service."
+    ),
+    components(schemas(ErrorBody))
+)]
+struct OrderApiDoc;
+
+/// The routes and their contract, built together.
+pub fn router_and_contract() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+    OpenApiRouter::with_openapi(OrderApiDoc::openapi())
+        .routes(routes!(create_order, list_orders))
+        .routes(routes!(get_order))
+        .routes(routes!(list_dead_letters))
+        .routes(routes!(replay_dead_letter))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .split_for_parts()
+}
+
+/// The order API's OpenAPI document (served at `/openapi.json`).
+pub fn contract() -> utoipa::openapi::OpenApi {
+    router_and_contract().1
+}
+
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/orders", post(create_order).get(list_orders))
-        .route("/orders/{id}", get(get_order))
-        .route("/dead-letters", get(list_dead_letters))
-        .route("/dead-letters/{order_id}/replay", post(replay_dead_letter))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    let (routes, contract) = router_and_contract();
+    routes
+        .route("/openapi.json", get(move || async move { axum::Json(contract) }))
         .with_state(state)
 }
 
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "probes", responses((status = 200, description = "alive", body = String, content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: 503 while shutting down (load balancers stop routing here).
+#[utoipa::path(get, path = "/readyz", tag = "probes", responses(
+    (status = 200, description = "ready", body = String, content_type = "text/plain"),
+    (status = 503, description = "shutting down", body = ErrorBody),
+))]
 async fn readyz(State(s): State<ApiState>) -> Response {
     if s.ready.load(Ordering::SeqCst) && !s.pool.is_closed() {
         "ready".into_response()
@@ -57,6 +97,8 @@ async fn readyz(State(s): State<ApiState>) -> Response {
     }
 }
 
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "probes", responses((status = 200, description = "metrics", body = String, content_type = "text/plain")))]
 async fn metrics(State(s): State<ApiState>) -> Response {
     crate::metrics::render(&s.registry)
 }
@@ -82,6 +124,24 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(key.to_owned())
 }
 
+/// Place an order: stored with its payment job in one transaction, paid
+/// asynchronously by the workers. Idempotent by `Idempotency-Key`.
+#[utoipa::path(post, path = "/orders", tag = "orders",
+    params(("Idempotency-Key" = String, Header, description = "1 to 255 visible ASCII characters; the same key and body replay the first order")),
+    request_body = NewOrder,
+    responses(
+        (status = 201, description = "accepted", body = super::Order),
+        (status = 200, description = "an idempotent replay of the first order", body = super::Order,
+            headers(("idempotent-replayed" = String, description = "true"))),
+        (status = 400, description = "malformed JSON or a missing/invalid Idempotency-Key", body = ErrorBody),
+        (status = 408, description = "the body did not arrive in time", body = ErrorBody),
+        (status = 409, description = "the key was used with another body", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 415, description = "not application/json", body = ErrorBody),
+        (status = 422, description = "a field is invalid (named in error.field)", body = ErrorBody),
+        (status = 503, description = "shed: the payment queue is full; retry after Retry-After", body = ErrorBody,
+            headers(("retry-after" = u64, description = "seconds"))),
+    ))]
 #[tracing::instrument(skip_all, fields(idempotency_key, order_id))]
 async fn create_order(
     State(s): State<ApiState>,
@@ -145,6 +205,14 @@ fn parse_uuid(field: &str, raw: &str) -> Result<Uuid, ApiError> {
     })
 }
 
+/// One order.
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "the order's id (a UUID)")),
+    responses(
+        (status = 200, description = "the order", body = super::Order),
+        (status = 400, description = "not a UUID", body = ErrorBody),
+        (status = 404, description = "no such order", body = ErrorBody),
+    ))]
 async fn get_order(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = parse_uuid("id", &id)?;
     match super::get_order(&s.pool, id).await? {
@@ -153,15 +221,19 @@ async fn get_order(State(s): State<ApiState>, Path(id): Path<String>) -> Result<
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// pending, paid, failed or dead_lettered.
     status: Option<String>,
+    /// The last id of the previous page (a UUID).
     after: Option<String>,
+    /// 1 to 1000 (default 100).
     limit: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Page<T> {
     items: Vec<T>,
@@ -181,6 +253,12 @@ fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     Ok(limit)
 }
 
+/// Orders by id, one page at a time.
+#[utoipa::path(get, path = "/orders", tag = "orders", params(ListQuery),
+    responses(
+        (status = 200, description = "a page", body = Page<super::Order>),
+        (status = 400, description = "a bad query parameter (named in error.field)", body = ErrorBody),
+    ))]
 async fn list_orders(
     State(s): State<ApiState>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -204,13 +282,31 @@ async fn list_orders(
     Ok(AppJson(Page { items, next_after }).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DeadLetterQuery {
+    /// The last order id of the previous page (a UUID).
     after: Option<String>,
+    /// 1 to 1000 (default 100).
     limit: Option<i64>,
 }
 
+/// Body of a 202 from a dead-letter replay.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Replayed {
+    order_id: Uuid,
+    /// Always `pending`: the job is queued again.
+    status: String,
+}
+
+/// Dead-lettered jobs (attempts exhausted), one page at a time.
+#[utoipa::path(get, path = "/dead-letters", tag = "dead letters", params(DeadLetterQuery),
+    responses(
+        (status = 200, description = "a page", body = Page<super::DeadLetter>),
+        (status = 400, description = "a bad query parameter (named in error.field)", body = ErrorBody),
+    ))]
 async fn list_dead_letters(
     State(s): State<ApiState>,
     q: Result<Query<DeadLetterQuery>, axum::extract::rejection::QueryRejection>,
@@ -225,16 +321,25 @@ async fn list_dead_letters(
     Ok(AppJson(Page { items, next_after }).into_response())
 }
 
+/// Queue a dead-lettered order's payment again.
+#[utoipa::path(post, path = "/dead-letters/{order_id}/replay", tag = "dead letters",
+    params(("order_id" = String, Path, description = "the order's id (a UUID)")),
+    responses(
+        (status = 202, description = "queued again", body = Replayed),
+        (status = 400, description = "not a UUID", body = ErrorBody),
+        (status = 404, description = "no such order", body = ErrorBody),
+        (status = 409, description = "the order is not dead-lettered", body = ErrorBody),
+    ))]
 async fn replay_dead_letter(State(s): State<ApiState>, Path(order_id): Path<String>) -> Result<Response, ApiError> {
     let id = parse_uuid("orderId", &order_id)?;
     if super::replay_dead_letter(&s.pool, id).await? {
         s.metrics.dead_letter_replays.inc();
         tracing::info!(order_id = %id, "dead letter replayed");
-        Ok((
-            StatusCode::ACCEPTED,
-            AppJson(serde_json::json!({"orderId": id, "status": "pending"})),
-        )
-            .into_response())
+        let body = Replayed {
+            order_id: id,
+            status: "pending".into(),
+        };
+        Ok((StatusCode::ACCEPTED, AppJson(body)).into_response())
     } else if super::get_order(&s.pool, id).await?.is_some() {
         Err(ApiError::conflict(
             "not_dead_lettered",

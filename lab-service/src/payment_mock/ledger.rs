@@ -27,14 +27,16 @@ use uuid::Uuid;
 use relab_model::FieldError;
 
 /// Body of `POST /charges`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChargeRequest {
     /// The order being paid.
     pub order_id: Uuid,
     /// Amount in the currency's minor unit; must be positive.
+    #[schema(minimum = 1, maximum = 100_000_000_000_i64)]
     pub amount_cents: i64,
     /// ISO 4217 code: three uppercase ASCII letters (e.g. `EUR`).
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: String,
 }
 
@@ -64,7 +66,7 @@ impl ChargeRequest {
 }
 
 /// One recorded charge, as `GET /ledger` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Charge {
     /// Identifier the mock assigned.
@@ -82,7 +84,7 @@ pub struct Charge {
 }
 
 /// Body of a successful `POST /charges` (201 new, 200 replayed).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChargeResponse {
     /// Identifier of the (first) charge.
@@ -114,7 +116,7 @@ impl ChargeResponse {
 }
 
 /// Body of `GET /ledger`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LedgerSnapshot {
     /// Every charge, in creation order.
     pub charges: Vec<Charge>,

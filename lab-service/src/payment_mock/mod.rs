@@ -37,5 +37,5 @@ pub use ledger::{
     LedgerSnapshot,
 };
 pub use relab_model::FieldError;
-pub use routes::{router, serve, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
+pub use routes::{contract, router, serve, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 pub use state::{MockState, MockStats, Outcome, OutcomeCounts};

@@ -7,14 +7,14 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
 use super::faults::{Decision, FaultPlan};
 use super::ledger::{ChargeError, ChargeOutcome, ChargeRequest, ChargeResponse, LedgerSnapshot};
 use super::state::{MockState, MockStats, Outcome};
-use crate::http_error::{ApiError, AppJson};
+use crate::http_error::{ApiError, AppJson, ErrorBody};
 use relab_model::FieldError;
 
 /// Request header that makes a charge idempotent.
@@ -24,14 +24,42 @@ pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-
 /// Longest accepted `Idempotency-Key`, in bytes.
 const MAX_KEY_LEN: usize = 255;
 
-/// The mock's routes over `state`.
+/// The mock's OpenAPI 3.1 document, from the same `routes!` that register
+/// its handlers.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "relab payment mock",
+        description = "A payment provider that injects the faults it is told to, with a durable ledger."
+    ),
+    components(schemas(ErrorBody))
+)]
+struct MockApiDoc;
+
+/// The routes and their contract, built together.
+pub fn router_and_contract() -> (Router<MockState>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+    OpenApiRouter::with_openapi(MockApiDoc::openapi())
+        .routes(routes!(create_charge))
+        .routes(routes!(get_faults, put_faults))
+        .routes(routes!(get_ledger))
+        .routes(routes!(get_stats))
+        .routes(routes!(healthz))
+        .split_for_parts()
+}
+
+/// The mock's OpenAPI document (served at `/openapi.json`).
+pub fn contract() -> utoipa::openapi::OpenApi {
+    router_and_contract().1
+}
+
+/// The mock's routes over `state`, with `/openapi.json`.
 pub fn router(state: MockState) -> Router {
-    Router::new()
-        .route("/charges", post(create_charge))
-        .route("/faults", get(get_faults).put(put_faults))
-        .route("/ledger", get(get_ledger))
-        .route("/stats", get(get_stats))
-        .route("/healthz", get(healthz))
+    let (routes, contract) = router_and_contract();
+    routes
+        .route("/openapi.json", get(move || async move { axum::Json(contract) }))
         .with_state(state)
 }
 
@@ -105,6 +133,26 @@ fn charge_error(error: &ChargeError) -> (Option<Outcome>, ApiError) {
 /// who hangs up during it (a tail latency above its timeout) was counted
 /// all the same, with what the mock decided. Faults apply to every call,
 /// retries included; only a success or a lost response charges.
+#[utoipa::path(post, path = "/charges", tag = "charges",
+    params(("Idempotency-Key" = Option<String>, Header, description = "at most 255 bytes; a repeated key replays its charge")),
+    request_body = ChargeRequest,
+    responses(
+        (status = 201, description = "charged", body = ChargeResponse),
+        (status = 200, description = "a replay of the key's charge", body = ChargeResponse,
+            headers(("idempotent-replayed" = String, description = "true"))),
+        (status = 400, description = "malformed JSON or header", body = ErrorBody),
+        (status = 402, description = "declined (injected)", body = ErrorBody),
+        (status = 409, description = "the key was used for another charge", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 415, description = "not application/json", body = ErrorBody),
+        (status = 422, description = "a field is invalid (named in error.field)", body = ErrorBody),
+        (status = 429, description = "rate limited (injected)", body = ErrorBody,
+            headers(("retry-after" = u64, description = "seconds"))),
+        (status = 500, description = "failure (injected)", body = ErrorBody),
+        (status = 502, description = "failure (injected)", body = ErrorBody),
+        (status = 503, description = "failure (injected), or the ledger could not be written", body = ErrorBody),
+        (status = 504, description = "timeout or lost response (injected)", body = ErrorBody),
+    ))]
 #[tracing::instrument(name = "payment_mock.charge", skip_all, fields(order_id = %request.order_id, outcome))]
 async fn create_charge(
     State(state): State<MockState>,
@@ -185,11 +233,20 @@ async fn create_charge(
 }
 
 /// `GET /faults`: the plan in force.
+#[utoipa::path(get, path = "/faults", tag = "faults", responses((status = 200, description = "the fault plan (docs/patterns.md)", body = Object)))]
 async fn get_faults(State(state): State<MockState>) -> AppJson<FaultPlan> {
     AppJson(state.plan())
 }
 
 /// `PUT /faults`: validate and install a plan (reseeds, restarts the clock).
+#[utoipa::path(put, path = "/faults", tag = "faults", request_body(content = Object, description = "a fault plan (docs/patterns.md)"),
+    responses(
+        (status = 200, description = "installed", body = Object),
+        (status = 400, description = "malformed JSON", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 415, description = "not application/json", body = ErrorBody),
+        (status = 422, description = "an invalid plan (the field named)", body = ErrorBody),
+    ))]
 async fn put_faults(
     State(state): State<MockState>,
     AppJson(plan): AppJson<FaultPlan>,
@@ -204,15 +261,18 @@ async fn put_faults(
 }
 
 /// `GET /ledger`: every charge, in creation order.
+#[utoipa::path(get, path = "/ledger", tag = "ledger", responses((status = 200, description = "every charge", body = LedgerSnapshot)))]
 async fn get_ledger(State(state): State<MockState>) -> AppJson<LedgerSnapshot> {
     AppJson(state.ledger())
 }
 
 /// `GET /stats`: calls by outcome, charges, active phase.
+#[utoipa::path(get, path = "/stats", tag = "ledger", responses((status = 200, description = "calls by outcome", body = MockStats)))]
 async fn get_stats(State(state): State<MockState>) -> AppJson<MockStats> {
     AppJson(state.stats())
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "probes", responses((status = 200, description = "alive", body = String, content_type = "text/plain")))]
 async fn healthz() -> &'static str {
     "ok"
 }

@@ -64,7 +64,7 @@ impl Outcome {
 }
 
 /// Body of `GET /stats`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MockStats {
     /// Charge calls that got past request validation.
@@ -82,7 +82,7 @@ pub struct MockStats {
 }
 
 /// Charge calls by outcome (camelCase names of [`Outcome`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OutcomeCounts {
     pub success: u64,

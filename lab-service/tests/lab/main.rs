@@ -6,6 +6,7 @@ mod harness;
 mod api;
 mod breaker;
 mod bulkhead;
+mod contract;
 mod dead_letters;
 mod loadgen;
 mod metrics;
