@@ -143,7 +143,7 @@ impl ApiServer {
         let grace = self.state.config.shutdown_timeout;
         let drain_delay = self.state.config.drain_delay;
         let stopped = stop.clone();
-        let serve = axum::serve(self.listener, router).with_graceful_shutdown(async move {
+        let serve = crate::serve::serve(self.listener, router, async move {
             stopped.cancelled().await;
             ready.store(false, Ordering::SeqCst);
             tracing::info!(
@@ -152,7 +152,7 @@ impl ApiServer {
             );
             tokio::time::sleep(drain_delay).await;
         });
-        let serve = tokio::spawn(async move { serve.await });
+        let serve = tokio::spawn(serve);
         stop.cancelled().await;
         match tokio::time::timeout(drain_delay + grace, serve).await {
             Ok(joined) => joined.map_err(|e| crate::error::Error::Other(e.to_string()))??,
@@ -241,11 +241,7 @@ impl WorkerServer {
                     get(move || async move { crate::metrics::render(&registry) }),
                 );
             let stopped = stop.clone();
-            tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(stopped.cancelled_owned())
-                    .await
-            })
+            tokio::spawn(async move { crate::serve::serve(listener, router, stopped.cancelled_owned()).await })
         });
         stop.cancelled().await;
         workers.shutdown().await?;
@@ -322,9 +318,7 @@ impl MockServer {
 
     pub async fn run_until_stopped(self, stop: CancellationToken) -> Result<()> {
         let router = self.router();
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await?;
+        crate::serve::serve(self.listener, router, stop.cancelled_owned()).await?;
         Ok(())
     }
 }

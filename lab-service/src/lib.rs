@@ -26,6 +26,7 @@ pub mod payment_mock;
 pub mod queue;
 pub mod resilience;
 pub mod run;
+pub mod serve;
 pub mod shutdown;
 pub mod summary;
 pub mod telemetry;

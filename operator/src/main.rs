@@ -95,31 +95,8 @@ enum Command {
     Run {
         /// The ReliabilityExperiment manifest (the same file you would kubectl apply).
         manifest: PathBuf,
-        /// Use this Postgres server (a fresh database is created and dropped) instead of an ephemeral one.
-        #[arg(long, env = "RELAB_DATABASE_URL")]
-        database_url: Option<String>,
-        /// Directory for status.yaml, status.json, timeline.json, report.html
-        /// (default: relab-results/<name>-<time>).
-        #[arg(long, short)]
-        output: Option<PathBuf>,
-        /// Multiply every duration of the load and fault schedule (e.g. 0.25 for a quick run).
-        #[arg(long, default_value_t = 1.0)]
-        time_scale: f64,
-        /// No progress bar, only the results.
-        #[arg(long, short)]
-        quiet: bool,
-        /// An earlier run's status.json to gate on: the run fails when a
-        /// figure named in spec.baseline.maxRegression regressed past its margin.
-        #[arg(long, value_name = "STATUS_JSON")]
-        baseline: Option<PathBuf>,
-        /// Also write the verdict as a JUnit XML report here (one testsuite
-        /// per variant, one testcase per objective), for CI.
-        #[arg(long, value_name = "FILE")]
-        junit: Option<PathBuf>,
-        /// `table` (default): the results table on stdout. `json`: the status
-        /// JSON on stdout for scripts, the table on stderr.
-        #[arg(long, value_enum, default_value = "table")]
-        format: OutputFormat,
+        #[command(flatten)]
+        flags: RunFlags,
     },
 }
 
@@ -131,39 +108,40 @@ enum OutputFormat {
 }
 
 /// `relab run`'s options beyond the manifest.
+#[derive(Debug, clap::Args)]
 struct RunFlags {
+    /// Use this Postgres server (a fresh database is created and dropped) instead of an ephemeral one.
+    #[arg(long, env = "RELAB_DATABASE_URL")]
     database_url: Option<String>,
+    /// Directory for status.yaml, status.json, timeline.json, report.html
+    /// (default: relab-results/<name>-<time>).
+    #[arg(long, short)]
     output: Option<PathBuf>,
+    /// Multiply every duration of the load and fault schedule (e.g. 0.25 for a quick run).
+    #[arg(long, default_value_t = 1.0)]
     time_scale: f64,
+    /// No progress bar, only the results.
+    #[arg(long, short)]
     quiet: bool,
+    /// An earlier run's status.json to gate on: the run fails when a
+    /// figure named in spec.baseline.maxRegression regressed past its margin.
+    #[arg(long, value_name = "STATUS_JSON")]
     baseline: Option<PathBuf>,
+    /// Also write the verdict as a JUnit XML report here (one testsuite
+    /// per variant, one testcase per objective), for CI.
+    #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// `table` (default): the results table on stdout. `json`: the status
+    /// JSON on stdout for scripts, the table on stderr.
+    #[arg(long, value_enum, default_value = "table")]
     format: OutputFormat,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run {
-            manifest,
-            database_url,
-            output,
-            time_scale,
-            quiet,
-            baseline,
-            junit,
-            format,
-        } => {
+        Command::Run { manifest, flags } => {
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            let flags = RunFlags {
-                database_url,
-                output,
-                time_scale,
-                quiet,
-                baseline,
-                junit,
-                format,
-            };
             rt.block_on(run(manifest, flags))
         }
         Command::Operator {

@@ -293,16 +293,30 @@ fn the_operator_refuses_a_bad_flag_value_naming_it() {
     assert!(stderr.contains("--image-pull-policy"), "{stderr}");
 }
 
-#[test]
-fn a_baseline_gate_fails_a_run_that_regressed_naming_figure_values_and_baseline() {
-    let dir = std::env::temp_dir().join(format!("relab-cli-baseline-{}", std::process::id()));
+/// A fresh directory holding `<dir>/manifest.yaml`: the ReliabilityExperiment
+/// whose `metadata:` and `spec:` are `body`.
+fn temp_manifest(tag: &str, body: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("relab-cli-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let manifest = dir.join("gated.yaml");
+    let manifest = dir.join("manifest.yaml");
     std::fs::write(
         &manifest,
-        "apiVersion: relab.dev/v1alpha1\nkind: ReliabilityExperiment\nmetadata: {name: gated}\nspec:\n  load: {ratePerSecond: 20, durationSeconds: 3}\n  baseline: {maxRegression: {successRatio: 0.01, apiLatencyP95: 0.2}}\n",
+        format!("apiVersion: relab.dev/v1alpha1\nkind: ReliabilityExperiment\n{body}"),
     )
     .unwrap();
+    (dir, manifest)
+}
+
+fn test_database_url() -> String {
+    std::env::var("RELAB_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+#[test]
+fn a_baseline_gate_fails_a_run_that_regressed_naming_figure_values_and_baseline() {
+    let (dir, manifest) = temp_manifest(
+        "baseline",
+        "metadata: {name: gated}\nspec:\n  load: {ratePerSecond: 20, durationSeconds: 3}\n  baseline: {maxRegression: {successRatio: 0.01, apiLatencyP95: 0.2}}\n",
+    );
     let baseline = |p95: f64| {
         let path = dir.join(format!("baseline-{p95}.json"));
         let status = serde_json::json!({"status": {"phase": "Succeeded", "results": {
@@ -322,8 +336,7 @@ fn a_baseline_gate_fails_a_run_that_regressed_naming_figure_values_and_baseline(
         std::fs::write(&path, serde_json::to_string(&status).unwrap()).unwrap();
         path
     };
-    let db = std::env::var("RELAB_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let db = test_database_url();
     let run = |b: &std::path::Path| {
         relab(&[
             "run",
@@ -365,16 +378,11 @@ fn a_baseline_gate_fails_a_run_that_regressed_naming_figure_values_and_baseline(
 /// writes a report a JUnit parser reads, the stop condition a failed case.
 #[test]
 fn a_stopped_run_exits_1_says_why_and_reports_in_json_and_junit() {
-    let dir = std::env::temp_dir().join(format!("relab-cli-stop-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let manifest = dir.join("stopped.yaml");
-    std::fs::write(
-        &manifest,
-        "apiVersion: relab.dev/v1alpha1\nkind: ReliabilityExperiment\nmetadata: {name: stopped}\nspec:\n  load: {ratePerSecond: 20, durationSeconds: 60}\n  payment: {declineRate: 1.0}\n  objectives: {successRatio: 0.5}\n  stopWhen: [{objective: successRatio, afterSeconds: 2}]\n",
-    )
-    .unwrap();
-    let db = std::env::var("RELAB_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let (dir, manifest) = temp_manifest(
+        "stop",
+        "metadata: {name: stopped}\nspec:\n  load: {ratePerSecond: 20, durationSeconds: 60}\n  payment: {declineRate: 1.0}\n  objectives: {successRatio: 0.5}\n  stopWhen: [{objective: successRatio, afterSeconds: 2}]\n",
+    );
+    let db = test_database_url();
     let junit = dir.join("junit.xml");
     let started = std::time::Instant::now();
     let (code, stdout, stderr) = relab(&[

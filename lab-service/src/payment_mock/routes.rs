@@ -70,9 +70,7 @@ pub async fn serve(
     state: MockState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    crate::serve::serve(listener, router(state), shutdown.cancelled_owned()).await
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {

@@ -247,6 +247,35 @@ async fn a_stalled_body_gets_408_and_the_connection_is_closed() {
     lab.stop().await;
 }
 
+/// Half a request's headers, then nothing: the connection used to be held
+/// for ever (`axum::serve` gives hyper no timer for its header timeout).
+/// Now it is closed after `serve::HEADER_READ_TIMEOUT`.
+#[tokio::test]
+async fn stalled_headers_get_the_connection_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let lab = TestLab::start(no_workers()).await;
+    let addr = lab.api_url.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(b"POST /orders HTTP/1.1\r\nHost: lab\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let limit = lab_service::serve::HEADER_READ_TIMEOUT;
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        limit + std::time::Duration::from_secs(10),
+        conn.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server closed the connection")
+    .ok();
+    let held = started.elapsed();
+    assert!(
+        held >= limit - std::time::Duration::from_secs(1),
+        "closed after {held:?}: too early"
+    );
+    assert!(held < limit + std::time::Duration::from_secs(5), "held {held:?}");
+    lab.stop().await;
+}
+
 #[tokio::test]
 async fn orders_are_read_one_by_one_and_in_filtered_pages() {
     let lab = TestLab::start(no_workers()).await;

@@ -164,6 +164,24 @@ async fn post_order(http: &reqwest::Client, api: &str, key: &str) -> reqwest::Re
         .unwrap()
 }
 
+/// `count` orders (keys `<prefix>-<n>`), `parallel` at a time; each must be
+/// accepted (201). Their ids.
+async fn place_orders(http: &reqwest::Client, api: &str, prefix: &str, count: usize, parallel: usize) -> Vec<Uuid> {
+    futures::stream::iter(0..count)
+        .map(|n| async move {
+            let r = post_order(http, api, &format!("{prefix}-{n}")).await;
+            assert_eq!(r.status(), 201);
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .parse::<Uuid>()
+                .unwrap()
+        })
+        .buffer_unordered(parallel)
+        .collect()
+        .await
+}
+
 #[tokio::test]
 async fn sigterm_drains_unready_finishes_in_flight_work_and_exits_zero() {
     let db = TestDb::new().await;
@@ -311,22 +329,7 @@ async fn two_thousand_orders_through_all_with_flaky_payments_lose_nothing_and_ch
         .unwrap();
     wait_ready(&http, &all.api).await;
 
-    let accepted: Vec<Uuid> = futures::stream::iter(0..2000)
-        .map(|n| {
-            let (http, api) = (&http, &all.api);
-            async move {
-                let r = post_order(http, api, &format!("bulk-{n}")).await;
-                assert_eq!(r.status(), 201);
-                r.json::<Value>().await.unwrap()["id"]
-                    .as_str()
-                    .unwrap()
-                    .parse::<Uuid>()
-                    .unwrap()
-            }
-        })
-        .buffer_unordered(32)
-        .collect()
-        .await;
+    let accepted = place_orders(&http, &all.api, "bulk", 2000, 32).await;
     let drained = audit::wait_for_drain(&db.pool, Duration::from_secs(240)).await.unwrap();
     let ledger = audit::fetch_ledger(&http, &all.mock).await.unwrap();
     let report = audit::audit(&db.pool, &ledger, Some(&accepted)).await.unwrap();
@@ -396,22 +399,7 @@ async fn all_killed_mid_run_and_restarted_keeps_every_charge_and_charges_nothing
         .unwrap();
     let mut first = spawn_all(&db, &flags, None);
     wait_ready(&http, &first.api).await;
-    let mut accepted: Vec<Uuid> = futures::stream::iter(0..300)
-        .map(|n| {
-            let (http, api) = (&http, &first.api);
-            async move {
-                let r = post_order(http, api, &format!("kill-{n}")).await;
-                assert_eq!(r.status(), 201);
-                r.json::<Value>().await.unwrap()["id"]
-                    .as_str()
-                    .unwrap()
-                    .parse::<Uuid>()
-                    .unwrap()
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
+    let mut accepted = place_orders(&http, &first.api, "kill", 300, 16).await;
     // mid-run: some charged, some retrying around a lost response
     eventually(Duration::from_secs(30), "a third of the orders charged", || async {
         audit::fetch_ledger(&http, &first.mock)
@@ -432,17 +420,7 @@ async fn all_killed_mid_run_and_restarted_keeps_every_charge_and_charges_nothing
     let second = spawn_all(&db, &flags, None);
     wait_ready(&http, &second.api).await;
     // the restarted lab takes more orders too
-    for n in 0..20 {
-        let r = post_order(&http, &second.api, &format!("after-{n}")).await;
-        assert_eq!(r.status(), 201);
-        accepted.push(
-            r.json::<Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .parse()
-                .unwrap(),
-        );
-    }
+    accepted.extend(place_orders(&http, &second.api, "after", 20, 4).await);
     let drained = audit::wait_for_drain(&db.pool, Duration::from_secs(120)).await.unwrap();
     let after = audit::fetch_ledger(&http, &second.mock).await.unwrap();
     let report = audit::audit(&db.pool, &after, Some(&accepted)).await.unwrap();
