@@ -12,9 +12,8 @@
 //! key, so a retried key is a replay, as with a real payment provider. A
 //! torn last line (a kill in the middle of a write, never answered) is cut
 //! off on open. The file belongs to the mock alone: the order service's
-//! database can restart or vanish without touching it. One `fdatasync`
-//! costs about 0.2 ms here (docs/patterns.md), so charges stay far from the
-//! lock's limit.
+//! database can restart or vanish without touching it. Each new charge
+//! costs one `fdatasync` inside the lock (docs/patterns.md).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Seek, Write};
