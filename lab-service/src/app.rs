@@ -166,17 +166,17 @@ impl ApiServer {
 /// Shedding reads a sampled depth so an overloaded database is not asked on every request.
 async fn sample_queue_depth(state: ApiState, stop: CancellationToken) {
     loop {
-        // the connection first: the query's snapshot then follows the mark
-        // at once, and an insert committed in between (counted twice until
-        // the next sample) is rare, not every wait for a pooled connection
+        // one statement counts the depth and says which admitted orders it
+        // sees (orders/admission.rs); the ids are taken on a held connection,
+        // just before it
         let sampled = async {
             let mut conn = state.pool.acquire().await?;
-            let counted = state.admission.sample_started();
-            crate::orders::queue_depths(&mut *conn).await.map(|d| (d, counted))
+            let ids = state.admission.unseen_ids();
+            crate::orders::queue_depths_seeing(&mut *conn, &ids).await
         };
         match sampled.await {
-            Ok(((depth, dead), counted)) => {
-                state.admission.sampled_depth(depth, counted);
+            Ok((depth, dead, visible)) => {
+                state.admission.sampled_depth(depth, &visible);
                 state.metrics.queue_depth.set(depth);
                 state.metrics.dead_letter_depth.set(dead);
             }

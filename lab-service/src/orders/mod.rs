@@ -124,6 +124,7 @@ pub async fn create_order(
     order: &NewOrder,
     request_id: Option<&str>,
     max_attempts: i32,
+    permit: &admission::Permit,
 ) -> Result<CreateOutcome> {
     let fingerprint = order.fingerprint();
     let mut tx = pool.begin().await?;
@@ -133,7 +134,7 @@ pub async fn create_order(
          ON CONFLICT (idempotency_key) DO NOTHING
          RETURNING {ORDER_COLUMNS}"
     ))
-    .bind(Uuid::now_v7())
+    .bind(permit.id())
     .bind(key)
     .bind(&fingerprint)
     .bind(request_id)
@@ -154,6 +155,7 @@ pub async fn create_order(
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        permit.inserted();
         return Ok(CreateOutcome::Created(created));
     }
     tx.rollback().await?;
@@ -257,12 +259,16 @@ pub async fn replay_dead_letter(pool: &PgPool, order_id: Uuid) -> Result<bool> {
     Ok(true)
 }
 
-/// Queued + running jobs, and dead-lettered jobs.
-pub async fn queue_depths<'c>(db: impl sqlx::PgExecutor<'c>) -> Result<(i64, i64)> {
+/// Queued + running and dead jobs, and which of `ids` (order ids) have a
+/// job, all in one statement (one snapshot): admission's sample.
+pub async fn queue_depths_seeing<'c>(db: impl sqlx::PgExecutor<'c>, ids: &[Uuid]) -> Result<(i64, i64, Vec<Uuid>)> {
     Ok(sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE status IN ('queued', 'running')), count(*) FILTER (WHERE status = 'dead')
+        "SELECT count(*) FILTER (WHERE status IN ('queued', 'running')),
+                count(*) FILTER (WHERE status = 'dead'),
+                coalesce((SELECT array_agg(order_id) FROM jobs WHERE order_id = ANY($1)), '{}')
          FROM jobs WHERE status IN ('queued', 'running', 'dead')",
     )
+    .bind(ids)
     .fetch_one(db)
     .await?)
 }

@@ -149,7 +149,7 @@ async fn create_order(
     body: AppJson<NewOrder>,
 ) -> Result<Response, ApiError> {
     // shed before touching the database: a quick 503 beats a slow timeout
-    let permit = match s.admission.try_admit(s.config.max_queue_depth) {
+    let permit = match s.admission.try_admit(Uuid::now_v7(), s.config.max_queue_depth) {
         Ok(permit) => permit,
         Err(depth) => {
             s.metrics.load_shed.inc();
@@ -168,10 +168,9 @@ async fn create_order(
     let AppJson(order) = body;
     order.validate()?;
     let request_id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok());
-    let outcome = super::create_order(&s.pool, &key, &order, request_id, s.config.max_job_attempts).await?;
+    let outcome = super::create_order(&s.pool, &key, &order, request_id, s.config.max_job_attempts, &permit).await?;
     let resp = match outcome {
         CreateOutcome::Created(o) => {
-            permit.inserted();
             tracing::Span::current().record("order_id", tracing::field::display(o.id));
             tracing::info!(order_id = %o.id, "order accepted");
             s.metrics.orders_created.inc();
