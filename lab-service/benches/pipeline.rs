@@ -1,6 +1,8 @@
 //! Benchmark (not a test): end-to-end paid orders per second of the lab with a
 //! healthy payment mock, side by side in one run with `pgbench` running the
-//! same three database transactions per order (`bench/pgbench/order_pipeline.sql`)
+//! reference queue (`bench/pgbench/reference-queue.sql`, a verbatim copy of
+//! the shared `../shared/bench/reference-queue.sql`: a plain, unbatched
+//! queue on the lab's schema, three transactions per order)
 //! against the same Postgres server. Target: the lab reaches at least 50% of
 //! pgbench's rate. Results are recorded in `docs/benchmarks.md`.
 //!
@@ -23,7 +25,8 @@
 //! `RELAB_BENCH_WORKERS` (worker concurrency, 16), `RELAB_BENCH_BULKHEAD` (32),
 //! `RELAB_BENCH_POOL` (the one DB pool of API + workers, 48: a connection per
 //! client plus one per worker loop; see docs/benchmarks.md), `RELAB_BENCH_WARMUP`
-//! (1000 orders), `RELAB_BENCH_PGBENCH_SECS` (20), `RELAB_BENCH_DATABASE_URL` /
+//! (1000 orders), `RELAB_BENCH_PGBENCH_SECS` (20), `RELAB_BENCH_LEDGER` (`journal`,
+//! the payment ledger fsynced to a file as in every lab, or `memory`), `RELAB_BENCH_DATABASE_URL` /
 //! `RELAB_TEST_DATABASE_URL` (server to create the databases on), `RELAB_PGBENCH`
 //! (pgbench binary), `RUST_LOG` (default `warn,sqlx::query=error`: sqlx's
 //! slow-statement warnings would flood the output under this load).
@@ -50,12 +53,7 @@ use uuid::Uuid;
 
 const ORDER_BODY: &str = r#"{"customerId":"c-1","amountCents":1234,"currency":"EUR"}"#;
 /// Initial values of the variables the script's claim sets with `\aset`.
-const PGBENCH_DEFAULTS: [&str; 4] = [
-    "-D",
-    "c_job_id=0",
-    "-D",
-    "c_lease_token=00000000-0000-0000-0000-000000000000",
-];
+const PGBENCH_DEFAULTS: [&str; 4] = ["-D", "r_id=0", "-D", "r_lease=00000000-0000-0000-0000-000000000000"];
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -68,6 +66,8 @@ struct Settings {
     warmup: usize,
     pgbench_secs: u64,
     pgbench: String,
+    /// The payment ledger journaled to a file (as every real lab) or in memory.
+    journal: bool,
 }
 
 impl Settings {
@@ -85,6 +85,11 @@ impl Settings {
             warmup: env_or("RELAB_BENCH_WARMUP", 1_000)?,
             pgbench_secs: env_or("RELAB_BENCH_PGBENCH_SECS", 20)?,
             pgbench: std::env::var("RELAB_PGBENCH").unwrap_or_else(|_| "pgbench".into()),
+            journal: match std::env::var("RELAB_BENCH_LEDGER").as_deref() {
+                Ok("journal") | Err(_) => true,
+                Ok("memory") => false,
+                Ok(other) => bail!("RELAB_BENCH_LEDGER must be journal or memory, got {other:?}"),
+            },
         };
         if s.orders == 0 || s.clients == 0 || s.workers == 0 || s.bulkhead == 0 || s.pool == 0 || s.pgbench_secs == 0 {
             bail!("orders, clients, workers, bulkhead, pool and pgbench seconds must all be at least 1");
@@ -312,7 +317,7 @@ impl BenchLab {
             }),
             mock_listen: "127.0.0.1:0".parse()?,
             faults: FaultPlan::default(),
-            ledger_file: Some(lab_service::lab::default_ledger_file(url)),
+            ledger_file: s.journal.then(|| lab_service::lab::default_ledger_file(url)),
             metrics: MetricsLayout::Shared,
         })
         .await?;
@@ -522,7 +527,7 @@ struct PgbenchRun {
 }
 
 fn script_path() -> Result<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/pgbench/order_pipeline.sql");
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/pgbench/reference-queue.sql");
     p.canonicalize()
         .with_context(|| format!("pgbench script {} not found", p.display()))
 }
@@ -605,7 +610,7 @@ async fn run_pgbench(s: &Settings, url: &str, cpu: &CpuClock) -> Result<PgbenchR
     pool.close().await;
     let mut shown = pgbench_args(
         s,
-        "bench/pgbench/order_pipeline.sql",
+        "bench/pgbench/reference-queue.sql",
         "<fresh database with the lab schema>",
     );
     shown.insert(0, "pgbench".into());
@@ -762,8 +767,8 @@ async fn main() -> Result<()> {
     );
     println!();
     println!("commands:");
-    println!("  cargo bench -p lab-service --bench pipeline   (RELAB_BENCH_ORDERS={} RELAB_BENCH_CLIENTS={} RELAB_BENCH_WORKERS={} RELAB_BENCH_BULKHEAD={} RELAB_BENCH_POOL={} RELAB_BENCH_PGBENCH_SECS={})",
-        s.orders, s.clients, s.workers, s.bulkhead, s.pool, s.pgbench_secs);
+    println!("  cargo bench -p lab-service --bench pipeline   (RELAB_BENCH_ORDERS={} RELAB_BENCH_CLIENTS={} RELAB_BENCH_WORKERS={} RELAB_BENCH_BULKHEAD={} RELAB_BENCH_POOL={} RELAB_BENCH_PGBENCH_SECS={} RELAB_BENCH_LEDGER={})",
+        s.orders, s.clients, s.workers, s.bulkhead, s.pool, s.pgbench_secs, if s.journal { "journal" } else { "memory" });
     println!("  {}", pgb.command);
     println!(
         "machine: {cores} cores (nproc), PostgreSQL {version}, load average before {load_before}, after {}",

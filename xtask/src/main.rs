@@ -10,11 +10,15 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+/// The workspace this `cargo xtask` was run in: `cargo run` sets
+/// `CARGO_MANIFEST_DIR` at run time too. The compile-time value is only the
+/// fallback: with a target directory shared by two clones (CI's cache), the
+/// `xtask` binary cargo runs may have been linked from the other clone.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    Path::new(&manifest_dir).parent().expect("workspace root").to_path_buf()
 }
 
 /// Drop what `cargo run` set for this xtask binary (`CARGO_MANIFEST_DIR`,
