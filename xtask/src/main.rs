@@ -57,9 +57,7 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 }
 
 fn cargo() -> Command {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    without_run_env(&mut cmd);
-    cmd
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
 fn setup() -> Result<(), String> {
@@ -117,7 +115,8 @@ fn main() -> ExitCode {
             }
             let args: Vec<&str> = rest.collect();
             let manifest = args.first().copied().unwrap_or("deploy/examples/flaky-payments.yaml");
-            let status = cargo()
+            let mut relab = cargo();
+            let status = without_run_env(&mut relab)
                 .args([
                     "run",
                     "--quiet",
