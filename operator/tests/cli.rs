@@ -311,6 +311,23 @@ fn test_database_url() -> String {
     std::env::var("RELAB_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// `relab run MANIFEST --quiet` on the test database, its output in
+/// `<dir>/out`, with `extra` flags.
+fn relab_run_in(dir: &std::path::Path, manifest: &std::path::Path, extra: &[&str]) -> (i32, String, String) {
+    let (db, out) = (test_database_url(), dir.join("out"));
+    let mut args = vec![
+        "run",
+        manifest.to_str().unwrap(),
+        "--quiet",
+        "--database-url",
+        &db,
+        "--output",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    relab(&args)
+}
+
 #[test]
 fn a_baseline_gate_fails_a_run_that_regressed_naming_figure_values_and_baseline() {
     let (dir, manifest) = temp_manifest(
@@ -336,20 +353,7 @@ fn a_baseline_gate_fails_a_run_that_regressed_naming_figure_values_and_baseline(
         std::fs::write(&path, serde_json::to_string(&status).unwrap()).unwrap();
         path
     };
-    let db = test_database_url();
-    let run = |b: &std::path::Path| {
-        relab(&[
-            "run",
-            manifest.to_str().unwrap(),
-            "--quiet",
-            "--database-url",
-            &db,
-            "--output",
-            dir.join("out").to_str().unwrap(),
-            "--baseline",
-            b.to_str().unwrap(),
-        ])
-    };
+    let run = |b: &std::path::Path| relab_run_in(&dir, &manifest, &["--baseline", b.to_str().unwrap()]);
     // a baseline whose API p95 was 0.001 ms: any real run regressed past 20%
     let fast = baseline(0.001);
     let (code, stdout, stderr) = run(&fast);
@@ -382,22 +386,13 @@ fn a_stopped_run_exits_1_says_why_and_reports_in_json_and_junit() {
         "stop",
         "metadata: {name: stopped}\nspec:\n  load: {ratePerSecond: 20, durationSeconds: 60}\n  payment: {declineRate: 1.0}\n  objectives: {successRatio: 0.5}\n  stopWhen: [{objective: successRatio, afterSeconds: 2}]\n",
     );
-    let db = test_database_url();
     let junit = dir.join("junit.xml");
     let started = std::time::Instant::now();
-    let (code, stdout, stderr) = relab(&[
-        "run",
-        manifest.to_str().unwrap(),
-        "--quiet",
-        "--database-url",
-        &db,
-        "--output",
-        dir.join("out").to_str().unwrap(),
-        "--format",
-        "json",
-        "--junit",
-        junit.to_str().unwrap(),
-    ]);
+    let (code, stdout, stderr) = relab_run_in(
+        &dir,
+        &manifest,
+        &["--format", "json", "--junit", junit.to_str().unwrap()],
+    );
     assert_eq!(code, 1, "{stdout}{stderr}");
     assert!(
         started.elapsed() < std::time::Duration::from_secs(40),

@@ -74,14 +74,17 @@ impl Drop for Permit {
 impl Admission {
     /// The depth as admission sees it.
     pub fn depth(&self) -> i64 {
-        let unseen = lock(&self.unseen);
+        self.depth_with(&lock(&self.unseen))
+    }
+
+    fn depth_with(&self, unseen: &HashSet<Uuid>) -> i64 {
         self.sampled.load(Ordering::SeqCst) + unseen.len() as i64
     }
 
     /// Admit order `id` if the queue stays within `max`; else the depth seen.
     pub fn try_admit(self: &Arc<Self>, id: Uuid, max: i64) -> Result<Permit, i64> {
         let mut unseen = lock(&self.unseen);
-        let depth = self.sampled.load(Ordering::SeqCst) + unseen.len() as i64;
+        let depth = self.depth_with(&unseen);
         if depth >= max {
             return Err(depth);
         }

@@ -40,10 +40,6 @@ impl StopWatch {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.conditions.is_empty()
-    }
-
     /// Whether a condition watches the ledger's double charges.
     pub fn watches_double_charges(&self) -> bool {
         self.conditions.iter().any(|c| c.double_charges == Some(true))

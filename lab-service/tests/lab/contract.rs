@@ -5,7 +5,7 @@
 //! (PyPI; `scripts/tools.sh` installs it): any 5xx that is not a documented
 //! injected fault, any undocumented status, content type or body shape fails.
 
-use crate::harness::{LabOptions, TestLab};
+use crate::harness::{get_json_at, LabOptions, TestLab};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -57,15 +57,7 @@ async fn both_services_publish_an_openapi_document_that_matches_their_routes() {
             &["/charges", "/faults", "/ledger", "/stats", "/healthz"][..],
         ),
     ] {
-        let doc: Value = lab
-            .http
-            .get(format!("{base}/openapi.json"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let doc = get_json_at(&lab.http, &format!("{base}/openapi.json")).await;
         assert!(
             doc["openapi"].as_str().unwrap().starts_with("3.1"),
             "{}",

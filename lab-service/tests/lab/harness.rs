@@ -257,14 +257,7 @@ impl TestLab {
     }
 
     pub async fn mock_stats(&self) -> Value {
-        self.http
-            .get(format!("{}/stats", self.mock_url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json_at(&self.http, &format!("{}/stats", self.mock_url)).await
     }
 
     pub async fn audit(&self, accepted: Option<&[Uuid]>) -> AuditReport {
@@ -319,6 +312,17 @@ where
 }
 
 /// Path of the built `lab-service` binary.
+/// `GET url` as JSON (for servers other than a [`TestLab`]'s API).
+pub async fn get_json_at(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON body")
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_lab-service")
 }

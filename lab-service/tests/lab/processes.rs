@@ -1,7 +1,7 @@
 //! Real processes: a worker killed with SIGKILL mid-job, graceful SIGTERM
 //! shutdown, 2,000 orders through `lab-service all`, and the logs' ids.
 
-use crate::harness::{bin, eventually, fast_worker, plan, LabOptions, TestDb, TestLab};
+use crate::harness::{bin, eventually, fast_worker, get_json_at, plan, LabOptions, TestDb, TestLab};
 use futures::StreamExt;
 use lab_service::audit;
 use serde_json::{json, Value};
@@ -342,14 +342,7 @@ async fn two_thousand_orders_through_all_with_flaky_payments_lose_nothing_and_ch
         "{report:?}"
     );
     assert!(report.passed(), "invariants violated: {report:?}");
-    let stats: Value = http
-        .get(format!("{}/stats", all.mock))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = get_json_at(&http, &format!("{}/stats", all.mock)).await;
     assert!(
         stats["byOutcome"]["lostResponse"].as_u64().unwrap() > 50,
         "lost responses were injected: {stats}"
@@ -438,14 +431,7 @@ async fn all_killed_mid_run_and_restarted_keeps_every_charge_and_charges_nothing
         after.len(),
         "one charge per paid order: {report:?}"
     );
-    let stats: Value = http
-        .get(format!("{}/stats", second.mock))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = get_json_at(&http, &format!("{}/stats", second.mock)).await;
     assert!(
         stats["byOutcome"]["replay"].as_u64().unwrap() > 0,
         "retried keys replayed after the restart: {stats}"
