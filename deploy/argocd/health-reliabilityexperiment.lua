@@ -12,6 +12,10 @@
 --   Failed: verdict Inconclusive (the run did not test its claim)     Degraded
 --   Failed: no verdict (the load generator or its Job failed)         Degraded
 --   condition Suspended=True (spec.suspend)                           Suspended
+--   spec.schedule, waiting for its first tick                         Healthy
+--   spec.schedule suspended, no run of this spec yet                  Suspended
+--   a run stopped by spec.stopWhen (Failed, reason Stopped)           Degraded
+--   (a scheduled experiment's message ends with its next run)
 --   condition Valid=False (the spec was refused)                      Degraded
 --
 -- Inconclusive is Degraded, not Progressing: the run is over and nothing
@@ -100,6 +104,14 @@ local function not_met(verdict)
   return table.concat(parts, ", ")
 end
 
+-- "; next run 2026-12-07T02:00:00Z" for a scheduled experiment.
+local function next_run(status)
+  if status.nextRunTime == nil then
+    return ""
+  end
+  return "; next run " .. text(status.nextRunTime)
+end
+
 local function finished(status, phase)
   local verdict = status.verdict
   local key = figures(status)
@@ -135,10 +147,16 @@ local function finished(status, phase)
   if key ~= "" then
     message = message .. "; " .. key
   end
+  local r = status.results
+  if r ~= nil and r.stopped ~= nil then
+    message = message .. "; stopped early by " .. text(r.stopped.condition) .. " at " ..
+      rounded(r.stopped.atSeconds, 10) .. " s: " .. text(r.stopped.observed)
+  end
   local deleted = condition(status, "WorkloadsDeleted")
   if deleted ~= nil and deleted.status == "True" then
     message = message .. " (lab workloads deleted)"
   end
+  message = message .. next_run(status)
   if healthy then
     hs.status = "Healthy"
   else
@@ -191,6 +209,20 @@ local suspended = condition(status, "Suspended")
 if suspended ~= nil and suspended.status == "True" then
   hs.status = "Suspended"
   hs.message = "Suspended (" .. phase .. "): " .. text(suspended.message)
+  return hs
+end
+
+-- A schedule waiting for the first run of this spec: nothing is wrong and
+-- nothing is going on until the tick.
+local scheduled = condition(status, "Scheduled")
+if scheduled ~= nil and status.scheduledRun == nil and phase == "Pending" then
+  if scheduled.status == "True" then
+    hs.status = "Healthy"
+    hs.message = "Scheduled: the first run starts at " .. text(status.nextRunTime)
+  else
+    hs.status = "Suspended"
+    hs.message = "Schedule suspended: " .. text(scheduled.message)
+  end
   return hs
 end
 

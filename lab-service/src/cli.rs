@@ -384,6 +384,7 @@ mod tests {
             },
             output: None,
             termination_log: Some("/dev/termination-log".into()),
+            progress_listen: Some("0.0.0.0:9091".parse().unwrap()),
         };
         let mut env = loadgen.to_env();
         env.push((crate::config::DATABASE_URL_ENV, database().database_url));

@@ -422,6 +422,7 @@ pub fn summary_of(
     crate::status::RunSummary {
         run_id,
         generation,
+        scheduled_run: None,
         finish_time,
         verdict,
         success_ratio: r.success_ratio,

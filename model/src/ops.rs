@@ -22,7 +22,8 @@ pub struct ScheduleSpec {
     #[serde(default = "utc")]
     #[schemars(length(min = 1, max = 64))]
     pub time_zone: String,
-    /// No ticks while true (a run in progress goes on).
+    /// No ticks while true. Like any spec change, setting it ends a run in
+    /// progress (its children are deleted; the results of finished runs stay).
     #[serde(default)]
     pub suspend: bool,
     /// A tick missed by more than this (the operator was down) is skipped,

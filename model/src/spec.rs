@@ -12,7 +12,7 @@
 //! which makes the `ReliabilityExperiment` type the operator works with.
 
 use crate::faults::{FaultSettings, MAX_FAULT_PHASES};
-use crate::ops::{StopCondition, MAX_STOP_CONDITIONS};
+use crate::ops::{NotifySpec, ScheduleSpec, StopCondition, MAX_STOP_CONDITIONS};
 #[cfg(feature = "kube")]
 use crate::status::ReliabilityExperimentStatus;
 use crate::variants::{BaselineSpec, RepeatSpec, Sweep, VariantSpec, MAX_LAB_RUNS};
@@ -42,6 +42,7 @@ pub const MAX_LIST_ITEMS: usize = 64;
         printcolumn = r#"{"name":"Verdict","type":"string","jsonPath":".status.verdict.result"}"#,
         printcolumn = r#"{"name":"Success","type":"number","format":"float","jsonPath":".status.results.successRatio"}"#,
         printcolumn = r#"{"name":"P95 ms","type":"number","format":"float","jsonPath":".status.results.apiLatencyMs.p95"}"#,
+        printcolumn = r#"{"name":"Next run","type":"date","jsonPath":".status.nextRunTime"}"#,
         printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
     )
 )]
@@ -101,6 +102,14 @@ pub struct ReliabilityExperimentSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_STOP_CONDITIONS))]
     pub stop_when: Vec<StopCondition>,
+    /// Start runs on a cron schedule (the operator; `relab run` runs once).
+    /// A spec change ends a run in progress, as it does without a schedule,
+    /// and the next run starts at the next tick.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleSpec>,
+    /// Who hears of a finished run (the operator; `relab run` reports locally).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifySpec>,
 }
 
 fn is_empty_sweep(sweep: &Sweep) -> bool {

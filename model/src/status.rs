@@ -76,6 +76,54 @@ pub struct ReliabilityExperimentStatus {
     /// With `spec.baseline` (or `relab run --baseline`): the comparison with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<BaselineComparison>,
+    /// With `spec.schedule`: the next tick (RFC 3339; absent while suspended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run_time: Option<String>,
+    /// With `spec.schedule`: the tick that started the current (or last) run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<String>,
+    /// With `spec.schedule`: which scheduled run of this generation this
+    /// status describes (1, 2, ...; absent while waiting for the first tick).
+    /// Its children are named `<experiment>-r<generation>s<n>-...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_run: Option<u32>,
+    /// With `spec.notify.webhook`: the delivery of this run's
+    /// `dev.relab.experiment.finished` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification: Option<Notification>,
+}
+
+/// The delivery record of a finished run's webhook event: written after
+/// each attempt, read before the next, so an operator restarted (or a new
+/// leader) never delivers a run's event twice.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    /// The CloudEvents `id` (stable per run: `<uid>/<run>`), for receivers
+    /// that deduplicate.
+    pub event_id: String,
+    /// `Pending` (retrying), `Delivered` or `Failed` (gave up).
+    pub state: NotificationState,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_time: Option<String>,
+    /// When the next attempt is due (`Pending` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_time: Option<String>,
+    /// The last failure (status code or error; never the URL, a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// Where a webhook delivery is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum NotificationState {
+    #[default]
+    Pending,
+    Delivered,
+    Failed,
 }
 
 /// One variant of an experiment, as run and judged.
@@ -292,6 +340,9 @@ pub struct RunSummary {
     pub run_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
+    /// The scheduled run of the generation (`spec.schedule` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_run: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_time: Option<String>,
     pub verdict: VerdictResult,

@@ -221,6 +221,9 @@ pub fn cross_field(spec: &ReliabilityExperimentSpec) -> Vec<FieldError> {
         }
     }
     crate::ops::check_stop_when(&spec.stop_when, spec.objectives.success_ratio, &mut p);
+    if let Some(Err(problems)) = spec.schedule.as_ref().map(|s| s.parsed()) {
+        p.0.extend(problems);
+    }
     if let Some(pp) = spec.images.pull_policy.as_deref() {
         if !PULL_POLICIES.contains(&pp) {
             p.add(

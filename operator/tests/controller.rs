@@ -62,6 +62,10 @@ struct Operator {
 
 impl Operator {
     async fn start(client: &Client, ns: &str) -> Self {
+        Self::start_with(client, ns, controller::Clock::system()).await
+    }
+
+    async fn start_with(client: &Client, ns: &str, clock: controller::Clock) -> Self {
         if std::env::var_os("RUST_LOG").is_some() {
             // the operator's own logs, when asked for (they would drown the test output)
             lab_service::telemetry::init(lab_service::telemetry::LogFormat::Text);
@@ -79,6 +83,7 @@ impl Operator {
             read_progress: true,
             instance: format!("test-{ns}"),
             dashboards: Some(Default::default()),
+            clock,
         };
         let running = controller::start(client.clone(), options, stop.clone())
             .await
@@ -1050,6 +1055,342 @@ async fn a_comparison_runs_one_lab_after_the_other_and_judges_its_variants_as_re
         let reasons = event_reasons(&client, &ns, "versus").await;
         // (the Events API folds repeats of one reason into a series)
         assert!(reasons.iter().any(|r| r == "LabRunFinished"), "{reasons:?}");
+        operator.kill().await;
+    })
+    .await;
+}
+
+/// A clock the test moves: the wall clock plus an offset in seconds.
+#[derive(Clone, Default)]
+struct TestClock(std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl TestClock {
+    fn clock(&self) -> controller::Clock {
+        let offset = self.0.clone();
+        controller::Clock::from_fn(move || {
+            chrono::Utc::now() + chrono::Duration::seconds(offset.load(std::sync::atomic::Ordering::SeqCst))
+        })
+    }
+    /// Move the clock to `at` (the test's "now" from then on).
+    fn set(&self, at: chrono::DateTime<chrono::Utc>) {
+        let offset = (at - chrono::Utc::now()).num_seconds();
+        self.0.store(offset, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn rfc3339(s: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
+fn count(reasons: &[String], reason: &str) -> usize {
+    reasons.iter().filter(|r| r.as_str() == reason).count()
+}
+
+#[tokio::test]
+async fn a_schedule_runs_once_per_tick_skips_a_tick_during_a_run_fires_once_across_restarts_and_suspends() {
+    in_namespace(|client, ns| async move {
+        let mut rx = shortened("flaky-payments.yaml", 0.1, "nightly");
+        let local = spawn_local_run(&rx);
+        rx.spec.schedule = Some(relab_model::ops::ScheduleSpec {
+            cron: "0 3 * * *".into(),
+            time_zone: "Europe/Berlin".into(),
+            suspend: false,
+            starting_deadline_seconds: 600,
+        });
+        let time = TestClock::default();
+        let operator = Operator::start_with(&client, &ns, time.clock()).await;
+        let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), &ns);
+        api.create(&PostParams::default(), &rx).await.unwrap();
+
+        // created: no run, the next 03:00 Berlin as nextRunTime
+        let waiting = wait_for(&api, "nightly", 30, "waiting for its first tick", |rx| {
+            rx.status.as_ref().is_some_and(|s| s.next_run_time.is_some())
+        })
+        .await;
+        let st = waiting.status.clone().unwrap();
+        assert_eq!((st.phase, st.scheduled_run), (Phase::Pending, None));
+        let tick1 = rfc3339(st.next_run_time.as_deref().unwrap());
+        let berlin = tick1.with_timezone(&chrono_tz::Europe::Berlin);
+        assert_eq!(berlin.format("%H:%M").to_string(), "03:00", "{tick1}");
+        assert_eq!(
+            get_condition(&st.conditions, "Scheduled").unwrap().reason,
+            "AwaitingTick"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let jobs: Vec<Job> = labelled(&client, &ns, "relab.dev/experiment=nightly").await;
+        assert!(jobs.is_empty(), "nothing runs before the first tick");
+
+        // the tick: scheduled run 1, children named after it
+        time.set(tick1 + chrono::Duration::seconds(5));
+        let first = wait_for(&api, "nightly", 30, "scheduled run 1", |rx| {
+            rx.status.as_ref().is_some_and(|s| s.scheduled_run == Some(1))
+        })
+        .await;
+        let st = first.status.clone().unwrap();
+        assert_eq!(
+            st.last_schedule_time.as_deref(),
+            Some(tick1.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).as_str())
+        );
+        let tick2 = rfc3339(st.next_run_time.as_deref().unwrap());
+        assert_eq!(
+            tick2 - tick1,
+            chrono::Duration::days(1),
+            "daily (no DST change in between or not)"
+        );
+        let pod = loadgen_pod_of(&client, &ns, "nightly", "1s1").await;
+        kubelet_runs(&client, &ns, &pod).await;
+        wait_for(&api, "nightly", 30, "Running", |rx| phase(rx) == Phase::Running).await;
+
+        // the next tick while run 1 goes on: skipped, not queued
+        time.set(tick2 + chrono::Duration::seconds(5));
+        let skipped = wait_for(&api, "nightly", 30, "the tick skipped", |rx| {
+            rx.status
+                .as_ref()
+                .and_then(|s| s.next_run_time.as_deref())
+                .map(rfc3339)
+                .is_some_and(|t| t > tick2)
+        })
+        .await;
+        let st = skipped.status.clone().unwrap();
+        assert_eq!((st.scheduled_run, st.phase), (Some(1), Phase::Running));
+        let tick3 = rfc3339(st.next_run_time.as_deref().unwrap());
+        eventually!(10, "a ScheduleSkipped Event", {
+            (count(&event_reasons(&client, &ns, "nightly").await, "ScheduleSkipped") == 1).then_some(())
+        });
+        let local = local.await.unwrap();
+        kubelet_terminates(&client, &ns, &pod, &message_of(&local)).await;
+        let done1 = wait_for(&api, "nightly", 30, "run 1 finished", |rx| phase(rx).is_finished()).await;
+        assert_same_outcome(&done1, &local);
+
+        // the operator is down across tick 3: the new one fires it, once
+        operator.kill().await;
+        time.set(tick3 + chrono::Duration::seconds(30));
+        let operator = Operator::start_with(&client, &ns, time.clock()).await;
+        let second = wait_for(&api, "nightly", 30, "scheduled run 2", |rx| {
+            rx.status.as_ref().is_some_and(|s| s.scheduled_run == Some(2))
+        })
+        .await;
+        let st = second.status.clone().unwrap();
+        assert_eq!(st.history.len(), 1, "run 1 in the history");
+        assert_eq!(
+            (st.history[0].generation, st.history[0].scheduled_run),
+            (Some(1), Some(1))
+        );
+        assert_eq!(
+            st.history[0].verdict,
+            done1.status.as_ref().unwrap().verdict.as_ref().unwrap().result
+        );
+        eventually!(30, "run 1's children deleted", {
+            let jobs: Vec<Job> = labelled(&client, &ns, "relab.dev/experiment=nightly,relab.dev/run=1s1").await;
+            jobs.is_empty().then_some(())
+        });
+        // killed and restarted again at the same instant: still run 2
+        operator.kill().await;
+        let operator = Operator::start_with(&client, &ns, time.clock()).await;
+        eventually!(10, "the new operator reconciled", {
+            (operator.metric("relab_operator_reconciles_total").await >= 1.0).then_some(())
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let again = api.get("nightly").await.unwrap();
+        assert_eq!(
+            again.status.as_ref().unwrap().scheduled_run,
+            Some(2),
+            "the tick fired once"
+        );
+        assert_eq!(count(&event_reasons(&client, &ns, "nightly").await, "RunStarted"), 2);
+        let done2 = complete_run_of(&client, &api, &ns, "nightly", "1s2", &message_of(&local)).await;
+        assert_eq!(done2.status.as_ref().unwrap().scheduled_run, Some(2));
+
+        // suspended: a spec change; no nextRunTime and no run at the next tick
+        api.patch(
+            "nightly",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"schedule": {"suspend": true}}})),
+        )
+        .await
+        .unwrap();
+        let suspended = wait_for(&api, "nightly", 30, "suspended", |rx| {
+            rx.status.as_ref().is_some_and(|s| s.observed_generation == Some(2))
+        })
+        .await;
+        let st = suspended.status.clone().unwrap();
+        assert_eq!((st.next_run_time.as_deref(), st.scheduled_run), (None, None));
+        assert_eq!(
+            get_condition(&st.conditions, "Scheduled").unwrap().reason,
+            "ScheduleSuspended"
+        );
+        assert_eq!(st.history.len(), 2, "both runs in the history");
+        time.set(tick3 + chrono::Duration::days(1) + chrono::Duration::seconds(5));
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let still = api.get("nightly").await.unwrap();
+        assert_eq!(
+            still.status.as_ref().unwrap().scheduled_run,
+            None,
+            "no tick while suspended"
+        );
+        let jobs: Vec<Job> = labelled(&client, &ns, "relab.dev/experiment=nightly").await;
+        assert!(
+            jobs.is_empty(),
+            "no run's Job: {:?}",
+            jobs.iter().map(|j| j.name_any()).collect::<Vec<_>>()
+        );
+        operator.kill().await;
+    })
+    .await;
+}
+
+/// [`complete_run`] for the run labelled `run` (`2`, `1s2`, ...).
+async fn complete_run_of(
+    client: &Client,
+    api: &Api<ReliabilityExperiment>,
+    ns: &str,
+    name: &str,
+    run: &str,
+    message: &str,
+) -> ReliabilityExperiment {
+    let pod = loadgen_pod_of(client, ns, name, run).await;
+    kubelet_runs(client, ns, &pod).await;
+    wait_for(api, name, 30, "Running", |rx| {
+        matches!(phase(rx), Phase::Running | Phase::Draining)
+    })
+    .await;
+    kubelet_terminates(client, ns, &pod, message).await;
+    wait_for(api, name, 30, "finished", |rx| phase(rx).is_finished()).await
+}
+
+/// A webhook receiver on loopback: answers the first `fail_first` POSTs
+/// with 500, then 200; keeps every body.
+struct Receiver {
+    url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
+}
+
+async fn receiver(fail_first: usize) -> Receiver {
+    use axum::http::{HeaderMap, StatusCode};
+    let bodies: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>> = Default::default();
+    let kept = bodies.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let kept = kept.clone();
+            async move {
+                let mut all = kept.lock().unwrap();
+                let kind = headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                all.push((kind, body.to_vec()));
+                if all.len() <= fail_first {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook?token=s3cret", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Receiver { url, bodies }
+}
+
+#[tokio::test]
+async fn a_finished_run_is_posted_once_as_a_cloudevent_retried_after_a_500_and_never_again_after_a_restart() {
+    in_namespace(|client, ns| async move {
+        let hook = receiver(1).await;
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+            "metadata": {"name": "drill-hook"},
+            "stringData": {"url": hook.url},
+        }))
+        .unwrap();
+        secrets.create(&PostParams::default(), &secret).await.unwrap();
+        let mut rx = shortened("flaky-payments.yaml", 0.1, "hooked");
+        let local = spawn_local_run(&rx);
+        rx.spec.notify = Some(relab_model::ops::NotifySpec {
+            webhook: Some(relab_model::ops::WebhookSpec {
+                url_secret_ref: relab_model::ops::SecretKeyRef {
+                    name: "drill-hook".into(),
+                    key: "url".into(),
+                },
+            }),
+        });
+        let operator = Operator::start(&client, &ns).await;
+        let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), &ns);
+        api.create(&PostParams::default(), &rx).await.unwrap();
+        let local = local.await.unwrap();
+        let pod = loadgen_pod(&client, &ns, "hooked", 1).await;
+        kubelet_runs(&client, &ns, &pod).await;
+        // nothing is sent before the run is over
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(hook.bodies.lock().unwrap().is_empty());
+        kubelet_terminates(&client, &ns, &pod, &message_of(&local)).await;
+        let done = wait_for(&api, "hooked", 30, "delivered", |rx| {
+            rx.status
+                .as_ref()
+                .and_then(|s| s.notification.as_ref())
+                .is_some_and(|n| n.state == relab_model::status::NotificationState::Delivered)
+        })
+        .await;
+        let st = done.status.clone().unwrap();
+        let n = st.notification.clone().unwrap();
+        assert_eq!(n.attempts, 2, "the 500, then the delivery: {n:?}");
+        assert_eq!(n.event_id, format!("{}/1", done.uid().unwrap()));
+        assert!(
+            !serde_json::to_string(&st).unwrap().contains("s3cret"),
+            "the secret URL never reaches the status"
+        );
+        assert_eq!(get_condition(&st.conditions, "Notified").unwrap().status, "True");
+        assert_eq!(
+            st.phase, local.status.phase,
+            "the webhook does not change the verdict's phase"
+        );
+        let bodies = hook.bodies.lock().unwrap().clone();
+        assert_eq!(bodies.len(), 2);
+        let json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap();
+        assert_eq!(json(&bodies[0].1), json(&bodies[1].1), "a retry sends the same event");
+        assert!(
+            bodies[1].0.starts_with("application/cloudevents+json"),
+            "{}",
+            bodies[1].0
+        );
+        // a CloudEvents 1.0 event, read with the SDK
+        let event: cloudevents::Event = serde_json::from_slice(&bodies[1].1).expect("a CloudEvents envelope");
+        use cloudevents::AttributesReader;
+        assert_eq!(event.specversion(), cloudevents::event::SpecVersion::V10);
+        assert_eq!(event.ty(), "dev.relab.experiment.finished");
+        assert_eq!(event.id(), n.event_id);
+        assert_eq!(event.subject(), Some("hooked"));
+        let data: serde_json::Value = match event.data() {
+            Some(cloudevents::Data::Json(v)) => v.clone(),
+            other => panic!("JSON data expected, got {other:?}"),
+        };
+        let verdict = st.verdict.as_ref().unwrap();
+        assert_eq!(data["verdict"], json!(verdict.result));
+        assert_eq!(data["objectives"].as_array().unwrap().len(), verdict.objectives.len());
+        assert_eq!(
+            data["figures"]["ordersAccepted"],
+            json!(st.results.as_ref().unwrap().orders.accepted)
+        );
+        assert_eq!(data["dashboard"], json!(st.dashboard));
+        let reasons = event_reasons(&client, &ns, "hooked").await;
+        assert_eq!(
+            (count(&reasons, "NotificationFailed"), count(&reasons, "Notified")),
+            (1, 1),
+            "{reasons:?}"
+        );
+
+        // a restart (and the resync it brings) sends nothing again
+        operator.kill().await;
+        let operator = Operator::start(&client, &ns).await;
+        eventually!(10, "the new operator reconciled", {
+            (operator.metric("relab_operator_reconciles_total").await >= 1.0).then_some(())
+        });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(hook.bodies.lock().unwrap().len(), 2, "delivered once per run");
         operator.kill().await;
     })
     .await;

@@ -111,6 +111,34 @@ fn first_run<'a>(run: &'a LocalRun, name: &str) -> &'a runner::LabRunOutput {
 }
 
 #[tokio::test]
+async fn the_nightly_drill_passes_with_the_breaker_and_its_stop_conditions_never_fire() {
+    let run = run_example("nightly-outage-drill.yaml", 0.5).await;
+    let r = results(&run);
+    assert_eq!(verdict(&run), VerdictResult::Passed, "{:?}", run.status.verdict);
+    assert!(
+        r.stopped.is_none(),
+        "a healthy breaker trips no stop condition: {:?}",
+        r.stopped
+    );
+    invariants_hold(r);
+    let t = &r.breaker.transitions;
+    assert!(
+        t.get("closed->open").copied().unwrap_or(0) >= 1,
+        "the outage opened the breaker: {t:?}"
+    );
+    let rows: Vec<&str> = run
+        .status
+        .verdict
+        .as_ref()
+        .unwrap()
+        .objectives
+        .iter()
+        .map(|o| o.name.as_str())
+        .collect();
+    assert!(!rows.contains(&"stopWhen"), "{rows:?}");
+}
+
+#[tokio::test]
 async fn the_breaker_shields_the_payment_service_during_an_outage_and_the_drill_passes_only_with_it() {
     let run = run_example("outage-drill.yaml", 0.5).await;
     assert_eq!(verdict(&run), VerdictResult::Passed, "{:?}", run.status.verdict);

@@ -16,6 +16,7 @@
 //! skips, without it.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use lab_service::run::{RunProgress, RunStage};
 use lab_service::summary::{InjectedFaults, InvariantResults, OrderCounts, PaymentResults, Percentiles, RunResults};
 use relab_operator::controller::machine::{self, Loadgen, Observed};
 use relab_operator::crd::{parse, problems};
@@ -211,7 +212,27 @@ fn step(
     loadgen: Loadgen,
     progress: Option<LiveProgress>,
 ) -> ReliabilityExperimentStatus {
-    let seen = Observed { now, loadgen, progress };
+    // the load generator's own account: in its load since it started
+    let since = match &loadgen {
+        Loadgen::Running { started_at } => (now - *started_at).to_std().unwrap_or_default(),
+        _ => std::time::Duration::ZERO,
+    };
+    let stage = if since.as_secs_f64() >= rx.spec.load.total_seconds() as f64 {
+        RunStage::Drain
+    } else {
+        RunStage::Load
+    };
+    let load = Some(RunProgress {
+        stage,
+        elapsed: since,
+        ..Default::default()
+    });
+    let seen = Observed {
+        now,
+        loadgen,
+        progress,
+        load,
+    };
     machine::advance(&rx.spec, status, rx.metadata.generation.unwrap(), &seen).0
 }
 
@@ -684,4 +705,64 @@ fn the_applications_point_at_real_paths_and_the_health_key_matches_the_crd() {
         synced += 1;
     }
     assert!(synced >= 3, "only {synced} drills synced");
+}
+
+#[test]
+fn a_schedule_waiting_for_its_first_tick_is_healthy_and_suspended_when_suspended() {
+    let mut rx = flaky_payments(1);
+    rx.spec.schedule = Some(relab_model::ops::ScheduleSpec {
+        cron: "0 3 * * 1-5".into(),
+        time_zone: "Europe/Berlin".into(),
+        suspend: false,
+        starting_deadline_seconds: 600,
+    });
+    let experiment = relab_operator::crd::validated(&rx).unwrap();
+    let (waiting, _) = machine::new_generation(&experiment, &Default::default(), 1, t0());
+    // 2025-03-01 is a Saturday: Monday 03:00 CET is 02:00 UTC
+    assert_eq!(waiting.next_run_time.as_deref(), Some("2025-03-03T02:00:00Z"));
+    let h = health(&with_status(rx.clone(), waiting));
+    assert_health(
+        &h,
+        "Healthy",
+        &["Scheduled: the first run starts at 2025-03-03T02:00:00Z"],
+    );
+
+    rx.spec.schedule.as_mut().unwrap().suspend = true;
+    let experiment = relab_operator::crd::validated(&rx).unwrap();
+    let (off, _) = machine::new_generation(&experiment, &Default::default(), 1, t0());
+    assert_eq!(off.next_run_time, None);
+    assert_health(&health(&with_status(rx, off)), "Suspended", &["Schedule suspended"]);
+}
+
+#[test]
+fn a_finished_scheduled_run_says_when_the_next_one_starts() {
+    let rx = flaky_payments(1);
+    let mut status = passed(&rx);
+    status.scheduled_run = Some(4);
+    status.next_run_time = Some("2025-03-04T02:00:00Z".into());
+    let h = health(&with_status(rx, status));
+    assert_health(
+        &h,
+        "Healthy",
+        &["Succeeded: verdict Passed", "; next run 2025-03-04T02:00:00Z"],
+    );
+}
+
+#[test]
+fn a_stopped_run_is_degraded_and_says_what_stopped_it() {
+    let rx = flaky_payments(1);
+    let mut r = results(1991, 0.3);
+    r.stopped = Some(relab_model::ops::Stopped {
+        condition: "stopWhen[0] successRatio over the last 10 s".into(),
+        observed: "success ratio 0.6100 over the last 10 s, target 0.99".into(),
+        at_seconds: 14.0,
+    });
+    let status = finished(&rx, &r);
+    assert_eq!(status.phase, Phase::Failed, "{:?}", status.verdict);
+    let h = health(&with_status(rx, status));
+    assert_health(
+        &h,
+        "Degraded",
+        &["stopped early by stopWhen[0] successRatio over the last 10 s at 14 s: success ratio 0.6100"],
+    );
 }

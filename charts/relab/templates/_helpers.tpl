@@ -62,9 +62,14 @@ app.kubernetes.io/component: operator
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]
-# live progress: the order service's /metrics through the API server's service proxy
+# live progress: the order service's /metrics through the API server's service
+# proxy, and the load generator's own stage (GET /progress) through the pod proxy
 - apiGroups: [""]
-  resources: [services/proxy]
+  resources: [services/proxy, pods/proxy]
+  verbs: [get]
+# spec.notify.webhook: the URL lives in a Secret (get only: never list or watch)
+- apiGroups: [""]
+  resources: [secrets]
   verbs: [get]
 - apiGroups: [events.k8s.io]
   resources: [events]

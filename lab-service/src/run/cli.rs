@@ -67,6 +67,10 @@ pub struct LoadgenArgs {
     /// Write only the results as compact JSON (< 4096 bytes) here, e.g. /dev/termination-log.
     #[arg(long, env = "RELAB_TERMINATION_LOG")]
     pub termination_log: Option<PathBuf>,
+    /// Serve the run's progress as JSON at `GET /progress` on this address
+    /// (the operator reads its stage: Draining starts when the load says so).
+    #[arg(long, env = "RELAB_PROGRESS_LISTEN")]
+    pub progress_listen: Option<std::net::SocketAddr>,
 }
 
 fn problem(field: &str, message: impl Into<String>) -> ConfigError {
@@ -94,6 +98,8 @@ pub struct LoadgenConfig {
     pub run: ExperimentRun,
     pub output: Option<PathBuf>,
     pub termination_log: Option<PathBuf>,
+    /// Where `GET /progress` is served (None: not served).
+    pub progress_listen: Option<std::net::SocketAddr>,
 }
 
 impl LoadgenConfig {
@@ -141,6 +147,9 @@ impl LoadgenConfig {
         if let Some(path) = &self.termination_log {
             env.push(("RELAB_TERMINATION_LOG", path.display().to_string()));
         }
+        if let Some(addr) = self.progress_listen {
+            env.push(("RELAB_PROGRESS_LISTEN", addr.to_string()));
+        }
         env
     }
 }
@@ -150,10 +159,12 @@ impl LoadgenArgs {
     pub fn into_config(self) -> Result<LoadgenConfig, ConfigError> {
         let output = self.output.clone();
         let termination_log = self.termination_log.clone();
+        let progress_listen = self.progress_listen;
         Ok(LoadgenConfig {
             run: self.into_run()?,
             output,
             termination_log,
+            progress_listen,
         })
     }
 
@@ -273,12 +284,20 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         run,
         output,
         termination_log,
+        progress_listen,
     } = args.into_config()?;
     let (progress, watcher) = watch::channel(RunProgress::default());
     let last = watcher.clone();
+    let served = match progress_listen {
+        Some(addr) => Some(serve_progress(addr, watcher.clone()).await?),
+        None => None,
+    };
     let printer = tokio::spawn(print_progress(watcher));
     let result = run_experiment(run, progress, crate::shutdown::signal()).await;
     printer.abort();
+    if let Some(server) = served {
+        server.abort();
+    }
     let last = last.borrow().clone();
     if std::io::stderr().is_terminal() {
         eprintln!("\r\x1b[2K{}", progress_bar(&last));
@@ -298,6 +317,30 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     serde_json::to_writer_pretty(&mut stdout, &out.results)?;
     writeln!(stdout)?;
     Ok(())
+}
+
+/// `GET /progress` on `addr`: the run's [`RunProgress`] as JSON (its
+/// `stage` says when the load is over). Bound before the run starts, so a
+/// port in use fails the load generator at once.
+pub async fn serve_progress(
+    addr: std::net::SocketAddr,
+    watcher: watch::Receiver<RunProgress>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let app = axum::Router::new().route(
+        "/progress",
+        axum::routing::get(move || {
+            let now = watcher.borrow().clone();
+            async move { axum::Json(now) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("--progress-listen {addr}: {e}"))?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "progress server stopped");
+        }
+    }))
 }
 
 /// One line per second on a log (not a TTY); a redrawn bar on a terminal.

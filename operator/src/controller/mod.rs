@@ -19,6 +19,7 @@ pub mod children;
 pub mod leader;
 pub mod machine;
 pub mod metrics;
+pub mod notify;
 pub mod observe;
 pub mod reconcile;
 pub mod status;
@@ -65,6 +66,34 @@ pub struct Options {
     pub instance: String,
     /// Per-experiment Grafana dashboard ConfigMaps (None: none made).
     pub dashboards: Option<build::DashboardOptions>,
+    /// What time it is (schedules, TTLs, webhook retries): the wall clock,
+    /// or a test's.
+    pub clock: Clock,
+}
+
+/// The controller's clock. Every decision that depends on the time takes
+/// it from here, so a test moves time forward instead of sleeping.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>);
+
+impl Clock {
+    /// The wall clock.
+    pub fn system() -> Self {
+        Self(Arc::new(chrono::Utc::now))
+    }
+    /// Any clock (a test's).
+    pub fn from_fn(now: impl Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(now))
+    }
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({})", self.now())
+    }
 }
 
 impl Default for Options {
@@ -79,6 +108,7 @@ impl Default for Options {
                 .or_else(|_| std::env::var("HOSTNAME"))
                 .unwrap_or_else(|_| "relab-operator".into()),
             dashboards: Some(build::DashboardOptions::default()),
+            clock: Clock::system(),
         }
     }
 }
@@ -160,6 +190,8 @@ pub struct Context {
     applied: std::sync::Mutex<std::collections::HashMap<(String, String), std::time::Instant>>,
     /// What the dashboard ConfigMap this process last applied was made from, by uid.
     dashboards: std::sync::Mutex<std::collections::HashMap<String, DashboardKey>>,
+    /// The webhook client (`spec.notify`).
+    http: reqwest::Client,
 }
 
 /// Everything an experiment's dashboard depends on besides its fixed
@@ -170,6 +202,8 @@ struct DashboardKey {
     run: Option<i64>,
     start: Option<String>,
     finish: Option<String>,
+    /// The scheduled run and the next tick (the description names them).
+    scheduled: (Option<u32>, Option<String>),
 }
 
 impl Context {
@@ -186,6 +220,7 @@ impl Context {
             metrics,
             applied: Default::default(),
             dashboards: Default::default(),
+            http: reqwest::Client::new(),
         }
     }
 }

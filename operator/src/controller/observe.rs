@@ -1,14 +1,15 @@
 //! The observe step: what the controller reads back from the cluster for
 //! the phase machine ([`Observed`]): the load generator's pod and Job (where
-//! the results arrive, as the container's termination message), and live
-//! progress from the order service's `/metrics`.
+//! the results arrive, as the container's termination message), the load
+//! generator's own stage (`GET /progress` on its pod), and live progress
+//! from the order service's `/metrics`.
 //!
 //! Progress is read through the API server's service proxy
 //! (`/api/v1/namespaces/<ns>/services/<svc>:<port>/proxy/metrics`): it works
 //! whether the operator runs in the cluster or beside it, needs no DNS, and
 //! sends nothing anywhere the API server would not.
 
-use super::build::{Names, LABEL_COMPONENT};
+use super::build::{Names, LABEL_COMPONENT, LOADGEN_PROGRESS_PORT};
 use super::machine::{Loadgen, Observed};
 use super::{err, Context, Error, ErrorKind};
 use crate::crd::LiveProgress;
@@ -18,47 +19,75 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::Client;
 use lab_service::run::sampler::parse_text;
+use lab_service::run::RunProgress;
 use std::time::Duration;
 
 /// What this run shows now: the load generator's state and, while it runs
 /// (and the operator reads progress), the live figures. A run that started
 /// in this reconcile has nothing to show yet (its status goes out first).
 pub async fn run(ctx: &Context, namespace: &str, names: &Names, started_now: bool) -> Result<Observed, Error> {
-    let loadgen = if started_now {
-        Loadgen::Missing
+    let (loadgen, pod) = if started_now {
+        (Loadgen::Missing, None)
     } else {
         loadgen(&ctx.client, namespace, names)
             .await
             .map_err(err(ErrorKind::Read, "reading the load generator"))?
     };
-    let progress = match loadgen {
-        Loadgen::Running { .. } if ctx.options.read_progress => progress(&ctx.client, namespace, names).await,
-        _ => None,
+    let (progress, load) = match (&loadgen, pod) {
+        (Loadgen::Running { .. }, Some(pod)) => (
+            match ctx.options.read_progress {
+                true => progress(&ctx.client, namespace, names).await,
+                false => None,
+            },
+            load_stage(&ctx.client, namespace, &pod).await,
+        ),
+        _ => (None, None),
     };
     Ok(Observed {
-        now: Utc::now(),
+        now: ctx.options.clock.now(),
         loadgen,
         progress,
+        load,
     })
 }
 
-/// The load generator of this run, as its pod (preferred) and Job show it.
-pub async fn loadgen(client: &Client, namespace: &str, names: &Names) -> Result<Loadgen, kube::Error> {
+/// The load generator's own account of its run (`GET /progress`, through
+/// the API server's pod proxy): its stage and the seconds since the load
+/// started. `None` when it cannot be read (yet).
+pub async fn load_stage(client: &Client, namespace: &str, pod: &str) -> Option<RunProgress> {
+    let path = format!("/api/v1/namespaces/{namespace}/pods/{pod}:{LOADGEN_PROGRESS_PORT}/proxy/progress");
+    let request = http::Request::get(path).body(Vec::new()).ok()?;
+    let text = tokio::time::timeout(Duration::from_secs(2), client.request_text(request))
+        .await
+        .ok()?
+        .ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// The load generator of this run, as its pod (preferred) and Job show it,
+/// and the pod's name.
+pub async fn loadgen(
+    client: &Client,
+    namespace: &str,
+    names: &Names,
+) -> Result<(Loadgen, Option<String>), kube::Error> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let selector = format!("{},{LABEL_COMPONENT}=loadgen", names.run_selector());
     let mut list = pods.list(&ListParams::default().labels(&selector)).await?.items;
     // newest first (backoffLimit is 0, so normally there is one)
     list.sort_by_key(|p| std::cmp::Reverse(p.metadata.creation_timestamp.clone().map(|t| t.0)));
-    if let Some(state) = list.first().map(pod_state) {
+    if let Some(pod) = list.first() {
+        let (state, name) = (pod_state(pod), pod.metadata.name.clone());
         if !matches!(state, Loadgen::Missing | Loadgen::Waiting { .. }) {
-            return Ok(state);
+            return Ok((state, name));
         }
         if let Some(failed) = job_failure(client, namespace, names).await? {
-            return Ok(failed);
+            return Ok((failed, name));
         }
-        return Ok(state);
+        return Ok((state, name));
     }
-    Ok(job_failure(client, namespace, names).await?.unwrap_or(Loadgen::Missing))
+    let state = job_failure(client, namespace, names).await?.unwrap_or(Loadgen::Missing);
+    Ok((state, None))
 }
 
 async fn job_failure(client: &Client, namespace: &str, names: &Names) -> Result<Option<Loadgen>, kube::Error> {

@@ -4,10 +4,13 @@
 //!    cross-field rule, into a `ValidatedExperiment` (the only input of what
 //!    follows; the resource itself gives only its identity, [`Owner`]);
 //!    problems -> `Valid=False` with every path, one Event, no requeue;
-//! 2. **start a run** when `metadata.generation` is new ([`machine::start`]):
+//! 2. **start a run** when `metadata.generation` is new
+//!    ([`machine::new_generation`]), or, with `spec.schedule`, at its tick
+//!    ([`schedule::tick`]; a new generation then waits for the next tick):
 //!    the finished run goes to `status.history`, the previous run's children
-//!    are deleted; a finished run only waits for its TTL ([`finished`]), a
-//!    suspended one stays `Pending`;
+//!    are deleted; a finished run only waits for its TTL, its webhook
+//!    ([`notify`]) and its next tick ([`finished`]), a suspended one stays
+//!    `Pending`;
 //! 3. **build** the children (pure, [`build`]) and 4. **apply** them
 //!    ([`apply`]): the Services first, the rest with their ClusterIPs;
 //! 5. **observe** the load generator and the live progress ([`observe`]);
@@ -16,8 +19,8 @@
 //!    ([`status`]).
 
 use super::build::{self, Owner};
-use super::machine::{self, Note};
-use super::{apply, observe, status, Context, Error};
+use super::machine::{self, schedule, Note};
+use super::{apply, notify, observe, status, Context, Error};
 use crate::crd::{Phase, ReliabilityExperiment, ReliabilityExperimentStatus};
 use chrono::Utc;
 use kube::runtime::controller::Action;
@@ -46,7 +49,7 @@ pub fn validate(rx: &ReliabilityExperiment) -> Result<ValidatedExperiment, Vec<F
 async fn reconcile_experiment(rx: &ReliabilityExperiment, ctx: &Context) -> Result<Action, Error> {
     let generation = rx.metadata.generation.unwrap_or(0);
     let old = rx.status.clone().unwrap_or_default();
-    let now = Utc::now();
+    let now = ctx.options.clock.now();
 
     // 1. validate
     let experiment = match validate(rx) {
@@ -57,19 +60,29 @@ async fn reconcile_experiment(rx: &ReliabilityExperiment, ctx: &Context) -> Resu
             return Ok(Action::await_change());
         }
     };
-    let whole = Owner::of(rx);
-    let run = (&whole, &experiment);
-    let namespace = whole.namespace.clone().unwrap_or_default();
+    let namespace = rx.namespace().unwrap_or_default();
 
-    // 2. a new run?
+    // 2. a new run? (a new generation; with a schedule, its tick)
     let (mut status, mut notes) = (old.clone(), Vec::new());
-    let started_now = old.observed_generation != Some(generation);
-    if started_now {
-        (status, notes) = machine::start(&experiment, &old, generation, now);
-        if old.observed_generation.is_some() {
-            // an earlier run (or an invalid spec's generation) may have left children
-            apply::delete_children(ctx, &namespace, &whole.names.other_runs_selector()).await?;
-        }
+    let new_generation = old.observed_generation != Some(generation);
+    if new_generation {
+        (status, notes) = machine::new_generation(&experiment, &old, generation, now);
+    }
+    let mut started_now = new_generation && !scheduled(&experiment);
+    if scheduled(&experiment) {
+        let (next, more, fired) = schedule::tick(&experiment, &status, generation, now);
+        (status, started_now) = (next, started_now || fired);
+        notes.extend(more);
+    }
+    let whole = Owner::of(rx).for_scheduled_run(status.scheduled_run);
+    let run = (&whole, &experiment);
+    if (started_now || new_generation) && old.observed_generation.is_some() {
+        // an earlier run (or an invalid spec's generation) may have left children
+        apply::delete_children(ctx, &namespace, &whole.names.other_runs_selector()).await?;
+    }
+    if scheduled(&experiment) && schedule::awaiting(&status) {
+        let status = record(ctx, rx, Some(run), &old, status, &notes).await?;
+        return Ok(ctx.until_tick(&status, now, None));
     }
     // a comparison runs one lab at a time: which one is this, and its spec
     let lab_run = machine::current_lab_run(&experiment, &status);
@@ -139,7 +152,38 @@ async fn finished(
     notes: Vec<Note>,
 ) -> Result<Action, Error> {
     let (owner, experiment) = run;
-    let now = Utc::now();
+    let now = ctx.options.clock.now();
+    let (mut status, mut notes) = (status, notes);
+    // the webhook first: its record goes out with this status write, made
+    // on the stored object as it is now (a status write refused as stale
+    // after a POST would lose the record, and the POST would be repeated)
+    let fresh;
+    let mut rx = rx;
+    let retry_at = match notify::due(experiment, owner, &status, now) {
+        notify::Due::Nothing => None,
+        notify::Due::Later(at) => Some(at),
+        notify::Due::Now(id) => {
+            fresh = stored(ctx, rx).await?;
+            if fresh.status.as_ref() != Some(old) {
+                // the cache is behind the stored status (an earlier attempt's
+                // record may be there): look again once it caught up
+                return Ok(Action::requeue(Duration::from_millis(500)));
+            }
+            rx = &fresh;
+            let hook = notify::webhook(experiment).expect("a delivery is due only with a webhook");
+            let event = notify::event(owner, &status, &id, now);
+            let namespace = owner.namespace.as_deref().unwrap_or_default();
+            let outcome = notify::deliver(&ctx.client, &ctx.http, namespace, hook, &event).await;
+            let (next, more) = notify::recorded(&status, id, outcome, now);
+            (status, notes) = (next, notes.into_iter().chain(more).collect());
+            status
+                .notification
+                .as_ref()
+                .and_then(|n| n.next_attempt_time.as_deref())
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc))
+        }
+    };
     match machine::cleanup_due(experiment, &status) {
         Some(due) if now >= due => {
             let done = get_condition(&status.conditions, "WorkloadsDeleted").is_some_and(|c| c.status == "True");
@@ -149,18 +193,49 @@ async fn finished(
             }
             let (status, more) = machine::cleaned_up(&status, owner.names.generation, now);
             let notes: Vec<Note> = notes.into_iter().chain(more).collect();
-            record(ctx, rx, Some(run), old, status, &notes).await?;
-            Ok(Action::await_change())
+            let status = record(ctx, rx, Some(run), old, status, &notes).await?;
+            Ok(ctx.until_tick(&status, now, retry_at))
         }
-        Some(due) => {
-            record(ctx, rx, Some(run), old, status, &notes).await?;
-            let wait = (due - now).to_std().unwrap_or_default() + Duration::from_millis(100);
-            Ok(Action::requeue(wait))
+        due => {
+            let status = record(ctx, rx, Some(run), old, status, &notes).await?;
+            let also = [due, retry_at].into_iter().flatten().min();
+            Ok(ctx.until_tick(&status, now, also))
         }
-        None => {
-            record(ctx, rx, Some(run), old, status, &notes).await?;
-            Ok(Action::await_change())
+    }
+}
+
+/// The experiment as stored now (not as the controller's cache has it).
+async fn stored(ctx: &Context, rx: &ReliabilityExperiment) -> Result<ReliabilityExperiment, Error> {
+    let api: kube::Api<ReliabilityExperiment> =
+        kube::Api::namespaced(ctx.client.clone(), &rx.namespace().unwrap_or_default());
+    api.get(&rx.name_any())
+        .await
+        .map_err(super::err(super::ErrorKind::Read, "reading the experiment"))
+}
+
+fn scheduled(experiment: &ValidatedExperiment) -> bool {
+    experiment.spec().schedule.is_some()
+}
+
+impl Context {
+    /// Wait for a change, or until the earliest of `also` and the status's
+    /// next tick. A tick is looked at again at least every six polls, so a
+    /// clock that jumps (a test's, or a corrected wall clock) is seen soon.
+    fn until_tick(
+        &self,
+        status: &ReliabilityExperimentStatus,
+        now: chrono::DateTime<Utc>,
+        also: Option<chrono::DateTime<Utc>>,
+    ) -> Action {
+        let tick = schedule::next_tick_at(status);
+        let Some(at) = [tick, also].into_iter().flatten().min() else {
+            return Action::await_change();
+        };
+        let mut wait = (at - now).to_std().unwrap_or_default() + Duration::from_millis(100);
+        if tick.is_some() {
+            wait = wait.min(self.options.poll_interval * 6);
         }
+        Action::requeue(wait)
     }
 }
 

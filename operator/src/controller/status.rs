@@ -35,6 +35,7 @@ pub async fn apply_dashboard(
         run: status.observed_generation,
         start: status.start_time.clone(),
         finish: status.finish_time.clone(),
+        scheduled: (status.scheduled_run, status.next_run_time.clone()),
     };
     let uid = owner.reference.uid.clone();
     let current = ctx.dashboards.lock().expect("dashboards cache").get(&uid) == Some(&key);

@@ -321,6 +321,38 @@ fn schedule_text(spec: &ReliabilityExperimentSpec) -> String {
     format!("fault phases after the load starts: {}", phases.join(", "))
 }
 
+/// `3`, or `3s2` for scheduled run 2 of generation 3.
+fn run_text(status: &ReliabilityExperimentStatus) -> String {
+    let generation = status.observed_generation.unwrap_or(0);
+    match status.scheduled_run {
+        Some(n) => format!("{generation}s{n}"),
+        None => generation.to_string(),
+    }
+}
+
+/// What a drill as an operation adds: why the run stopped early, and the
+/// schedule's next run.
+fn operations_text(spec: &ReliabilityExperimentSpec, status: &ReliabilityExperimentStatus) -> String {
+    let mut parts = Vec::new();
+    if let Some(stopped) = status.results.as_ref().and_then(|r| r.stopped.as_ref()) {
+        parts.push(format!(
+            "stopped early by {} at {:.1} s: {}",
+            stopped.condition, stopped.at_seconds, stopped.observed
+        ));
+    }
+    if let Some(schedule) = &spec.schedule {
+        let next = match &status.next_run_time {
+            Some(t) => format!("next run {t}"),
+            None => "suspended".into(),
+        };
+        parts.push(format!(
+            "scheduled {:?} in {}: {next}",
+            schedule.cron, schedule.time_zone
+        ));
+    }
+    parts.iter().map(|p| format!("; {p}")).collect()
+}
+
 /// The dashboard of one experiment: its run's time window (start − 1 min to
 /// finish + 1 min, or to now while it runs), fault phases and breaker
 /// openings as annotations, and the panels of [`experiment_panels`].
@@ -388,9 +420,10 @@ pub fn experiment(
         "uid": uid(namespace, name),
         "title": format!("relab: {namespace}/{name}"),
         "description": format!(
-            "ReliabilityExperiment {namespace}/{name}, run {} ({}). Made by the relab operator; edits are overwritten.",
-            status.observed_generation.unwrap_or(0),
-            schedule_text(spec)
+            "ReliabilityExperiment {namespace}/{name}, run {} ({}){}. Made by the relab operator; edits are overwritten.",
+            run_text(status),
+            schedule_text(spec),
+            operations_text(spec, status)
         ),
         "tags": ["relab", "relab-experiment"],
         "editable": false,
@@ -604,6 +637,39 @@ mod tests {
         assert_eq!(api["fieldConfig"]["defaults"]["thresholds"]["steps"][1]["value"], 100.0);
         assert!(d["description"].as_str().unwrap().contains("outage 10–20 s"));
         assert!(d["uid"].as_str().unwrap().len() <= 40);
+    }
+
+    #[test]
+    fn a_stopped_or_scheduled_run_says_so() {
+        let mut spec = spec();
+        spec.schedule = Some(relab_model::ops::ScheduleSpec {
+            cron: "0 3 * * *".into(),
+            time_zone: "Europe/Berlin".into(),
+            suspend: false,
+            starting_deadline_seconds: 600,
+        });
+        let status = ReliabilityExperimentStatus {
+            observed_generation: Some(3),
+            scheduled_run: Some(2),
+            next_run_time: Some("2026-12-05T02:00:00Z".into()),
+            results: Some(relab_model::results::RunResults {
+                stopped: Some(relab_model::ops::Stopped {
+                    condition: "stopWhen[1] doubleCharges".into(),
+                    observed: "1 orders charged more than once".into(),
+                    at_seconds: 7.0,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let d = experiment("lab", "drill", &spec, &status);
+        let text = d["description"].as_str().unwrap();
+        assert!(text.contains("run 3s2"), "{text}");
+        assert!(
+            text.contains("stopped early by stopWhen[1] doubleCharges at 7.0 s"),
+            "{text}"
+        );
+        assert!(text.contains("next run 2026-12-05T02:00:00Z"), "{text}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! names, so one map serves them all, listen addresses included.
 
 use super::LabDefaults;
-use super::{Owner, ServiceIps, API_PORT, MOCK_PORT, POSTGRES_PORT, WORKER_ADMIN_PORT};
+use super::{Owner, ServiceIps, API_PORT, LOADGEN_PROGRESS_PORT, MOCK_PORT, POSTGRES_PORT, WORKER_ADMIN_PORT};
 use k8s_openapi::api::core::v1::ConfigMap;
 use lab_service::cli::{admin_listen_env, MockConfig};
 use lab_service::config::{ApiConfig, DatabaseArgs};
@@ -82,6 +82,7 @@ pub fn loadgen_config(
         },
         output: None,
         termination_log: Some(TERMINATION_LOG.into()),
+        progress_listen: Some(std::net::SocketAddr::from(([0, 0, 0, 0], LOADGEN_PROGRESS_PORT as u16))),
     }
 }
 

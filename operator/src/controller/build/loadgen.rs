@@ -3,8 +3,8 @@
 //! termination message (read back by [`crate::controller::observe`]).
 
 use super::config_map::TERMINATION_LOG;
-use super::pod::{database_env, lab_container, lab_pod, resources, Images};
-use super::{LabDefaults, Owner};
+use super::pod::{database_env, lab_container, lab_pod, resources, tcp_port, Images};
+use super::{LabDefaults, Owner, LOADGEN_PROGRESS_PORT};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -22,6 +22,8 @@ pub fn deadline_seconds(experiment: &ValidatedExperiment, defaults: &LabDefaults
 pub fn container(owner: &Owner, experiment: &ValidatedExperiment, images: &Images) -> Container {
     Container {
         env: database_env(experiment),
+        // `GET /progress`: the controller reads the stage (through the pod proxy)
+        ports: Some(vec![tcp_port("progress", LOADGEN_PROGRESS_PORT)]),
         termination_message_path: Some(TERMINATION_LOG.into()),
         termination_message_policy: Some("File".into()),
         resources: Some(resources("100m", "64Mi", "1", "256Mi")),

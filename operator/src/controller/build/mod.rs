@@ -44,6 +44,8 @@ pub const API_PORT: i32 = 8080;
 pub const WORKER_ADMIN_PORT: i32 = 9090;
 pub const MOCK_PORT: i32 = 8081;
 pub const POSTGRES_PORT: i32 = 5432;
+/// The load generator's `GET /progress` (its stage: load, drain, audit).
+pub const LOADGEN_PROGRESS_PORT: i32 = 9091;
 
 /// Operator-wide defaults for the lab's pods (flags of `relab operator`);
 /// `spec.images` overrides them per experiment.
@@ -91,7 +93,13 @@ impl Owner {
 
     /// The same owner, naming the children of lab run `lab_run` (of `variant`).
     pub fn for_lab_run(mut self, lab_run: u32, variant: Option<String>) -> Self {
-        self.names = Names::for_lab_run(self.names.experiment.clone(), self.names.generation, lab_run, variant);
+        self.names = self.names.for_lab_run(lab_run, variant);
+        self
+    }
+
+    /// The same owner, naming the children of scheduled run `n` (None: not scheduled).
+    pub fn for_scheduled_run(mut self, n: Option<u32>) -> Self {
+        self.names = self.names.for_scheduled_run(n);
         self
     }
 

@@ -15,11 +15,15 @@ pub const MANAGED_BY: &str = "relab-operator";
 /// Names of one run's children. An experiment of several lab runs
 /// (variants, repeats) gives each its own children, one lab at a time:
 /// `<experiment>-r<generation>-<lab run>-<component>`, labelled
-/// `relab.dev/run=<generation>-<lab run>`.
+/// `relab.dev/run=<generation>-<lab run>`. A scheduled run `n`
+/// (`spec.schedule`) adds `s<n>` to the run: `<experiment>-r3s2-...`,
+/// `relab.dev/run=3s2`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
     pub experiment: String,
     pub generation: i64,
+    /// Which scheduled run of the generation (None: not scheduled).
+    pub scheduled_run: Option<u32>,
     /// Which lab run of a comparison (None: an experiment of one lab run).
     pub lab_run: Option<u32>,
     /// The variant the lab run runs (its pods carry it as `relab.dev/variant`).
@@ -37,29 +41,45 @@ impl Names {
     /// The names of run `generation` of the experiment `experiment`.
     pub fn for_run(experiment: String, generation: i64) -> Self {
         Self {
-            base: format!("{experiment}-r{generation}"),
-            run_label: generation.to_string(),
+            base: String::new(),
+            run_label: String::new(),
             experiment,
             generation,
+            scheduled_run: None,
             lab_run: None,
             variant: None,
         }
+        .named()
     }
 
     /// The names of lab run `lab_run` (of `variant`) of a comparison.
-    pub fn for_lab_run(experiment: String, generation: i64, lab_run: u32, variant: Option<String>) -> Self {
-        Self {
-            base: format!("{experiment}-r{generation}-{lab_run}"),
-            run_label: format!("{generation}-{lab_run}"),
-            experiment,
-            generation,
-            lab_run: Some(lab_run),
-            variant,
-        }
+    pub fn for_lab_run(mut self, lab_run: u32, variant: Option<String>) -> Self {
+        self.lab_run = Some(lab_run);
+        self.variant = variant;
+        self.named()
     }
 
-    /// The value of `relab.dev/run` on this run's children (`3`, or `3-1`
-    /// for lab run 1 of a comparison).
+    /// The names of scheduled run `n` of the generation (None: not scheduled).
+    pub fn for_scheduled_run(mut self, n: Option<u32>) -> Self {
+        self.scheduled_run = n;
+        self.named()
+    }
+
+    fn named(mut self) -> Self {
+        let mut run = self.generation.to_string();
+        if let Some(n) = self.scheduled_run {
+            run.push_str(&format!("s{n}"));
+        }
+        if let Some(k) = self.lab_run {
+            run.push_str(&format!("-{k}"));
+        }
+        self.base = format!("{}-r{run}", self.experiment);
+        self.run_label = run;
+        self
+    }
+
+    /// The value of `relab.dev/run` on this run's children (`3`, `3-1` for
+    /// lab run 1 of a comparison, `3s2` for scheduled run 2).
     pub fn run_label(&self) -> &str {
         &self.run_label
     }

@@ -10,8 +10,8 @@
 //!   is not running yet (images pulling, waiting to be scheduled).
 //! - `Running`: the load generator runs; `progress` is refreshed from the
 //!   order service's metrics.
-//! - `Draining`: the load's length has passed; the load generator waits for
-//!   accepted orders to finish and audits.
+//! - `Draining`: the load generator says its load is over (its own stage,
+//!   not the clock); it waits for accepted orders to finish and audits.
 //! - `Analyzing`: the load generator's summary arrived; it is judged.
 //! - `Succeeded`: objectives met. `Failed`: objectives not met, the verdict
 //!   is inconclusive, or the run could not finish (the reason is in the
@@ -27,6 +27,7 @@
 
 mod comparison;
 mod phases;
+pub mod schedule;
 
 pub use comparison::{current_lab_run, step_lab_run};
 pub use phases::step;
@@ -73,6 +74,9 @@ pub struct Observed {
     pub loadgen: Loadgen,
     /// From the order service's metrics, when they could be read.
     pub progress: Option<LiveProgress>,
+    /// The load generator's own progress (its stage and the seconds since
+    /// the load started), when it could be read.
+    pub load: Option<lab_service::run::RunProgress>,
 }
 
 /// A notable change, published as a Kubernetes Event.
@@ -141,6 +145,24 @@ pub fn start(
     // a comparison reports per variant (one lab run at a time)
     status.variants = relab_model::compare::initial_variants(experiment);
     status.execution = relab_model::compare::execution(experiment);
+    (status, notes)
+}
+
+/// A new generation (a spec change): a run starts, or, with
+/// `spec.schedule`, the experiment waits for its next tick
+/// ([`schedule::tick`] starts the runs).
+pub fn new_generation(
+    experiment: &ValidatedExperiment,
+    old: &ReliabilityExperimentStatus,
+    generation: i64,
+    now: DateTime<Utc>,
+) -> (ReliabilityExperimentStatus, Vec<Note>) {
+    let (mut status, notes) = start(experiment, old, generation, now);
+    if experiment.spec().schedule.is_none() {
+        return (status, notes);
+    }
+    status.last_schedule_time = old.last_schedule_time.clone();
+    let notes = schedule::wait_for_first_tick(experiment, &mut status, generation, now);
     (status, notes)
 }
 
@@ -227,13 +249,16 @@ fn start_with(
 }
 
 fn summary(old: &ReliabilityExperimentStatus, results: &RunResults, verdict: VerdictResult) -> RunSummary {
-    relab_model::compare::summary_of(
-        old.run_id.clone(),
-        old.observed_generation,
-        old.finish_time.clone(),
-        verdict,
-        results,
-    )
+    RunSummary {
+        scheduled_run: old.scheduled_run,
+        ..relab_model::compare::summary_of(
+            old.run_id.clone(),
+            old.observed_generation,
+            old.finish_time.clone(),
+            verdict,
+            results,
+        )
+    }
 }
 
 /// Suspended before it started: stays `Pending` with `Suspended=True`.

@@ -4,13 +4,14 @@
 //! | load generator | function | phase afterwards |
 //! |---|---|---|
 //! | no pod, or not started | [`provisioning`] | `Provisioning` |
-//! | running | [`running`] | `Running`, then `Draining` once the load's length passed |
+//! | running | [`running`] | `Running`, then `Draining` once it says its load is over |
 //! | exited 0 with a summary | [`reported`] | `Analyzing`, then `Succeeded` or `Failed` by the verdict |
 //! | exited otherwise, or its Job failed | [`crashed`], [`job_failed`] | `Failed` |
 
 use super::{Loadgen, Note, Observed};
 use crate::crd::{Phase, ReliabilityExperimentSpec, ReliabilityExperimentStatus};
 use chrono::{DateTime, Utc};
+use lab_service::run::RunStage;
 use relab_model::results::RunResults;
 use relab_model::status::{condition, judged_from, set_condition, timestamp, Condition};
 use relab_model::ValidatedExperiment;
@@ -116,15 +117,23 @@ fn provisioning(step: &mut Step, reason: Option<&str>) {
     step.set("Ready", "False", "Provisioning", detail);
 }
 
-/// The load runs: progress (live figures when read, the elapsed time from
-/// the container's start), `Running`, and `Draining` once the load's
-/// length has passed.
+/// The load generator runs: progress (live figures when read; the seconds
+/// of load from the load generator itself), `Running`, and `Draining` once
+/// the load generator says its load is over. Its stage, never the clock,
+/// decides: a lab still waiting for its pods stays `Running` at 0 s of load.
 fn running(step: &mut Step, spec: &ReliabilityExperimentSpec, started_at: DateTime<Utc>, seen: &Observed) {
     let s = &mut step.status;
     if s.start_time.is_none() {
         s.start_time = Some(timestamp(started_at));
     }
-    let elapsed = (seen.now - started_at).num_milliseconds().max(0) as f64 / 1000.0;
+    let before = s.progress.as_ref().map(|p| p.elapsed_seconds).unwrap_or(0.0);
+    let (elapsed, load_over) = match &seen.load {
+        Some(load) => (
+            load.elapsed.as_secs_f64(),
+            matches!(load.stage, RunStage::Drain | RunStage::Audit | RunStage::Done),
+        ),
+        None => (before, false),
+    };
     let mut progress = seen
         .progress
         .clone()
@@ -134,16 +143,21 @@ fn running(step: &mut Step, spec: &ReliabilityExperimentSpec, started_at: DateTi
         progress.breaker_state = "unknown".into();
     }
     s.progress = Some(progress);
-    step.set("Ready", "True", "LoadRunning", "the load generator is running".into());
+    let waiting = seen.load.as_ref().is_some_and(|l| l.stage == RunStage::Starting);
+    let detail = match waiting {
+        true => "the load generator waits for the lab (database, order service, payment mock)",
+        false => "the load generator is running",
+    };
+    step.set("Ready", "True", "LoadRunning", detail.into());
     let load = spec.load.total_seconds() as f64;
     if step.status.phase == Phase::Provisioning {
-        step.go(Phase::Running, format!("load started: {load} s of load"));
+        step.go(Phase::Running, format!("load generator started: {load} s of load"));
     }
-    if elapsed >= load && step.status.phase == Phase::Running {
+    if load_over && step.status.phase == Phase::Running {
         step.go(
             Phase::Draining,
             format!(
-                "load over; waiting at most {} s for accepted orders, then the audit",
+                "load over after {elapsed:.1} s (the load generator's own account); waiting at most {} s for accepted orders, then the audit",
                 spec.load.drain_timeout_seconds
             ),
         );

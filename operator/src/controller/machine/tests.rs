@@ -19,7 +19,17 @@ fn seen(at: i64, loadgen: Loadgen) -> Observed {
         now: t(at),
         loadgen,
         progress: None,
+        load: None,
     }
+}
+
+/// The load generator's own account: `stage`, `secs` into the load.
+fn load(stage: lab_service::run::RunStage, secs: f64) -> Option<lab_service::run::RunProgress> {
+    Some(lab_service::run::RunProgress {
+        stage,
+        elapsed: std::time::Duration::from_secs_f64(secs),
+        ..Default::default()
+    })
 }
 
 fn results(success_ratio: f64) -> RunResults {
@@ -53,15 +63,46 @@ fn a_run_walks_every_phase_with_an_event_each() {
     let (s2, notes) = step(&spec, &s, 1, &seen(2, Loadgen::Missing));
     assert_eq!(s2, s, "nothing new seen: nothing changes");
     assert!(notes.is_empty());
+    use lab_service::run::RunStage;
     let running = Loadgen::Running { started_at: t(5) };
     let (s, notes) = step(&spec, &s, 1, &seen(6, running.clone()));
     assert_eq!(s.phase, Phase::Running);
     assert_eq!(notes[0].reason, "Running");
-    assert_eq!(s.progress.as_ref().unwrap().elapsed_seconds, 1.0);
     assert_eq!(s.start_time.as_deref(), Some(timestamp(t(5)).as_str()));
-    let (s, notes) = step(&spec, &s, 1, &seen(36, running));
+    // the lab's pods are still starting: far past the load's length by the
+    // clock, but the load generator has not begun, so no Draining
+    let waiting = Observed {
+        load: load(RunStage::Starting, 0.0),
+        ..seen(90, running.clone())
+    };
+    let (s, notes) = step(&spec, &s, 1, &waiting);
+    assert_eq!(s.phase, Phase::Running, "{notes:?}");
+    assert_eq!(s.progress.as_ref().unwrap().elapsed_seconds, 0.0);
+    assert!(get_condition(&s.conditions, "Ready")
+        .unwrap()
+        .message
+        .contains("waits for the lab"));
+    let loading = Observed {
+        load: load(RunStage::Load, 12.5),
+        ..seen(103, running.clone())
+    };
+    let (s, _) = step(&spec, &s, 1, &loading);
+    assert_eq!(s.phase, Phase::Running);
+    assert_eq!(s.progress.as_ref().unwrap().elapsed_seconds, 12.5);
+    // unreadable for a moment: the last figure stays, the phase too
+    let (s, _) = step(&spec, &s, 1, &seen(200, running.clone()));
+    assert_eq!(
+        (s.phase, s.progress.as_ref().unwrap().elapsed_seconds),
+        (Phase::Running, 12.5)
+    );
+    let drained = Observed {
+        load: load(RunStage::Drain, 30.2),
+        ..seen(121, running)
+    };
+    let (s, notes) = step(&spec, &s, 1, &drained);
     assert_eq!(s.phase, Phase::Draining);
     assert_eq!(notes[0].reason, "Draining");
+    assert!(notes[0].message.contains("after 30.2 s"), "{notes:?}");
     let (s, notes) = step(&spec, &s, 1, &seen(40, terminated(&results(0.95))));
     assert_eq!(s.phase, Phase::Succeeded);
     let reasons: Vec<_> = notes.iter().map(|n| n.reason.as_str()).collect();
@@ -222,4 +263,119 @@ fn the_baseline_gate_compares_with_the_last_passed_run_in_the_history() {
     let (s, _) = step(&spec, &first, 1, &seen(40, terminated(&results(0.95))));
     assert_eq!(s.phase, Phase::Succeeded);
     assert!(s.baseline.as_ref().unwrap().baseline.starts_with("none"));
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+/// A run of the scheduled status `s` played to its end at `now`.
+fn finish_run(
+    spec: &ValidatedExperiment,
+    s: &ReliabilityExperimentStatus,
+    now: DateTime<Utc>,
+) -> ReliabilityExperimentStatus {
+    let running = Loadgen::Running { started_at: now };
+    let (s, _) = step(
+        spec,
+        s,
+        1,
+        &Observed {
+            now,
+            ..seen(0, running)
+        },
+    );
+    let (s, _) = step(
+        spec,
+        &s,
+        1,
+        &Observed {
+            now,
+            ..seen(0, terminated(&results(0.95)))
+        },
+    );
+    assert!(s.phase.is_finished());
+    s
+}
+
+#[test]
+fn a_schedule_starts_one_run_per_tick_keeps_history_and_skips_ticks_during_a_run() {
+    let spec = spec("  schedule: {cron: \"0 3 * * *\", startingDeadlineSeconds: 60}");
+    let (s, notes) = new_generation(&spec, &Default::default(), 1, at("2026-12-04T12:00:00Z"));
+    assert_eq!((s.phase, s.scheduled_run), (Phase::Pending, None));
+    assert_eq!(s.next_run_time.as_deref(), Some("2026-12-05T03:00:00Z"));
+    assert_eq!(notes[0].reason, "Scheduled");
+    assert!(schedule::awaiting(&s));
+    // before the tick: nothing
+    let (s, notes, fired) = schedule::tick(&spec, &s, 1, at("2026-12-05T02:59:59Z"));
+    assert!(!fired && notes.is_empty());
+    // the tick: run 1
+    let (s, notes, fired) = schedule::tick(&spec, &s, 1, at("2026-12-05T03:00:02Z"));
+    assert!(fired);
+    assert_eq!(notes[0].reason, "RunStarted");
+    assert_eq!(
+        (s.scheduled_run, s.last_schedule_time.as_deref()),
+        (Some(1), Some("2026-12-05T03:00:00Z"))
+    );
+    assert_eq!(s.next_run_time.as_deref(), Some("2026-12-06T03:00:00Z"));
+    // the same instant again (a restart before anything else changed): no second start
+    let (again, notes, fired) = schedule::tick(&spec, &s, 1, at("2026-12-05T03:00:02Z"));
+    assert!(!fired && notes.is_empty());
+    assert_eq!(again, s);
+    // still running at the next tick: skipped
+    let running = step(
+        &spec,
+        &s,
+        1,
+        &Observed {
+            now: at("2026-12-05T03:00:10Z"),
+            ..seen(
+                0,
+                Loadgen::Running {
+                    started_at: at("2026-12-05T03:00:05Z"),
+                },
+            )
+        },
+    )
+    .0;
+    let (s, notes, fired) = schedule::tick(&spec, &running, 1, at("2026-12-06T03:00:01Z"));
+    assert!(!fired);
+    assert_eq!(notes[0].reason, "ScheduleSkipped");
+    assert_eq!((s.scheduled_run, s.phase), (Some(1), Phase::Running));
+    assert_eq!(s.next_run_time.as_deref(), Some("2026-12-07T03:00:00Z"));
+    // finished; ticks 3 and 4 make runs 2 and 3, each finished run in the history
+    let s = finish_run(&spec, &s, at("2026-12-06T04:00:00Z"));
+    let (s, _, fired) = schedule::tick(&spec, &s, 1, at("2026-12-07T03:00:30Z"));
+    assert!(fired && s.scheduled_run == Some(2) && s.history.len() == 1);
+    assert_eq!(s.history[0].scheduled_run, Some(1));
+    let s = finish_run(&spec, &s, at("2026-12-07T04:00:00Z"));
+    // down past the deadline at tick 4: missed, not caught up
+    let (s, notes, fired) = schedule::tick(&spec, &s, 1, at("2026-12-08T03:05:00Z"));
+    assert!(!fired);
+    assert_eq!(notes[0].reason, "ScheduleMissed");
+    assert_eq!(s.next_run_time.as_deref(), Some("2026-12-09T03:00:00Z"));
+    let (s, _, fired) = schedule::tick(&spec, &s, 1, at("2026-12-09T03:00:00Z"));
+    assert!(fired);
+    assert_eq!((s.scheduled_run, s.history.len()), (Some(3), 2));
+    assert_eq!(
+        s.history.iter().map(|h| h.scheduled_run).collect::<Vec<_>>(),
+        [Some(2), Some(1)],
+        "newest first"
+    );
+}
+
+#[test]
+fn a_suspended_schedule_has_no_next_run_and_never_fires() {
+    let spec = spec("  schedule: {cron: \"*/5 * * * *\", suspend: true}");
+    let (s, _) = new_generation(&spec, &Default::default(), 1, at("2026-12-04T12:00:00Z"));
+    assert_eq!(s.next_run_time, None);
+    assert_eq!(
+        get_condition(&s.conditions, "Scheduled").unwrap().reason,
+        "ScheduleSuspended"
+    );
+    for minutes in [5, 60, 60 * 24] {
+        let now = at("2026-12-04T12:00:00Z") + chrono::Duration::minutes(minutes);
+        let (next, _, fired) = schedule::tick(&spec, &s, 1, now);
+        assert!(!fired && next.next_run_time.is_none());
+    }
 }
