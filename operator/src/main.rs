@@ -400,6 +400,16 @@ async fn run(manifest: PathBuf, flags: RunFlags) -> ExitCode {
         output_dir: Some(output_dir),
         baseline,
     };
+    // the operator's parts of a drill as an operation: said, not silently dropped
+    if let Some(schedule) = &experiment.spec().schedule {
+        eprintln!(
+            "relab: spec.schedule ({:?} in {}) is the operator's; relab run runs once, now",
+            schedule.cron, schedule.time_zone
+        );
+    }
+    if experiment.spec().notify.is_some() {
+        eprintln!("relab: spec.notify is the operator's; relab run reports here and in its output files");
+    }
     let stop = CancellationToken::new();
     let on_signal = stop.clone();
     tokio::spawn(async move {

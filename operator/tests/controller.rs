@@ -379,10 +379,14 @@ async fn an_applied_experiment_gets_its_lab_then_the_results_and_verdict_of_its_
         let running = wait_for(&api, "flaky", 30, "Running", |rx| phase(rx) == Phase::Running).await;
         let st = running.status.as_ref().unwrap();
         assert!(st.start_time.is_some() && st.progress.is_some(), "{st:?}");
-        wait_for(&api, "flaky", 30, "Draining once the load's length passed", |rx| {
-            phase(rx) == Phase::Draining
-        })
-        .await;
+        // Draining comes from the load generator's own stage, never the
+        // clock: this pod (no kubelet, no IP) cannot be asked, so however long
+        // past the load's length, the run is still Running (the e2e suite
+        // sees Draining from a real load generator)
+        let load = rx.spec.load.total_seconds();
+        tokio::time::sleep(Duration::from_secs(load + 3)).await;
+        let still = api.get("flaky").await.unwrap();
+        assert_eq!(phase(&still), Phase::Running, "{:?}", still.status);
         kubelet_terminates(&client, &ns, &pod, &message_of(&local)).await;
         let done = wait_for(&api, "flaky", 30, "finished", |rx| phase(rx).is_finished()).await;
         assert_same_outcome(&done, &local);
@@ -431,7 +435,7 @@ async fn an_applied_experiment_gets_its_lab_then_the_results_and_verdict_of_its_
         // an Event per phase change
         let reasons = eventually!(10, "every phase's event", {
             let r = event_reasons(&client, &ns, "flaky").await;
-            ["RunStarted", "Provisioning", "Running", "Draining", "Analyzing"]
+            ["RunStarted", "Provisioning", "Running", "Analyzing"]
                 .iter()
                 .all(|x| r.iter().any(|y| y == x))
                 .then_some(r)

@@ -100,6 +100,9 @@ async fn install(client: &Client, ns: &str) {
 struct Watched {
     rx: ReliabilityExperiment,
     progress_moved: bool,
+    /// The most seconds of load the status showed while it ran: the load
+    /// generator's own account, read through the pod proxy (0 if never read).
+    load_seconds: f64,
 }
 
 /// Wait until every named experiment finished, noting whether its live
@@ -107,6 +110,7 @@ struct Watched {
 async fn wait_all(api: &Api<ReliabilityExperiment>, names: &[&str], secs: u64) -> BTreeMap<String, Watched> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut sent: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut load_seconds: BTreeMap<String, f64> = BTreeMap::new();
     let mut last_phase: BTreeMap<String, Phase> = BTreeMap::new();
     loop {
         let mut done = BTreeMap::new();
@@ -119,6 +123,10 @@ async fn wait_all(api: &Api<ReliabilityExperiment>, names: &[&str], secs: u64) -
             }
             if let Some(p) = &status.progress {
                 sent.entry(name.to_string()).or_default().push(p.sent);
+                if !status.phase.is_finished() {
+                    let most = load_seconds.entry(name.to_string()).or_default();
+                    *most = most.max(p.elapsed_seconds);
+                }
             }
             if status.phase.is_finished() {
                 let s = sent.get(*name).cloned().unwrap_or_default();
@@ -128,6 +136,7 @@ async fn wait_all(api: &Api<ReliabilityExperiment>, names: &[&str], secs: u64) -
                     Watched {
                         rx,
                         progress_moved: moved,
+                        load_seconds: load_seconds.get(*name).copied().unwrap_or_default(),
                     },
                 );
             }
@@ -363,7 +372,9 @@ async fn the_examples_and_drills_on_a_real_cluster() {
         finished.extend(pair.iter().map(|f| {
             (
                 *f,
-                done.get(&name(f)).map(|w| (w.rx.clone(), w.progress_moved)).unwrap(),
+                done.get(&name(f))
+                    .map(|w| (w.rx.clone(), w.progress_moved, w.load_seconds))
+                    .unwrap(),
             )
         }));
         for name in &refs {
@@ -396,9 +407,15 @@ async fn the_examples_and_drills_on_a_real_cluster() {
         eprintln!("[e2e]   {}", summary(&finished[file].0));
     }
     for file in examples {
-        let (rx, progress_moved) = &finished[file];
+        let (rx, progress_moved, load_seconds) = &finished[file];
         demonstrates(file, rx);
         assert!(progress_moved, "{file}: the live progress never moved while it ran");
+        // the phase machine hears the load generator itself (Draining comes
+        // from its stage): its seconds of load reached the status
+        assert!(
+            *load_seconds > 0.0,
+            "{file}: the load generator's own progress (GET /progress through the pod proxy) never reached the status"
+        );
         // same verdict direction as relab run, per objective
         let theirs = rx.status.as_ref().unwrap().verdict.as_ref().unwrap();
         let ours = local[file].status.verdict.as_ref().unwrap();
