@@ -68,6 +68,9 @@ for name in ("helm/helm", "kubectl/kubectl"):
     os.replace(dest + ".tmp", dest)
 EOF
   fi
+  # release the lock: the schemathesis step below takes its own (a second
+  # descriptor's flock on the same directory would wait on this one for ever)
+  exec 9<&-
 fi
 # schemathesis (PyPI), the API fuzzer of lab-service/tests/lab/contract.rs,
 # in a virtualenv of its own (never the system's site-packages)
