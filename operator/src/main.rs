@@ -1,6 +1,7 @@
 use clap::{Parser, Subcommand};
 use relab_model::validate::read_bounded;
 use relab_model::ValidatedExperiment;
+use relab_operator::controller::build::LedgerVolume;
 use relab_operator::controller::{self, children::LabDefaults};
 use relab_operator::crdgen;
 use relab_operator::runner::{self, RunError, RunOptions};
@@ -52,6 +53,17 @@ enum Command {
         /// How long the load generator waits for the lab to become ready.
         #[arg(long, env = "RELAB_WAIT_READY_SECS", default_value_t = 300)]
         wait_ready_secs: u64,
+        /// Where the payment mock journals its ledger: `claim` (a
+        /// PersistentVolumeClaim per run: it survives the pod's deletion) or
+        /// `emptyDir` (clusters without storage: container restarts only).
+        #[arg(long, env = "RELAB_LEDGER_VOLUME", default_value = "claim", value_parser = ["claim", "emptyDir"])]
+        ledger_volume: String,
+        /// The StorageClass of the ledger's claim (default: the cluster's default class).
+        #[arg(long, env = "RELAB_LEDGER_STORAGE_CLASS")]
+        ledger_storage_class: Option<String>,
+        /// The ledger claim's size.
+        #[arg(long, env = "RELAB_LEDGER_SIZE", default_value = "64Mi")]
+        ledger_size: String,
         /// Reconcile running experiments this often (live progress).
         #[arg(long, env = "RELAB_POLL_INTERVAL_SECS", default_value_t = 5)]
         poll_interval_secs: u64,
@@ -152,6 +164,9 @@ fn main() -> ExitCode {
             postgres_image,
             image_pull_policy,
             wait_ready_secs,
+            ledger_volume,
+            ledger_storage_class,
+            ledger_size,
             poll_interval_secs,
             log_format,
             dashboard_labels,
@@ -200,6 +215,13 @@ fn main() -> ExitCode {
                     postgres_image: postgres_image.unwrap_or(base.postgres_image),
                     pull_policy: image_pull_policy.unwrap_or(base.pull_policy),
                     wait_ready_secs,
+                    ledger_volume: match ledger_volume.as_str() {
+                        "emptyDir" => LedgerVolume::EmptyDir,
+                        _ => LedgerVolume::Claim {
+                            storage_class: ledger_storage_class.filter(|c| !c.is_empty()),
+                            size: ledger_size,
+                        },
+                    },
                 },
                 metrics_listen,
                 poll_interval: std::time::Duration::from_secs(poll_interval_secs),

@@ -4,9 +4,13 @@
 //! `cargo test` leaves it out): `helm install` of charts/relab with
 //! the project's own images, `kubectl apply`-equivalent creates of the
 //! examples (shortened), real pods, and the verdict in the status. Then the
-//! drills: an order-service pod deleted, the operator restarted and Postgres
-//! restarted, each mid-run. Works against any cluster whose kubeconfig
-//! `RELAB_KUBECONFIG` names and which has the images (docs/e2e.md).
+//! drills: an order-service pod deleted, the payment-mock pod deleted (its
+//! ledger on its claim), the operator restarted and Postgres restarted, each
+//! mid-run. Works against any cluster whose kubeconfig `RELAB_KUBECONFIG`
+//! names and which has the images (docs/e2e.md). A cluster without a default
+//! StorageClass (the project's own single-node cluster) gets a played
+//! provisioner: [`static_volumes`] binds each claim of its class to a
+//! hostPath volume it makes, as the tests elsewhere play the kubelet.
 
 mod common;
 
@@ -51,7 +55,129 @@ async fn local_run(rx: &ReliabilityExperiment) -> LocalRun {
 }
 
 /// The chart installed into its own namespace with the locally built images.
-async fn install(client: &Client, ns: &str) {
+/// The StorageClass of the played provisioner.
+const STATIC_CLASS: &str = "relab-e2e-static";
+/// Where its hostPath volumes live on the node (this machine).
+const STATIC_ROOT: &str = "/var/lib/relab-e2e/volumes";
+
+/// The ledger claims' StorageClass: None when the cluster has a default
+/// one; else [`STATIC_CLASS`], made here, with [`static_volumes`] binding
+/// its claims.
+async fn storage_class(client: &Client, stop: CancellationToken) -> Option<String> {
+    use k8s_openapi::api::storage::v1::StorageClass;
+    let classes: Api<StorageClass> = Api::all(client.clone());
+    let default = classes
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .any(|c| {
+            c.annotations()
+                .get("storageclass.kubernetes.io/is-default-class")
+                .is_some_and(|v| v == "true")
+        });
+    if default {
+        eprintln!("[e2e] the cluster has a default StorageClass: the ledger claims use it");
+        return None;
+    }
+    let class: StorageClass = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": STATIC_CLASS},
+        "provisioner": "relab.dev/e2e-played",
+        "reclaimPolicy": "Retain",
+        "volumeBindingMode": "Immediate",
+    }))
+    .unwrap();
+    if classes.get_opt(STATIC_CLASS).await.unwrap().is_none() {
+        classes.create(&PostParams::default(), &class).await.unwrap();
+    }
+    tokio::spawn(static_volumes(client.clone(), stop));
+    eprintln!(
+        "[e2e] no default StorageClass: {STATIC_CLASS}, its claims bound to hostPath volumes under {STATIC_ROOT}"
+    );
+    Some(STATIC_CLASS.into())
+}
+
+/// The played provisioner: every Pending claim of [`STATIC_CLASS`] gets a
+/// hostPath PersistentVolume of its own, bound to it by `claimRef`; a
+/// Released one (its claim deleted with its run) is deleted with its
+/// directory. Until `stop`.
+async fn static_volumes(client: Client, stop: CancellationToken) {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    while !stop.is_cancelled() {
+        for claim in claims
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+        {
+            let spec = claim.spec.clone().unwrap_or_default();
+            if spec.storage_class_name.as_deref() != Some(STATIC_CLASS) || spec.volume_name.is_some() {
+                continue;
+            }
+            let uid = claim.uid().unwrap_or_default();
+            let name = format!("relab-e2e-{}", &uid[..uid.len().min(18)]);
+            if volumes.get_opt(&name).await.unwrap_or(None).is_some() {
+                continue;
+            }
+            let dir = format!("{STATIC_ROOT}/{uid}");
+            std::fs::create_dir_all(&dir).unwrap();
+            // any user's (the lab runs as 65532; hostPath has no fsGroup)
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+            let size = spec
+                .resources
+                .and_then(|r| r.requests)
+                .and_then(|r| r.get("storage").cloned())
+                .map(|q| q.0)
+                .unwrap_or_else(|| "64Mi".into());
+            let pv: PersistentVolume = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name},
+                "spec": {
+                    "capacity": {"storage": size},
+                    "accessModes": ["ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "storageClassName": STATIC_CLASS,
+                    "hostPath": {"path": dir, "type": "Directory"},
+                    "claimRef": {
+                        "namespace": claim.namespace(),
+                        "name": claim.name_any(),
+                        "uid": uid,
+                    },
+                },
+            }))
+            .unwrap();
+            match volumes.create(&PostParams::default(), &pv).await {
+                Ok(_) => eprintln!("[e2e] played provisioner: {name} for claim {}", claim.name_any()),
+                Err(e) => eprintln!("[e2e] played provisioner: {name}: {e}"),
+            }
+        }
+        for pv in volumes
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+        {
+            let released = pv.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Released");
+            let ours = pv.spec.as_ref().and_then(|s| s.storage_class_name.as_deref()) == Some(STATIC_CLASS);
+            if released && ours {
+                let _ = volumes.delete(&pv.name_any(), &DeleteParams::default()).await;
+                if let Some(path) = pv
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.host_path.as_ref())
+                    .map(|h| h.path.clone())
+                {
+                    let _ = std::fs::remove_dir_all(path);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn install(client: &Client, ns: &str, ledger_class: Option<&str>) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     if namespaces.get_opt(ns).await.unwrap().is_none() {
         let mut object = Namespace::default();
@@ -92,6 +218,8 @@ async fn install(client: &Client, ns: &str) {
         "pollIntervalSeconds=2",
         "--set",
         "logFormat=text",
+        "--set",
+        &format!("lab.ledger.storageClass={}", ledger_class.unwrap_or_default()),
     ]);
     assert!(ok, "helm install:\n{out}{err}");
     eprintln!("[e2e] helm install --wait: {:.1} s", started.elapsed().as_secs_f64());
@@ -355,7 +483,9 @@ async fn the_examples_and_drills_on_a_real_cluster() {
         local.insert(file, run);
     }
 
-    install(&client, ns).await;
+    let provisioner = CancellationToken::new();
+    let ledger_class = storage_class(&client, provisioner.clone()).await;
+    install(&client, ns, ledger_class.as_deref()).await;
     let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), ns);
 
     // the examples, two at a time (2 cores)
@@ -444,6 +574,17 @@ async fn the_examples_and_drills_on_a_real_cluster() {
     drills(&client, ns, &api).await;
 
     all_experiment_pods_gone(&client, ns).await;
+    // the ledger claims went with their runs (owner references)
+    wait_until(120, "every ledger claim gone", || async {
+        Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    })
+    .await;
+    provisioner.cancel();
 
     // helm uninstall leaves no operator object
     let (ok, out, err) = helm(&["uninstall", RELEASE, "--namespace", ns, "--wait", "--timeout", "120s"]);
@@ -509,7 +650,54 @@ async fn drills(client: &Client, ns: &str, api: &Api<ReliabilityExperiment>) {
 
     remove(client, ns, api, "drill-pod-delete").await;
 
-    // 2. the operator restarted mid-run: the run completes once
+    // 2. the payment-mock pod deleted mid-run (grace 0, like a node's loss of
+    // the process): the new pod mounts the run's ledger claim and comes back
+    // with every charge and idempotency key, so retried charges are replays
+    // and the audit stays exact
+    let rx = manifest("lost-responses.yaml", 0.75, "drill-mock-delete");
+    api.create(&PostParams::default(), &rx).await.unwrap();
+    wait_until(240, "drill-mock-delete running with paid orders", || async {
+        let s = api.get("drill-mock-delete").await.unwrap().status.unwrap_or_default();
+        s.phase == Phase::Running && s.progress.is_some_and(|p| p.paid >= 20)
+    })
+    .await;
+    let sel = "relab.dev/experiment=drill-mock-delete,relab.dev/component=payment-mock";
+    let old = pods(client, ns, sel).await;
+    assert_eq!(old.len(), 1);
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .delete(
+            &old[0].name_any(),
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::default()
+            },
+        )
+        .await
+        .unwrap();
+    eprintln!("[e2e] drill: deleted payment-mock pod {} (grace 0)", old[0].name_any());
+    let done = wait_all(api, &["drill-mock-delete"], 420)
+        .await
+        .remove("drill-mock-delete")
+        .unwrap()
+        .rx;
+    let now = pods(client, ns, sel).await;
+    assert!(
+        now.iter().all(|p| p.name_any() != old[0].name_any()),
+        "a new mock pod took over"
+    );
+    let r = results(&done);
+    eprintln!("[e2e]   {}", summary(&done));
+    no_lost_or_double(r, "payment-mock pod deleted mid-run");
+    // a ledger lost with the pod would hold only the charges made after it
+    assert!(
+        r.payment.charges >= r.orders.paid && r.orders.paid > 0,
+        "every paid order's charge is in the ledger: {} charges, {} paid",
+        r.payment.charges,
+        r.orders.paid
+    );
+    remove(client, ns, api, "drill-mock-delete").await;
+
+    // 3. the operator restarted mid-run: the run completes once
     let rx = manifest("baseline.yaml", 0.75, "drill-operator-restart");
     api.create(&PostParams::default(), &rx).await.unwrap();
     running_with_progress(api, "drill-operator-restart", 30).await;
@@ -547,7 +735,7 @@ async fn drills(client: &Client, ns: &str, api: &Api<ReliabilityExperiment>) {
 
     remove(client, ns, api, "drill-operator-restart").await;
 
-    // 3. Postgres restarted mid-run (its container, same volume): the lab
+    // 4. Postgres restarted mid-run (its container, same volume): the lab
     // recovers, and the audit says what happened
     let rx = manifest("baseline.yaml", 0.75, "drill-postgres-restart");
     api.create(&PostParams::default(), &rx).await.unwrap();

@@ -6,7 +6,7 @@ use super::build::{Child, Owner, ServiceIps};
 use super::{err, Context, Error, ErrorKind, FIELD_MANAGER, REAPPLY_EVERY};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -78,6 +78,7 @@ pub async fn delete_children(ctx: &Context, namespace: &str, selector: &str) -> 
     delete_kind::<Deployment>(ctx, namespace, selector).await?;
     delete_kind::<Service>(ctx, namespace, selector).await?;
     delete_kind::<ConfigMap>(ctx, namespace, selector).await?;
+    delete_kind::<PersistentVolumeClaim>(ctx, namespace, selector).await?;
     Ok(())
 }
 

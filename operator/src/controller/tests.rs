@@ -219,11 +219,12 @@ async fn a_new_run_applies_its_services_then_the_workloads_then_writes_provision
             ["drill-r3-order-service", "drill-r3-payment-mock", "drill-r3-postgres"]
                 .map(|n| format!("/api/v1/namespaces/lab/services/{n}"))
         );
-        let workloads = server.expect_applies(5).await;
+        let workloads = server.expect_applies(6).await;
         assert_eq!(
             workloads,
             [
                 "/api/v1/namespaces/lab/configmaps/drill-r3-config",
+                "/api/v1/namespaces/lab/persistentvolumeclaims/drill-r3-payment-ledger",
                 "/apis/apps/v1/namespaces/lab/deployments/drill-r3-order-service",
                 "/apis/apps/v1/namespaces/lab/deployments/drill-r3-payment-mock",
                 "/apis/apps/v1/namespaces/lab/deployments/drill-r3-postgres",

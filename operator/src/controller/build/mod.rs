@@ -26,7 +26,7 @@ pub mod services;
 use crate::crd::ReliabilityExperiment;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::ApiResource;
 use kube::{Resource, ResourceExt};
@@ -56,6 +56,33 @@ pub struct LabDefaults {
     pub pull_policy: String,
     /// How long the load generator waits for the database, API and mock.
     pub wait_ready_secs: u64,
+    /// Where the payment mock journals its ledger.
+    pub ledger_volume: LedgerVolume,
+}
+
+/// The payment mock's ledger volume (`relab operator --ledger-volume`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum LedgerVolume {
+    /// A PersistentVolumeClaim per run: the ledger survives the pod's
+    /// deletion (the default).
+    Claim {
+        /// None: the cluster's default StorageClass.
+        storage_class: Option<String>,
+        /// The claim's request, e.g. `64Mi`.
+        size: String,
+    },
+    /// An `emptyDir`: the ledger survives container restarts, not the pod's
+    /// deletion (clusters without storage).
+    EmptyDir,
+}
+
+impl Default for LedgerVolume {
+    fn default() -> Self {
+        LedgerVolume::Claim {
+            storage_class: None,
+            size: "64Mi".into(),
+        }
+    }
 }
 
 impl Default for LabDefaults {
@@ -65,6 +92,7 @@ impl Default for LabDefaults {
             postgres_image: "docker.io/library/postgres:16-alpine".into(),
             pull_policy: "IfNotPresent".into(),
             wait_ready_secs: 300,
+            ledger_volume: LedgerVolume::default(),
         }
     }
 }
@@ -120,6 +148,7 @@ impl Owner {
 pub enum Kind {
     Service,
     ConfigMap,
+    PersistentVolumeClaim,
     Deployment,
     Job,
 }
@@ -130,6 +159,7 @@ impl Kind {
         match self {
             Kind::Service => ApiResource::erase::<Service>(&()),
             Kind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
+            Kind::PersistentVolumeClaim => ApiResource::erase::<PersistentVolumeClaim>(&()),
             Kind::Deployment => ApiResource::erase::<Deployment>(&()),
             Kind::Job => ApiResource::erase::<Job>(&()),
         }
@@ -146,6 +176,9 @@ impl ChildObject for Service {
 }
 impl ChildObject for ConfigMap {
     const KIND: Kind = Kind::ConfigMap;
+}
+impl ChildObject for PersistentVolumeClaim {
+    const KIND: Kind = Kind::PersistentVolumeClaim;
 }
 impl ChildObject for Deployment {
     const KIND: Kind = Kind::Deployment;
@@ -174,8 +207,8 @@ impl Child {
 }
 
 /// Everything but the Services: the lab's ConfigMap, the Deployments of
-/// Postgres (managed only), the payment mock and the order service, and the
-/// load generator's Job.
+/// Postgres (managed only), the payment mock (and its ledger's claim) and
+/// the order service, and the load generator's Job.
 pub fn workloads(
     owner: &Owner,
     experiment: &ValidatedExperiment,
@@ -188,7 +221,12 @@ pub fn workloads(
     if let Some(postgres) = postgres::deployment(owner, experiment, &images) {
         out.push(Child::new(&postgres));
     }
-    out.push(Child::new(&payment_mock::deployment(owner, experiment, &images)));
+    if let Some(claim) = payment_mock::ledger_claim(owner, defaults) {
+        out.push(Child::new(&claim));
+    }
+    out.push(Child::new(&payment_mock::deployment(
+        owner, experiment, &images, defaults,
+    )));
     out.push(Child::new(&order_service::deployment(owner, experiment, &images)));
     out.push(Child::new(&loadgen::job(owner, experiment, &images, defaults)));
     out

@@ -90,6 +90,10 @@ impl Names {
     pub fn payment_mock(&self) -> String {
         format!("{}-payment-mock", self.base)
     }
+    /// The claim of the payment mock's ledger.
+    pub fn payment_ledger(&self) -> String {
+        format!("{}-payment-ledger", self.base)
+    }
     pub fn order_service(&self) -> String {
         format!("{}-order-service", self.base)
     }

@@ -54,7 +54,11 @@ fn every_child_parses_as_its_kubernetes_type_with_owner_and_labels() {
     let rx = experiment("  load: {ratePerSecond: 5, durationSeconds: 10}\n");
     let mut all = services(&owner(&rx), &v(&rx));
     all.extend(workloads(&owner(&rx), &v(&rx), &ips(true), &LabDefaults::default()));
-    assert_eq!(all.len(), 3 + 5);
+    assert_eq!(
+        all.len(),
+        3 + 6,
+        "3 Services, the ConfigMap, the ledger claim, 3 Deployments, the Job"
+    );
     for child in &all {
         let meta: kube::api::ObjectMeta = serde_json::from_value(child.body["metadata"].clone()).expect("object meta");
         assert_eq!(meta.name.as_deref(), Some(child.name.as_str()));
@@ -73,6 +77,10 @@ fn every_child_parses_as_its_kubernetes_type_with_owner_and_labels() {
         match child.kind {
             Kind::Service => drop(serde_json::from_value::<Service>(child.body.clone()).expect("Service")),
             Kind::ConfigMap => drop(serde_json::from_value::<ConfigMap>(child.body.clone()).expect("ConfigMap")),
+            Kind::PersistentVolumeClaim => drop(
+                serde_json::from_value::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(child.body.clone())
+                    .expect("PersistentVolumeClaim"),
+            ),
             Kind::Deployment => drop(serde_json::from_value::<Deployment>(child.body.clone()).expect("Deployment")),
             Kind::Job => drop(serde_json::from_value::<Job>(child.body.clone()).expect("Job")),
         }
@@ -276,4 +284,48 @@ fn the_children_match_the_golden_files() {
             path.display()
         );
     }
+}
+
+#[test]
+fn the_ledger_lives_on_a_claim_of_its_own_unless_the_operator_says_empty_dir() {
+    let rx = experiment("  load: {ratePerSecond: 5, durationSeconds: 10}\n");
+    let find = |children: &[Child], kind: Kind| children.iter().find(|c| c.kind == kind).cloned();
+    let mock = |children: &[Child]| {
+        children
+            .iter()
+            .find(|c| c.name == "drill-r3-payment-mock")
+            .expect("the mock's Deployment")
+            .body["spec"]["template"]["spec"]
+            .clone()
+    };
+    let defaults = LabDefaults {
+        ledger_volume: LedgerVolume::Claim {
+            storage_class: Some("fast".into()),
+            size: "128Mi".into(),
+        },
+        ..LabDefaults::default()
+    };
+    let with = workloads(&owner(&rx), &v(&rx), &ips(true), &defaults);
+    let claim = find(&with, Kind::PersistentVolumeClaim).expect("a claim");
+    assert_eq!(claim.name, "drill-r3-payment-ledger");
+    assert_eq!(claim.body["spec"]["storageClassName"], "fast");
+    assert_eq!(claim.body["spec"]["resources"]["requests"]["storage"], "128Mi");
+    assert_eq!(claim.body["spec"]["accessModes"], serde_json::json!(["ReadWriteOnce"]));
+    let pod = mock(&with);
+    assert_eq!(
+        pod["volumes"][0]["persistentVolumeClaim"]["claimName"],
+        "drill-r3-payment-ledger"
+    );
+    assert_eq!(pod["securityContext"]["fsGroup"], pod::LAB_USER);
+    let without = workloads(
+        &owner(&rx),
+        &v(&rx),
+        &ips(true),
+        &LabDefaults {
+            ledger_volume: LedgerVolume::EmptyDir,
+            ..LabDefaults::default()
+        },
+    );
+    assert!(find(&without, Kind::PersistentVolumeClaim).is_none());
+    assert!(mock(&without)["volumes"][0]["emptyDir"].is_object());
 }
