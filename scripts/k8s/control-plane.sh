@@ -33,6 +33,8 @@ die() { say "ERROR: $*"; exit 1; }
 PROC_DIR="$RUN" LAUNCH_WRAP=()
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
+# shellcheck source=pki.sh
+. "$HERE/pki.sh"
 
 
 
@@ -77,54 +79,14 @@ free_port() {
 # ------------------------------------------------------------------- certs
 gen_pki() {
   local d="$RUN/pki"
-  mkdir -p "$d"
-  (
-    cd "$d"
-    # ECDSA P-256 throughout: instant to generate (RSA-2048 takes seconds on
-    # a busy 2-core machine); Go, rustls and the token signer all take it.
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -sha256 -days 3650 \
-      -keyout ca.key -out ca.crt -subj "/CN=relab-k8s-ca" \
-      -addext "basicConstraints=critical,CA:TRUE" \
-      -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -sha256 -keyout apiserver.key -out apiserver.csr \
-      -subj "/CN=kube-apiserver" 2>/dev/null
-    cat > apiserver.ext <<'EOF'
-basicConstraints=critical,CA:FALSE
-keyUsage=critical,digitalSignature
-extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.0.0.1
-EOF
-    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
-      -sha256 -days 3650 -extfile apiserver.ext -out apiserver.crt 2>/dev/null
-    # service-account token signing key pair
-    openssl ecparam -name prime256v1 -genkey -noout -out sa.key
-    openssl ec -in sa.key -pubout -out sa.pub 2>/dev/null
-    chmod 600 ./*.key
-  )
+  pki_ca "$d" relab-k8s-ca
+  pki_cert "$d" apiserver /CN=kube-apiserver serverAuth "IP:127.0.0.1,IP:10.0.0.1,$PKI_APISERVER_DNS"
+  pki_service_accounts "$d"
 }
 
-write_kubeconfig() { # file user token
-  cat > "$1" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: relab
-  cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
-    certificate-authority-data: $(base64 -w0 "$RUN/pki/ca.crt")
-users:
-- name: $2
-  user:
-    token: $3
-contexts:
-- name: relab
-  context:
-    cluster: relab
-    user: $2
-    namespace: default
-current-context: relab
-EOF
-  chmod 600 "$1"
+# kubeconfig FILE USER TOKEN: the loopback API server as USER.
+kubeconfig() {
+  write_kubeconfig "$1" "https://127.0.0.1:$APISERVER_PORT" "$RUN/pki/ca.crt" relab "$2" "$3"
 }
 
 # -------------------------------------------------------------------- stop
@@ -233,8 +195,8 @@ $admin_token,relab-admin,relab-admin,"system:masters"
 $kcm_token,system:kube-controller-manager,system:kube-controller-manager,""
 EOF
   chmod 600 "$RUN/tokens.csv" "$RUN/admin.token"
-  write_kubeconfig "$RUN/kubeconfig" relab-admin "$admin_token"
-  write_kubeconfig "$RUN/controller-manager.kubeconfig" system:kube-controller-manager "$kcm_token"
+  kubeconfig "$RUN/kubeconfig" relab-admin "$admin_token"
+  kubeconfig "$RUN/controller-manager.kubeconfig" system:kube-controller-manager "$kcm_token"
   say "pki, tokens and kubeconfigs in $RUN ($(since "$t0") s)"
 
   # ---- etcd (Debian's etcd-server; ETCD_* variables of the caller ignored)

@@ -64,6 +64,8 @@ PROC_DIR="$STATE" TAIL_ERRORS=8 TAIL_LINES=15
 LAUNCH_WRAP=() # set_config: into the node's netns
 # shellcheck source=../../../scripts/k8s/lib.sh
 . "$ROOT/scripts/k8s/lib.sh"
+# shellcheck source=../../../scripts/k8s/pki.sh
+. "$ROOT/scripts/k8s/pki.sh"
 
 # per-stage timings, printed again at the end of `up` and `down`
 STAGES=()
@@ -238,69 +240,18 @@ build_pause_image() {
 # -------------------------------------------------------------------- pki
 gen_pki() {
   local d="$STATE/pki"
-  mkdir -p "$d"
-  (
-    cd "$d"
-    ec() { openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -sha256 "$@" 2>/dev/null; }
-    sign() { # NAME EXTFILE
-      openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -sha256 -days 3650 \
-        -extfile "$2" -out "$1.crt" 2>/dev/null
-    }
-    # ECDSA P-256 throughout: instant to generate on a busy machine.
-    ec -x509 -days 3650 -keyout ca.key -out ca.crt -subj "/CN=relab-cluster-ca" \
-      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
-    ec -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver"
-    cat > apiserver.ext <<EOF
-basicConstraints=critical,CA:FALSE
-keyUsage=critical,digitalSignature
-extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:$NODE_IP,IP:$SVC_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
-EOF
-    sign apiserver apiserver.ext
-    # kubelet's serving cert (the API server checks it for logs/exec)
-    ec -keyout kubelet.key -out kubelet.csr -subj "/CN=system:node:$NODE_NAME/O=system:nodes"
-    cat > kubelet.ext <<EOF
-basicConstraints=critical,CA:FALSE
-keyUsage=critical,digitalSignature
-extendedKeyUsage=serverAuth
-subjectAltName=IP:$NODE_IP,DNS:$NODE_NAME
-EOF
-    sign kubelet kubelet.ext
-    # the API server's client cert towards kubelets
-    ec -keyout apiserver-kubelet-client.key -out apiserver-kubelet-client.csr \
-      -subj "/CN=kube-apiserver-kubelet-client/O=system:masters"
-    printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n' > client.ext
-    sign apiserver-kubelet-client client.ext
-    # service-account token signing key pair
-    openssl ecparam -name prime256v1 -genkey -noout -out sa.key
-    openssl ec -in sa.key -pubout -out sa.pub 2>/dev/null
-    rm -f ./*.csr
-    chmod 600 ./*.key
-  )
+  pki_ca "$d" relab-cluster-ca
+  pki_cert "$d" apiserver /CN=kube-apiserver serverAuth "IP:127.0.0.1,IP:$NODE_IP,IP:$SVC_IP,$PKI_APISERVER_DNS"
+  # kubelet's serving cert (the API server checks it for logs/exec)
+  pki_cert "$d" kubelet "/CN=system:node:$NODE_NAME/O=system:nodes" serverAuth "IP:$NODE_IP,DNS:$NODE_NAME"
+  # the API server's client cert towards kubelets
+  pki_cert "$d" apiserver-kubelet-client "/CN=kube-apiserver-kubelet-client/O=system:masters" clientAuth
+  pki_service_accounts "$d"
 }
 
-write_kubeconfig() { # FILE SERVER USER TOKEN
-  cat > "$1" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: relab-cluster
-  cluster:
-    server: https://$2:6443
-    certificate-authority-data: $(base64 -w0 "$STATE/pki/ca.crt")
-users:
-- name: $3
-  user:
-    token: $4
-contexts:
-- name: relab-cluster
-  context:
-    cluster: relab-cluster
-    user: $3
-    namespace: default
-current-context: relab-cluster
-EOF
-  chmod 600 "$1"
+# kubeconfig FILE SERVER_IP USER TOKEN: the cluster's API server at SERVER_IP as USER.
+kubeconfig() {
+  write_kubeconfig "$1" "https://$2:6443" "$STATE/pki/ca.crt" relab-cluster "$3" "$4"
 }
 
 gen_identities() {
@@ -320,11 +271,11 @@ $proxy,system:kube-proxy,system:kube-proxy,""
 EOF
   chmod 600 "$STATE/tokens.csv" "$STATE/admin.token"
   # the admin's: the node IP, reachable from the host (veth) and in the netns
-  write_kubeconfig "$STATE/kubeconfig" "$NODE_IP" relab-admin "$admin"
-  write_kubeconfig "$STATE/kubelet.kubeconfig" 127.0.0.1 "system:node:$NODE_NAME" "$node"
-  write_kubeconfig "$STATE/controller-manager.kubeconfig" 127.0.0.1 system:kube-controller-manager "$kcm"
-  write_kubeconfig "$STATE/scheduler.kubeconfig" 127.0.0.1 system:kube-scheduler "$sched"
-  write_kubeconfig "$STATE/proxy.kubeconfig" 127.0.0.1 system:kube-proxy "$proxy"
+  kubeconfig "$STATE/kubeconfig" "$NODE_IP" relab-admin "$admin"
+  kubeconfig "$STATE/kubelet.kubeconfig" 127.0.0.1 "system:node:$NODE_NAME" "$node"
+  kubeconfig "$STATE/controller-manager.kubeconfig" 127.0.0.1 system:kube-controller-manager "$kcm"
+  kubeconfig "$STATE/scheduler.kubeconfig" 127.0.0.1 system:kube-scheduler "$sched"
+  kubeconfig "$STATE/proxy.kubeconfig" 127.0.0.1 system:kube-proxy "$proxy"
 }
 
 # ------------------------------------------------------------ host record
