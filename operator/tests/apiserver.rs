@@ -187,6 +187,7 @@ async fn printer_columns_are_stored_and_served() {
                 ("Verdict", ".status.verdict.result"),
                 ("Success", ".status.results.successRatio"),
                 ("P95 ms", ".status.results.apiLatencyMs.p95"),
+                ("Next run", ".status.nextRunTime"),
                 ("Age", ".metadata.creationTimestamp"),
             ]
         );
@@ -225,7 +226,7 @@ async fn printer_columns_are_stored_and_served() {
             .collect();
         assert_eq!(
             names,
-            ["Name", "Phase", "Verdict", "Success", "P95 ms", "Age"],
+            ["Name", "Phase", "Verdict", "Success", "P95 ms", "Next run", "Age"],
             "{table}"
         );
         let cells = &table["rows"][0]["cells"];

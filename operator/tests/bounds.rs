@@ -47,6 +47,9 @@ fn element_for(path: &[Step]) -> Value {
 fn object_for(name: &str) -> Value {
     match name {
         "external" => json!({ "secretName": "db" }),
+        "schedule" => json!({ "cron": "0 3 * * *" }),
+        "webhook" => json!({ "urlSecretRef": { "name": "hook", "key": "url" } }),
+        "urlSecretRef" => json!({ "name": "hook", "key": "url" }),
         _ => json!({}),
     }
 }

@@ -284,14 +284,7 @@ async fn complete_run(
     generation: i64,
     message: &str,
 ) -> ReliabilityExperiment {
-    let pod = loadgen_pod(client, ns, name, generation).await;
-    kubelet_runs(client, ns, &pod).await;
-    wait_for(api, name, 30, "Running", |rx| {
-        matches!(phase(rx), Phase::Running | Phase::Draining)
-    })
-    .await;
-    kubelet_terminates(client, ns, &pod, message).await;
-    wait_for(api, name, 30, "finished", |rx| phase(rx).is_finished()).await
+    complete_run_of(client, api, ns, name, &generation.to_string(), message).await
 }
 
 #[tokio::test]
@@ -1264,16 +1257,19 @@ async fn complete_run_of(
     wait_for(api, name, 30, "finished", |rx| phase(rx).is_finished()).await
 }
 
+/// What a receiver was sent: (content type, body) per POST.
+type Posts = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// A webhook receiver on loopback: answers the first `fail_first` POSTs
 /// with 500, then 200; keeps every body.
 struct Receiver {
     url: String,
-    bodies: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
+    bodies: Posts,
 }
 
 async fn receiver(fail_first: usize) -> Receiver {
     use axum::http::{HeaderMap, StatusCode};
-    let bodies: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>> = Default::default();
+    let bodies: Posts = Default::default();
     let kept = bodies.clone();
     let app = axum::Router::new().route(
         "/hook",

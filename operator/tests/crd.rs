@@ -28,7 +28,7 @@ fn crd_has_the_schema_bounds_printer_columns_and_short_name() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(columns, ["Phase", "Verdict", "Success", "P95 ms", "Age"]);
+    assert_eq!(columns, ["Phase", "Verdict", "Success", "P95 ms", "Next run", "Age"]);
     let failure_rate = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["payment"]
         ["properties"]["failureRate"];
     assert_eq!(

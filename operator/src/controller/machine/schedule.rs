@@ -99,7 +99,7 @@ pub fn tick(
                     "the tick at {} was missed by {late} s, more than startingDeadlineSeconds {}: skipped, not caught up{}",
                     timestamp(at),
                     schedule.starting_deadline_seconds,
-                    next.map(|t| format!("; next at {}", timestamp(t))).unwrap_or_default()
+                    next_at(next)
                 ),
             );
             (status, vec![note], false)
@@ -113,7 +113,7 @@ pub fn tick(
                     timestamp(at),
                     status.scheduled_run.unwrap_or_default(),
                     status.phase,
-                    next.map(|t| format!("; next at {}", timestamp(t))).unwrap_or_default()
+                    next_at(next)
                 ),
             );
             (status, vec![note], false)
@@ -131,7 +131,7 @@ pub fn tick(
                     timestamp(at),
                     schedule.cron,
                     schedule.time_zone,
-                    next.map(|t| format!("; next at {}", timestamp(t))).unwrap_or_default()
+                    next_at(next)
                 ),
             );
             (status, vec![note], true)
@@ -143,6 +143,11 @@ pub fn tick(
 /// no tick pending).
 pub fn next_tick_at(status: &ReliabilityExperimentStatus) -> Option<DateTime<Utc>> {
     status.next_run_time.as_deref().and_then(parse)
+}
+
+/// `; next at <time>` for an Event (empty without a next tick).
+fn next_at(next: Option<DateTime<Utc>>) -> String {
+    next.map(|t| format!("; next at {}", timestamp(t))).unwrap_or_default()
 }
 
 /// A scheduled run that has not finished yet.
