@@ -8,6 +8,7 @@
 #   scripts/bench.sh loadgen    # load generator vs wrk (same endpoint, same run)
 #   scripts/bench.sh operator   # 100 experiments at once against a real API server
 #   scripts/bench.sh variants   # 4 variants x 3 runs vs the same 12 runs one by one
+#   scripts/bench.sh db-proxy   # SELECT 1 at 1,000/s direct vs through the fault proxy
 #
 # Knobs are environment variables, documented in each bench (e.g.
 # RELAB_BENCH_ORDERS, RELAB_BENCH_CLIENTS for the pipeline bench).
@@ -38,6 +39,11 @@ operator() {
   cargo bench -p relab-operator --bench operator
 }
 
+db_proxy() {
+  say "database fault proxy vs a direct connection (lab-service/benches/db_proxy.rs)"
+  cargo bench -p lab-service --bench db_proxy
+}
+
 variants() {
   say "variants: a comparison vs the same lab runs one by one (operator/benches/variants.rs)"
   cargo bench -p relab-operator --bench variants
@@ -48,14 +54,16 @@ case "${1:-all}" in
   variants) variants ;;
   loadgen) loadgen ;;
   operator) operator ;;
+  db-proxy) db_proxy ;;
   all)
     pipeline
     loadgen
     operator
     variants
+    db_proxy
     ;;
   *)
-    say "unknown bench ${1:-}; known: pipeline, loadgen, operator, variants"
+    say "unknown bench ${1:-}; known: pipeline, loadgen, operator, variants, db-proxy"
     exit 2
     ;;
 esac

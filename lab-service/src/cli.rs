@@ -65,6 +65,11 @@ pub enum Command {
         #[command(flatten)]
         args: crate::run::cli::LoadgenArgs,
     },
+    /// A TCP fault proxy in front of Postgres (latency, outages), controlled over HTTP.
+    DbProxy {
+        #[command(flatten)]
+        proxy: crate::db_proxy::DbProxyArgs,
+    },
 }
 
 /// The variable of `lab-service worker`'s admin address (`--admin-listen`).
@@ -243,6 +248,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             lab.shutdown().await?;
         }
         Command::Loadgen { args } => crate::run::cli::run(args).await?,
+        Command::DbProxy { proxy } => crate::db_proxy::run(proxy).await?,
     }
     Ok(())
 }
@@ -392,5 +398,16 @@ mod tests {
             panic!("loadgen")
         };
         assert_eq!(format!("{:?}", args.into_config().unwrap()), format!("{loadgen:?}"));
+
+        // the database fault proxy
+        let proxy = crate::db_proxy::DbProxyConfig {
+            listen: "0.0.0.0:6432".parse().unwrap(),
+            upstream: "10.0.0.13:5432".into(),
+            admin_listen: "0.0.0.0:6433".parse().unwrap(),
+        };
+        let Command::DbProxy { proxy: args } = from_env("db-proxy", &proxy.to_env()) else {
+            panic!("db-proxy")
+        };
+        assert_eq!(args.into_config().unwrap(), proxy);
     }
 }

@@ -15,6 +15,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod db_proxy;
 pub mod error;
 pub mod http_error;
 pub mod lab;

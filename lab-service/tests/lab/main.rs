@@ -7,6 +7,7 @@ mod api;
 mod breaker;
 mod bulkhead;
 mod contract;
+mod db_proxy;
 mod dead_letters;
 mod loadgen;
 mod metrics;
