@@ -4,7 +4,7 @@
 //! new ones (and is counted), and the proxy survives 1,000 connections
 //! opened and dropped.
 
-use lab_service::db_proxy::{self, DbProxyConfig, ProxyFaults, ProxyStats, RunningProxy};
+use lab_service::db_proxy::{self, DbProxyConfig, ProxyStats, RunningProxy};
 use rand::{Rng, SeedableRng};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
