@@ -793,6 +793,44 @@ async fn drills(client: &Client, ns: &str, api: &Api<ReliabilityExperiment>) {
     );
     assert_eq!(r.invariants.double_charges, 0, "{:?}", r.invariants);
     remove(client, ns, api, "drill-postgres-restart").await;
+
+    // 5. a stop condition on the cluster: the load generator reads
+    // spec.stopWhen from the run's ConfigMap and stops its own load at the
+    // cap, the audit still runs, and the run ends Failed, reason Stopped
+    let mut rx = manifest("flaky-payments.yaml", 0.75, "drill-stop");
+    rx.spec.stop_when = vec![relab_model::ops::StopCondition {
+        max_duration_seconds: Some(8),
+        ..Default::default()
+    }];
+    let planned = rx.spec.load.total_seconds() as f64;
+    api.create(&PostParams::default(), &rx).await.unwrap();
+    let done = wait_all(api, &["drill-stop"], 420)
+        .await
+        .remove("drill-stop")
+        .unwrap()
+        .rx;
+    eprintln!("[e2e]   {}", summary(&done));
+    let st = done.status.as_ref().unwrap();
+    assert_eq!(st.phase, Phase::Failed, "{st:?}");
+    let stopped = results(&done).stopped.clone().expect("results.stopped");
+    assert!(
+        stopped.condition.starts_with("stopWhen[0] maxDurationSeconds 8"),
+        "{stopped:?}"
+    );
+    // breach to stop: within 2 s of the cap (the engine samples once a second)
+    assert!(
+        (8.0..=10.0).contains(&stopped.at_seconds),
+        "stopped at {} s of a {planned} s load: {stopped:?}",
+        stopped.at_seconds
+    );
+    let met = st.conditions.iter().find(|c| c.type_ == "ObjectivesMet").unwrap();
+    assert_eq!(
+        (met.status.as_str(), met.reason.as_str()),
+        ("False", "Stopped"),
+        "{met:?}"
+    );
+    no_lost_or_double(results(&done), "stopped by stopWhen");
+    remove(client, ns, api, "drill-stop").await;
 }
 
 /// `kubectl apply -f` of the (time-scaled) manifest, as a user would.
