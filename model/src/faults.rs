@@ -311,6 +311,28 @@ impl FaultPlan {
     }
 }
 
+impl FaultSettings {
+    /// Every kind of fault at once at modest rates, with latency and a tail:
+    /// the fixture the model's and the payment mock's tests share.
+    #[doc(hidden)]
+    pub fn mixed() -> Self {
+        FaultSettings {
+            decline_rate: 0.10,
+            failure_rate: 0.20,
+            rate_limit_rate: 0.05,
+            timeout_rate: 0.05,
+            lost_response_rate: 0.10,
+            latency: LatencySettings {
+                base_ms: 5,
+                jitter_ms: 10,
+                tail_rate: 0.1,
+                tail_ms: 100,
+            },
+            ..FaultSettings::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,20 +361,7 @@ mod tests {
     }
 
     fn mixed_spec() -> FaultSettings {
-        FaultSettings {
-            decline_rate: 0.10,
-            failure_rate: 0.20,
-            rate_limit_rate: 0.05,
-            timeout_rate: 0.05,
-            lost_response_rate: 0.10,
-            latency: LatencySettings {
-                base_ms: 5,
-                jitter_ms: 10,
-                tail_rate: 0.1,
-                tail_ms: 100,
-            },
-            ..FaultSettings::default()
-        }
+        FaultSettings::mixed()
     }
 
     #[test]

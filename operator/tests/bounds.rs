@@ -240,14 +240,7 @@ fn largest_status() -> relab_operator::crd::ReliabilityExperimentStatus {
     results.accepted_api_latency_ms = p.clone();
     results.shed_api_latency_ms = p.clone();
     results.end_to_end_latency_ms = p;
-    for reason in [
-        "timeout",
-        "connect",
-        "status_5xx",
-        "rate_limited",
-        "declined",
-        "rejected",
-    ] {
+    for reason in lab_service::resilience::retry::FAILURE_REASONS {
         results
             .payment
             .failures_by_reason

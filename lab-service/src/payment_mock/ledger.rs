@@ -5,19 +5,26 @@
 //! here was charged twice, whatever the order service believes.
 //!
 //! Durability: opened on a file ([`Ledger::open`]), every new charge is
-//! appended to it as one JSON line and `fdatasync`ed *before* the charge
-//! counts (in memory, and in the answer), inside the same lock that decides
-//! it. A process killed at any point (`kill -9`) and started again on the
+//! appended to it as one JSON line inside the lock that decides it, and
+//! `fdatasync`ed *before* it is answered: a caller (a new charge, or a
+//! replay of one) waits until the journal is synced past its line
+//! ([`Durable::wait`]). The syncs are grouped: one `fdatasync` covers every
+//! line written before it started, so concurrent charges share it instead
+//! of queueing one sync each inside the lock (group commit, as databases
+//! do). A process killed at any point (`kill -9`) and started again on the
 //! same file knows every charge it ever answered for and every idempotency
 //! key, so a retried key is a replay, as with a real payment provider. A
 //! torn last line (a kill in the middle of a write, never answered) is cut
-//! off on open. The file belongs to the mock alone: the order service's
-//! database can restart or vanish without touching it. Each new charge
-//! costs one `fdatasync` inside the lock (docs/patterns.md).
+//! off on open. A failed write or sync poisons the journal: nothing more is
+//! charged (503 `ledger_unavailable`), since memory and disk may disagree.
+//! The file belongs to the mock alone: the order service's database can
+//! restart or vanish without touching it (docs/patterns.md).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -162,11 +169,126 @@ pub enum ChargeError {
     Journal { path: String, message: String },
 }
 
-/// The ledger's file: one JSON [`Charge`] per line, appended and synced.
+/// The ledger's file: one JSON [`Charge`] per line, appended under the
+/// ledger's lock and synced in groups ([`GroupSync`]).
 #[derive(Debug)]
 struct Journal {
     file: std::fs::File,
     path: PathBuf,
+    sync: Arc<GroupSync>,
+}
+
+/// The journal's syncs: lines are numbered as they are written; a caller
+/// waits until `synced` reaches its line, and whoever syncs covers every
+/// line written before the sync began.
+#[derive(Debug)]
+pub struct GroupSync {
+    file: Arc<std::fs::File>,
+    path: PathBuf,
+    /// Lines written (the last line's number).
+    written: AtomicU64,
+    /// Lines known durable.
+    synced: AtomicU64,
+    /// `fdatasync` calls made, for the tests and the docs' figures.
+    syncs: AtomicU64,
+    /// One sync at a time; the others wait for it and usually find their
+    /// line covered.
+    turn: tokio::sync::Mutex<()>,
+    /// Why the journal may no longer be written (a failed write or sync).
+    poisoned: std::sync::Mutex<Option<String>>,
+}
+
+impl GroupSync {
+    fn poison(&self, why: String) {
+        *self.poisoned.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
+    }
+
+    fn poisoned(&self) -> Option<String> {
+        self.poisoned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn error(&self, message: String) -> ChargeError {
+        ChargeError::Journal {
+            path: self.path.display().to_string(),
+            message,
+        }
+    }
+
+    /// `fdatasync` calls so far.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Wait until line `line` is durable, syncing when nobody else is.
+    async fn wait(&self, line: u64) -> Result<(), ChargeError> {
+        loop {
+            if self.synced.load(Ordering::Acquire) >= line {
+                return Ok(());
+            }
+            if let Some(why) = self.poisoned() {
+                return Err(self.error(why));
+            }
+            let _turn = self.turn.lock().await;
+            if self.synced.load(Ordering::Acquire) >= line {
+                return Ok(());
+            }
+            // every line written so far is in the file: this sync covers them all
+            let upto = self.written.load(Ordering::Acquire);
+            let file = self.file.clone();
+            let synced = tokio::task::spawn_blocking(move || file.sync_data())
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+            match synced {
+                Ok(()) => {
+                    self.synced.fetch_max(upto, Ordering::AcqRel);
+                }
+                Err(why) => {
+                    self.poison(format!("fdatasync failed: {why}"));
+                    return Err(self.error(why));
+                }
+            }
+        }
+    }
+
+    /// [`GroupSync::wait`] for a caller outside the runtime (tests, tools).
+    fn wait_blocking(&self, line: u64) -> Result<(), ChargeError> {
+        if self.synced.load(Ordering::Acquire) >= line {
+            return Ok(());
+        }
+        let upto = self.written.load(Ordering::Acquire);
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        match self.file.sync_data() {
+            Ok(()) => {
+                self.synced.fetch_max(upto, Ordering::AcqRel);
+                Ok(())
+            }
+            Err(e) => {
+                self.poison(format!("fdatasync failed: {e}"));
+                Err(self.error(e.to_string()))
+            }
+        }
+    }
+}
+
+/// A charge's line in the journal, to wait on before answering.
+#[derive(Debug)]
+pub struct Durable {
+    line: u64,
+    sync: Arc<GroupSync>,
+}
+
+impl Durable {
+    /// Until the line is synced (one `fdatasync` shared with every caller
+    /// whose line it covers); Err: the journal failed, nothing may be
+    /// answered as charged.
+    pub async fn wait(self) -> Result<(), ChargeError> {
+        self.sync.wait(self.line).await
+    }
 }
 
 /// The ledger could not be opened.
@@ -182,6 +304,8 @@ pub struct LedgerOpenError {
 #[derive(Debug, Default)]
 pub struct Ledger {
     charges: Vec<Charge>,
+    /// Each charge's journal line (0: read from the file, durable).
+    lines: Vec<u64>,
     by_key: HashMap<String, usize>,
     /// Charges per order, and how many orders have more than one (live).
     per_order: HashMap<Uuid, u32>,
@@ -225,7 +349,7 @@ impl Ledger {
                 number += 1;
                 match line.strip_suffix('\n').map(serde_json::from_str::<Charge>) {
                     Some(Ok(charge)) => {
-                        ledger.insert(charge);
+                        ledger.insert(charge, 0);
                         good_len += n as u64;
                     }
                     Some(Err(e)) => {
@@ -245,9 +369,21 @@ impl Ledger {
                 .map_err(|e| fail(format!("cannot cut the torn line: {e}")))?;
         }
         file.seek(std::io::SeekFrom::End(0)).map_err(|e| fail(e.to_string()))?;
+        let syncer = file
+            .try_clone()
+            .map_err(|e| fail(format!("cannot open it twice: {e}")))?;
         ledger.journal = Some(Journal {
             file,
             path: path.to_path_buf(),
+            sync: Arc::new(GroupSync {
+                file: Arc::new(syncer),
+                path: path.to_path_buf(),
+                written: AtomicU64::new(0),
+                synced: AtomicU64::new(0),
+                syncs: AtomicU64::new(0),
+                turn: tokio::sync::Mutex::new(()),
+                poisoned: Default::default(),
+            }),
         });
         Ok(ledger)
     }
@@ -257,7 +393,13 @@ impl Ledger {
         self.journal.as_ref().map(|j| j.path.as_path())
     }
 
-    fn insert(&mut self, charge: Charge) {
+    /// The journal's syncs, when the ledger has one.
+    pub fn group_sync(&self) -> Option<Arc<GroupSync>> {
+        self.journal.as_ref().map(|j| j.sync.clone())
+    }
+
+    fn insert(&mut self, charge: Charge, line: u64) {
+        self.lines.push(line);
         let n = self.per_order.entry(charge.order_id).or_default();
         *n += 1;
         if *n == 2 {
@@ -269,18 +411,38 @@ impl Ledger {
         self.charges.push(charge);
     }
 
-    /// Records a charge, or replays the one `key` already produced.
-    ///
-    /// Without a key every call records a new charge. A key that was used
-    /// with a different order, amount or currency is a conflict. A new
-    /// charge is journaled and synced before it is recorded: if that
-    /// fails, nothing was charged.
+    /// Records a charge, or replays the one `key` already produced, and
+    /// makes it durable before returning (one `fdatasync` unless a sync
+    /// already covered it): for callers outside the runtime. The payment
+    /// mock uses [`Ledger::charge_deferred`] and waits outside the lock.
     pub fn charge(
         &mut self,
         key: Option<&str>,
         request: &ChargeRequest,
         now: DateTime<Utc>,
     ) -> Result<ChargeOutcome, ChargeError> {
+        let (outcome, durable) = self.charge_deferred(key, request, now)?;
+        if let Some(d) = durable {
+            d.sync.wait_blocking(d.line)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Records a charge, or replays the one `key` already produced; with a
+    /// journal, also what to wait on before the outcome may be answered
+    /// (the charge's line, a replay's included: a replay of a charge not
+    /// yet synced waits for the same sync).
+    ///
+    /// Without a key every call records a new charge. A key that was used
+    /// with a different order, amount or currency is a conflict. A new
+    /// charge is written to the journal before it is recorded: if that
+    /// fails, nothing was charged.
+    pub fn charge_deferred(
+        &mut self,
+        key: Option<&str>,
+        request: &ChargeRequest,
+        now: DateTime<Utc>,
+    ) -> Result<(ChargeOutcome, Option<Durable>), ChargeError> {
         if let Some(key) = key {
             if let Some(&index) = self.by_key.get(key) {
                 let existing = &self.charges[index];
@@ -288,7 +450,11 @@ impl Ledger {
                     && existing.amount_cents == request.amount_cents
                     && existing.currency == request.currency;
                 return if same_request {
-                    Ok(ChargeOutcome::Replayed(existing.clone()))
+                    let durable = self.journal.as_ref().map(|j| Durable {
+                        line: self.lines[index],
+                        sync: j.sync.clone(),
+                    });
+                    Ok((ChargeOutcome::Replayed(existing.clone()), durable))
                 } else {
                     Err(IdempotencyConflict {
                         key: key.to_string(),
@@ -306,19 +472,28 @@ impl Ledger {
             currency: request.currency.clone(),
             created_at: now,
         };
+        let mut durable = None;
         if let Some(journal) = &mut self.journal {
+            let sync = &journal.sync;
+            if let Some(why) = sync.poisoned() {
+                return Err(sync.error(why));
+            }
             let mut line = serde_json::to_vec(&charge).expect("a charge serializes");
             line.push(b'\n');
-            let written = journal.file.write_all(&line).and_then(|()| journal.file.sync_data());
-            if let Err(e) = written {
-                return Err(ChargeError::Journal {
-                    path: journal.path.display().to_string(),
-                    message: e.to_string(),
-                });
+            if let Err(e) = journal.file.write_all(&line) {
+                // a line cut short would make the next one unreadable
+                sync.poison(format!("write failed: {e}"));
+                return Err(sync.error(e.to_string()));
             }
+            let number = sync.written.fetch_add(1, Ordering::AcqRel) + 1;
+            durable = Some(Durable {
+                line: number,
+                sync: sync.clone(),
+            });
         }
-        self.insert(charge.clone());
-        Ok(ChargeOutcome::Created(charge))
+        let line = durable.as_ref().map_or(0, |d| d.line);
+        self.insert(charge.clone(), line);
+        Ok((ChargeOutcome::Created(charge), durable))
     }
 
     /// Orders charged more than once so far (what the audit will call
@@ -445,6 +620,33 @@ mod tests {
         let err = Ledger::open(&path).unwrap_err();
         assert!(err.to_string().contains("line 1 is not a charge"), "{err}");
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_charges_share_one_sync_and_all_survive_a_reopen() {
+        let path = journal_path("group");
+        let mut ledger = Ledger::open(&path).unwrap();
+        let sync = ledger.group_sync().unwrap();
+        // 64 charges written (under the lock, one after the other), then
+        // their callers wait at once, as concurrent requests do
+        let mut waits = Vec::new();
+        for i in 0..64i64 {
+            let (outcome, durable) = ledger
+                .charge_deferred(Some(&format!("k{i}")), &request(100 + i), Utc::now())
+                .unwrap();
+            assert!(matches!(outcome, ChargeOutcome::Created(_)));
+            waits.push(durable.expect("a journaled charge waits for its sync"));
+        }
+        // a replay of a charge not yet synced waits too
+        let (replay, durable) = ledger.charge_deferred(Some("k3"), &request(103), Utc::now()).unwrap();
+        assert!(matches!(replay, ChargeOutcome::Replayed(_)));
+        waits.push(durable.unwrap());
+        let results = futures::future::join_all(waits.into_iter().map(|d| d.wait())).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(sync.syncs(), 1, "one fdatasync covered all 65 callers");
+        drop(ledger);
+        let again = Ledger::open(&path).unwrap();
+        assert_eq!(again.len(), 64);
     }
 
     #[test]

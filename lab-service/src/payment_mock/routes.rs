@@ -161,7 +161,7 @@ async fn create_charge(
     request.validate().map_err(invalid)?;
     let decision = state.next_decision();
     let (outcome, pause_for, response): (Option<Outcome>, Duration, Result<Response, ApiError>) = match decision {
-        Decision::Success { delay } => match state.charge(key.as_deref(), &request) {
+        Decision::Success { delay } => match state.charge(key.as_deref(), &request).await {
             Ok(ChargeOutcome::Created(charge)) => (
                 Some(Outcome::Success),
                 delay,
@@ -182,7 +182,7 @@ async fn create_charge(
             }
         },
         // Charge for real, then lose the answer: the caller only sees a 504.
-        Decision::LostResponse { hang } => match state.charge(key.as_deref(), &request) {
+        Decision::LostResponse { hang } => match state.charge(key.as_deref(), &request).await {
             Ok(_) => (Some(Outcome::LostResponse), hang, Err(gateway_timeout())),
             Err(error) => {
                 let (outcome, error) = charge_error(&error);

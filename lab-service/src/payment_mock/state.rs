@@ -213,13 +213,22 @@ impl MockState {
         decide(plan.active_settings(epoch.elapsed()), rng)
     }
 
-    /// Records (or replays) a charge in the ledger.
-    pub(crate) fn charge(&self, key: Option<&str>, request: &ChargeRequest) -> Result<ChargeOutcome, ChargeError> {
-        let outcome = lock(&self.inner.ledger).charge(key, request, Utc::now());
-        if let Ok(ChargeOutcome::Created(_)) = &outcome {
+    /// Records (or replays) a charge in the ledger, and returns once it is
+    /// durable: the journal is written under the ledger's lock and synced
+    /// outside it, one sync for every charge waiting (group commit).
+    pub(crate) async fn charge(
+        &self,
+        key: Option<&str>,
+        request: &ChargeRequest,
+    ) -> Result<ChargeOutcome, ChargeError> {
+        let (outcome, durable) = lock(&self.inner.ledger).charge_deferred(key, request, Utc::now())?;
+        if let Some(durable) = durable {
+            durable.wait().await?;
+        }
+        if let ChargeOutcome::Created(_) = &outcome {
             self.inner.metrics.charges.inc();
         }
-        outcome
+        Ok(outcome)
     }
 
     /// Counts one charge call.

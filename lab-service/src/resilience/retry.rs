@@ -33,6 +33,16 @@ pub enum CallError {
     Permanent { reason: &'static str, detail: String },
 }
 
+/// Every `reason` a failed call can have (`results.payment.failuresByReason` keys).
+pub const FAILURE_REASONS: [&str; 6] = [
+    "timeout",
+    "connect",
+    "status_5xx",
+    "rate_limited",
+    "declined",
+    "rejected",
+];
+
 impl CallError {
     pub fn reason(&self) -> &'static str {
         match self {

@@ -569,14 +569,7 @@ mod tests {
         let mut r = RunResults::default();
         r.orders.sent = u64::MAX;
         r.api_latency_ms.p99 = 123_456.789;
-        for reason in [
-            "timeout",
-            "connect",
-            "status_5xx",
-            "rate_limited",
-            "declined",
-            "rejected",
-        ] {
+        for reason in crate::resilience::retry::FAILURE_REASONS {
             r.payment.failures_by_reason.insert(reason.into(), u64::MAX);
         }
         for t in [

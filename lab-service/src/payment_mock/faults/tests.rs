@@ -7,20 +7,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 fn mixed_spec() -> FaultSettings {
-    FaultSettings {
-        decline_rate: 0.10,
-        failure_rate: 0.20,
-        rate_limit_rate: 0.05,
-        timeout_rate: 0.05,
-        lost_response_rate: 0.10,
-        latency: LatencySettings {
-            base_ms: 5,
-            jitter_ms: 10,
-            tail_rate: 0.1,
-            tail_ms: 100,
-        },
-        ..FaultSettings::default()
-    }
+    FaultSettings::mixed()
 }
 
 fn decisions(seed: u64, n: usize) -> Vec<Decision> {
