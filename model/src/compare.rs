@@ -287,15 +287,7 @@ pub fn experiment_verdict(variants: &[VariantStatus]) -> Verdict {
     } else {
         VerdictResult::Passed
     };
-    Verdict {
-        result,
-        objectives: rows,
-        inconclusive_reasons: if result == VerdictResult::Inconclusive {
-            inconclusive
-        } else {
-            Vec::new()
-        },
-    }
+    Verdict::of(result, rows, inconclusive)
 }
 
 /// A sweep's verdict: its variants are candidates, not claims, so it is

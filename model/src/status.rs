@@ -320,6 +320,22 @@ pub struct Verdict {
     pub inconclusive_reasons: Vec<String>,
 }
 
+impl Verdict {
+    /// A verdict of `result` over `rows`; the reasons are kept only when it
+    /// is Inconclusive (they explain nothing else).
+    pub fn of(result: VerdictResult, objectives: Vec<ObjectiveResult>, reasons: Vec<String>) -> Self {
+        Verdict {
+            result,
+            objectives,
+            inconclusive_reasons: if result == VerdictResult::Inconclusive {
+                reasons
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
 /// One objective: what was asked, what was seen.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -83,15 +83,7 @@ pub fn judge(spec: &ReliabilityExperimentSpec, results: &RunResults) -> Verdict 
     } else {
         VerdictResult::Passed
     };
-    Verdict {
-        result,
-        objectives: rows,
-        inconclusive_reasons: if result == VerdictResult::Inconclusive {
-            reasons
-        } else {
-            Vec::new()
-        },
-    }
+    Verdict::of(result, rows, reasons)
 }
 
 /// One row per objective, and why the run did not test what it claimed.

@@ -40,6 +40,16 @@ pub struct Series<'a> {
     pub step: bool,
 }
 
+/// A series drawn as a line (not as steps).
+fn line<'a>(name: &'a str, color: &'static str, points: Vec<(f64, f64)>) -> Series<'a> {
+    Series {
+        name,
+        color,
+        points,
+        step: false,
+    }
+}
+
 fn nice_max(v: f64) -> f64 {
     if v <= 0.0 {
         return 1.0;
@@ -257,36 +267,11 @@ pub fn render(
         "orders/s",
         total,
         &[
-            Series {
-                name: "sent",
-                color: "#888",
-                points: pts(&|p| p.sent as f64),
-                step: false,
-            },
-            Series {
-                name: "accepted",
-                color: "#2e86ab",
-                points: pts(&|p| p.accepted as f64),
-                step: false,
-            },
-            Series {
-                name: "paid",
-                color: "#3bb273",
-                points: pts(&|p| p.paid as f64),
-                step: false,
-            },
-            Series {
-                name: "payment calls",
-                color: "#f18f01",
-                points: pts(&|p| p.payment_calls as f64),
-                step: false,
-            },
-            Series {
-                name: "shed",
-                color: "#c73e1d",
-                points: pts(&|p| p.shed as f64),
-                step: false,
-            },
+            line("sent", "#888", pts(&|p| p.sent as f64)),
+            line("accepted", "#2e86ab", pts(&|p| p.accepted as f64)),
+            line("paid", "#3bb273", pts(&|p| p.paid as f64)),
+            line("payment calls", "#f18f01", pts(&|p| p.payment_calls as f64)),
+            line("shed", "#c73e1d", pts(&|p| p.shed as f64)),
         ],
         &bands,
         None,
