@@ -327,12 +327,18 @@ impl Verdict {
         Verdict {
             result,
             objectives,
-            inconclusive_reasons: if result == VerdictResult::Inconclusive {
-                reasons
-            } else {
-                Vec::new()
-            },
+            inconclusive_reasons: reasons_if_inconclusive(result, reasons),
         }
+    }
+}
+
+/// `reasons` when `result` is Inconclusive, else none: why a verdict is
+/// inconclusive, and nothing for one that is not.
+pub fn reasons_if_inconclusive(result: VerdictResult, reasons: Vec<String>) -> Vec<String> {
+    if result == VerdictResult::Inconclusive {
+        reasons
+    } else {
+        Vec::new()
     }
 }
 

@@ -308,11 +308,7 @@ pub fn judge_repeated(spec: &ReliabilityExperimentSpec, runs: &[RunResults], con
     RepeatedVerdict {
         result,
         objectives,
-        inconclusive_reasons: if result == VerdictResult::Inconclusive {
-            reasons
-        } else {
-            Vec::new()
-        },
+        inconclusive_reasons: crate::status::reasons_if_inconclusive(result, reasons),
     }
 }
 
