@@ -209,9 +209,8 @@ pub async fn start(config: DbProxyConfig, stop: CancellationToken) -> std::io::R
         .with_state(shared.clone());
     let admin_stop = stop.clone();
     let admin_task = tokio::spawn(async move {
-        let _ = axum::serve(admin, app)
-            .with_graceful_shutdown(admin_stop.cancelled_owned())
-            .await;
+        // the lab's servers' own serve: headers must arrive within its timeout
+        let _ = crate::serve::serve(admin, app, admin_stop.cancelled_owned()).await;
     });
     let upstream = config.upstream.clone();
     let accept_stop = stop.clone();

@@ -388,6 +388,12 @@ pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// A status timestamp read back (RFC 3339, any offset, as UTC); None when
+/// it is not one.
+pub fn parse_timestamp(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.to_utc())
+}
+
 pub fn condition(
     type_: &str,
     status: &str,

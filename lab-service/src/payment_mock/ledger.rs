@@ -240,18 +240,8 @@ impl GroupSync {
             let file = self.file.clone();
             let synced = tokio::task::spawn_blocking(move || file.sync_data())
                 .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
-            self.syncs.fetch_add(1, Ordering::Relaxed);
-            match synced {
-                Ok(()) => {
-                    self.synced.fetch_max(upto, Ordering::AcqRel);
-                }
-                Err(why) => {
-                    self.poison(format!("fdatasync failed: {why}"));
-                    return Err(self.error(why));
-                }
-            }
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            self.settle(upto, synced)?;
         }
     }
 
@@ -261,8 +251,14 @@ impl GroupSync {
             return Ok(());
         }
         let upto = self.written.load(Ordering::Acquire);
+        self.settle(upto, self.file.sync_data())
+    }
+
+    /// Count a sync made after `upto` lines were written: on success they
+    /// are durable; on failure the journal is poisoned.
+    fn settle(&self, upto: u64, synced: std::io::Result<()>) -> Result<(), ChargeError> {
         self.syncs.fetch_add(1, Ordering::Relaxed);
-        match self.file.sync_data() {
+        match synced {
             Ok(()) => {
                 self.synced.fetch_max(upto, Ordering::AcqRel);
                 Ok(())

@@ -337,7 +337,8 @@ pub async fn serve_progress(
         .await
         .map_err(|e| anyhow::anyhow!("--progress-listen {addr}: {e}"))?;
     Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        // the lab's servers' own serve (a header read timeout); stopped by abort
+        if let Err(e) = crate::serve::serve(listener, app, std::future::pending()).await {
             tracing::warn!(error = %e, "progress server stopped");
         }
     }))

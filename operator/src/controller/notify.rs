@@ -23,7 +23,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::Client;
 use relab_model::ops::WebhookSpec;
-use relab_model::status::{condition, set_condition, timestamp, Notification, NotificationState};
+use relab_model::status::{condition, parse_timestamp, set_condition, timestamp, Notification, NotificationState};
 use relab_model::ValidatedExperiment;
 use serde_json::json;
 use std::time::Duration;
@@ -68,7 +68,7 @@ pub fn due(
     match &status.notification {
         None => Due::Now(event_id(owner)),
         Some(n) if n.state != NotificationState::Pending => Due::Nothing,
-        Some(n) => match n.next_attempt_time.as_deref().and_then(parse) {
+        Some(n) => match n.next_attempt_time.as_deref().and_then(parse_timestamp) {
             Some(at) if at > now => Due::Later(at),
             _ => Due::Now(n.event_id.clone()),
         },
@@ -153,7 +153,7 @@ pub fn recorded(
 /// Its `time` is when the run finished (`now` for a status without one),
 /// so every attempt sends the same event.
 pub fn event(owner: &Owner, status: &ReliabilityExperimentStatus, id: &str, now: DateTime<Utc>) -> serde_json::Value {
-    let time = status.finish_time.as_deref().and_then(parse).unwrap_or(now);
+    let time = status.finish_time.as_deref().and_then(parse_timestamp).unwrap_or(now);
     let namespace = owner.namespace.as_deref().unwrap_or_default();
     let names = &owner.names;
     let results = status.results.as_ref();
@@ -261,17 +261,13 @@ pub fn event_id(owner: &Owner) -> String {
     format!("{}/{}", owner.reference.uid, owner.names.run_label())
 }
 
-fn parse(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crd::Phase;
 
     fn at(s: &str) -> DateTime<Utc> {
-        parse(s).unwrap()
+        parse_timestamp(s).unwrap()
     }
 
     #[test]

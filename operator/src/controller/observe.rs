@@ -34,12 +34,15 @@ pub async fn run(ctx: &Context, namespace: &str, names: &Names, started_now: boo
             .map_err(err(ErrorKind::Read, "reading the load generator"))?
     };
     let (progress, load) = match (&loadgen, pod) {
-        (Loadgen::Running { .. }, Some(pod)) => (
-            match ctx.options.read_progress {
-                true => progress(&ctx.client, namespace, names).await,
-                false => None,
+        // the two reads, side by side (each waits up to 2 s)
+        (Loadgen::Running { .. }, Some(pod)) => tokio::join!(
+            async {
+                match ctx.options.read_progress {
+                    true => progress(&ctx.client, namespace, names).await,
+                    false => None,
+                }
             },
-            load_stage(&ctx.client, namespace, &pod).await,
+            load_stage(&ctx.client, namespace, &pod),
         ),
         _ => (None, None),
     };
@@ -56,12 +59,17 @@ pub async fn run(ctx: &Context, namespace: &str, names: &Names, started_now: boo
 /// started. `None` when it cannot be read (yet).
 pub async fn load_stage(client: &Client, namespace: &str, pod: &str) -> Option<RunProgress> {
     let path = format!("/api/v1/namespaces/{namespace}/pods/{pod}:{LOADGEN_PROGRESS_PORT}/proxy/progress");
+    serde_json::from_str(&proxied_get(client, path).await?).ok()
+}
+
+/// `GET path` on the API server (a service or pod proxy path) within 2 s:
+/// the body, or None when it could not be read.
+async fn proxied_get(client: &Client, path: String) -> Option<String> {
     let request = http::Request::get(path).body(Vec::new()).ok()?;
-    let text = tokio::time::timeout(Duration::from_secs(2), client.request_text(request))
+    tokio::time::timeout(Duration::from_secs(2), client.request_text(request))
         .await
         .ok()?
-        .ok()?;
-    serde_json::from_str(&text).ok()
+        .ok()
 }
 
 /// The load generator of this run, as its pod (preferred) and Job show it,
@@ -166,12 +174,7 @@ pub async fn progress(client: &Client, namespace: &str, names: &Names) -> Option
     let mut samples = Vec::new();
     for port in ["http", "worker-metrics"] {
         let path = format!("/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/metrics");
-        let request = http::Request::get(path).body(Vec::new()).ok()?;
-        let text = tokio::time::timeout(Duration::from_secs(2), client.request_text(request))
-            .await
-            .ok()?
-            .ok()?;
-        samples.extend(parse_text(&text).ok()?);
+        samples.extend(parse_text(&proxied_get(client, path).await?).ok()?);
     }
     Some(progress_from_metrics(&samples))
 }

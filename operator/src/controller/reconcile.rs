@@ -25,7 +25,7 @@ use crate::crd::{Phase, ReliabilityExperiment, ReliabilityExperimentStatus};
 use chrono::Utc;
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
-use relab_model::status::get_condition;
+use relab_model::status::{get_condition, parse_timestamp};
 use relab_model::{FieldError, ValidatedExperiment};
 use std::sync::Arc;
 use std::time::Duration;
@@ -180,8 +180,7 @@ async fn finished(
                 .notification
                 .as_ref()
                 .and_then(|n| n.next_attempt_time.as_deref())
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&Utc))
+                .and_then(parse_timestamp)
         }
     };
     match machine::cleanup_due(experiment, &status) {

@@ -382,12 +382,8 @@ pub fn experiment(
     }
     let shift = |t: &Option<String>, by: i64| {
         t.as_deref()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| {
-                (t + chrono::Duration::seconds(by))
-                    .to_utc()
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            })
+            .and_then(relab_model::status::parse_timestamp)
+            .map(|t| relab_model::status::timestamp(t + chrono::Duration::seconds(by)))
     };
     let from = shift(&status.start_time, -60).unwrap_or_else(|| "now-15m".into());
     let to = shift(&status.finish_time, 60).unwrap_or_else(|| "now".into());

@@ -293,8 +293,8 @@ pub fn cleanup_due(experiment: &ValidatedExperiment, status: &ReliabilityExperim
     if status.phase == Phase::Failed && spec.cleanup_policy == crate::crd::CleanupPolicy::RetainOnFailure {
         return None;
     }
-    let finished = DateTime::parse_from_rfc3339(status.finish_time.as_deref()?).ok()?;
-    Some(finished.with_timezone(&Utc) + chrono::Duration::seconds(ttl))
+    let finished = relab_model::status::parse_timestamp(status.finish_time.as_deref()?)?;
+    Some(finished + chrono::Duration::seconds(ttl))
 }
 
 /// The status after the TTL deleted the run's workloads.

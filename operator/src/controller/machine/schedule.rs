@@ -20,7 +20,7 @@ use super::{start, Note};
 use crate::crd::{Phase, ReliabilityExperimentStatus};
 use chrono::{DateTime, Utc};
 use relab_model::ops::{due, ScheduleSpec, Tick};
-use relab_model::status::{condition, set_condition, timestamp};
+use relab_model::status::{condition, parse_timestamp, set_condition, timestamp};
 use relab_model::ValidatedExperiment;
 
 /// A scheduled experiment whose generation has no run yet (a new spec):
@@ -76,8 +76,7 @@ pub fn tick(
         }
         return (status, Vec::new(), false);
     }
-    let pending = status.next_run_time.as_deref().and_then(parse);
-    let Some(pending) = pending else {
+    let Some(pending) = next_tick_at(&status) else {
         // resumed, or a status written before the schedule: count from now
         status.next_run_time = next_tick(experiment, schedule, now).map(timestamp);
         return (status, Vec::new(), false);
@@ -142,7 +141,7 @@ pub fn tick(
 /// When the controller should look again for the schedule's sake (None:
 /// no tick pending).
 pub fn next_tick_at(status: &ReliabilityExperimentStatus) -> Option<DateTime<Utc>> {
-    status.next_run_time.as_deref().and_then(parse)
+    status.next_run_time.as_deref().and_then(parse_timestamp)
 }
 
 /// `; next at <time>` for an Event (empty without a next tick).
@@ -185,8 +184,4 @@ fn mark(status: &mut ReliabilityExperimentStatus, generation: i64, next: Option<
         &mut status.conditions,
         condition("Scheduled", state, reason, message, Some(generation), &timestamp(now)),
     );
-}
-
-fn parse(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
 }
