@@ -387,6 +387,17 @@ mod tests {
                 )
                 .unwrap(),
                 success_target: Some(0.95),
+                disruptions: vec![relab_model::disruptions::PlannedDisruption {
+                    name: "db-cut".into(),
+                    action: relab_model::disruptions::DisruptionAction::DatabaseOutage,
+                    at: std::time::Duration::from_secs(4),
+                    duration: std::time::Duration::from_millis(2500),
+                    fraction: 0.0,
+                    added_ms: 0,
+                }],
+                db_proxy_url: Some("http://10.0.0.13:6433".into()),
+                carrier: None,
+                disruption_log: Default::default(),
             },
             output: None,
             termination_log: Some("/dev/termination-log".into()),

@@ -8,12 +8,14 @@
 //!   the payment mock;
 //! - [`validate`] and [`schema`]: every rule, each problem a [`FieldError`]
 //!   with its path, and the [`ValidatedExperiment`] every consumer takes;
-//! - [`verdict`]: judging a run against its objectives.
+//! - [`verdict`]: judging a run against its objectives;
+//! - [`disruptions`]: crashes, database restarts and database faults, and recovery.
 //!
 //! `cargo tree -e normal -p relab-model` shows neither `kube` nor
 //! `k8s-openapi` unless the `kube` feature is on.
 
 pub mod compare;
+pub mod disruptions;
 pub mod error;
 pub mod faults;
 pub mod ops;

@@ -49,6 +49,9 @@ pub struct RunResults {
     /// The run was stopped early by a `stopWhen` condition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped: Option<crate::ops::Stopped>,
+    /// What each of `spec.disruptions` did, and the recovery from it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disruptions: Vec<crate::disruptions::DisruptionResult>,
 }
 
 impl RunResults {
@@ -106,6 +109,9 @@ impl RunResults {
             v.charges_without_order += w.charges_without_order;
             v.paid_without_charge += w.paid_without_charge;
         }
+        let lists: Vec<&[crate::disruptions::DisruptionResult]> =
+            runs.iter().map(|r| r.disruptions.as_slice()).collect();
+        out.disruptions = crate::disruptions::merge(&lists);
         let inj = &mut out.payment.injected;
         if inj.calls > 0 {
             let calls = inj.calls as f64;

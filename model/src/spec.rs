@@ -11,6 +11,7 @@
 //! With the `kube` feature the spec also derives kube's `CustomResource`,
 //! which makes the `ReliabilityExperiment` type the operator works with.
 
+use crate::disruptions::{DisruptionSpec, MAX_DISRUPTIONS};
 use crate::faults::{FaultSettings, MAX_FAULT_PHASES};
 use crate::ops::{NotifySpec, ScheduleSpec, StopCondition, MAX_STOP_CONDITIONS};
 #[cfg(feature = "kube")]
@@ -110,6 +111,12 @@ pub struct ReliabilityExperimentSpec {
     /// Who hears of a finished run (the operator; `relab run` reports locally).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<NotifySpec>,
+    /// Infrastructure failures, each fired once at a time from the start of
+    /// the load: worker or order-service crashes (ungraceful), a Postgres
+    /// restart, a slow or unreachable database.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_DISRUPTIONS))]
+    pub disruptions: Vec<DisruptionSpec>,
 }
 
 fn is_empty_sweep(sweep: &Sweep) -> bool {
@@ -489,6 +496,12 @@ pub struct ObjectivesSpec {
     #[serde(default = "zero")]
     #[schemars(range(min = 0))]
     pub max_lost_orders: u64,
+    /// Seconds from each disruption's end until the success rate is back
+    /// within 5% of steady state and the queue back under its depth before
+    /// the disruption, at most (a disruption never recovered from fails it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub max_recovery_seconds: Option<u32>,
 }
 
 fn zero() -> u64 {

@@ -221,6 +221,13 @@ pub fn cross_field(spec: &ReliabilityExperimentSpec) -> Vec<FieldError> {
         }
     }
     crate::ops::check_stop_when(&spec.stop_when, spec.objectives.success_ratio, &mut p);
+    crate::disruptions::check_disruptions(&spec.disruptions, total, spec.database.external.is_some(), &mut p);
+    if spec.objectives.max_recovery_seconds.is_some() && spec.disruptions.is_empty() {
+        p.add(
+            "spec.objectives.maxRecoverySeconds",
+            "measures recovery from spec.disruptions: there are none",
+        );
+    }
     if let Some(Err(problems)) = spec.schedule.as_ref().map(|s| s.parsed()) {
         p.0.extend(problems);
     }
@@ -507,6 +514,15 @@ impl ValidatedExperiment {
 
     fn scaled_ms(&self, seconds: u64) -> u64 {
         (seconds as f64 * 1000.0 * self.time_scale).round() as u64
+    }
+
+    /// `spec.disruptions` as the runners fire them (times scaled).
+    pub fn disruptions(&self) -> Vec<crate::disruptions::PlannedDisruption> {
+        self.spec
+            .disruptions
+            .iter()
+            .map(|d| crate::disruptions::PlannedDisruption::of(d, self.time_scale))
+            .collect()
     }
 
     /// The load's stages: `stages` when given, else one stage of

@@ -148,6 +148,17 @@ fn rows_and_reasons(spec: &ReliabilityExperimentSpec, results: &RunResults) -> (
         passed: lost <= obj.max_lost_orders,
     });
 
+    for row in recovery_rows(spec, results) {
+        rows.push(ObjectiveResult {
+            name: row.name,
+            target: row.target,
+            observed: row.observed,
+            passed: row.passed,
+        });
+    }
+    // did every disruption fire and hit something?
+    reasons.extend(results.disruptions.iter().filter_map(|d| d.inconclusive_reason()));
+
     // did the payment service inject what was asked? (steady state only when there is a schedule)
     let asked = &spec.payment.faults;
     let share = steady_state_share(spec);
@@ -184,6 +195,40 @@ fn rows_and_reasons(spec: &ReliabilityExperimentSpec, results: &RunResults) -> (
     }
 
     (rows, reasons)
+}
+
+/// One `maxRecoverySeconds` row per disruption (none without the objective).
+struct RecoveryRow {
+    name: String,
+    target: String,
+    observed: String,
+    /// The recovery in seconds (`None`: never recovered, or never fired).
+    seconds: Option<f64>,
+    passed: bool,
+}
+
+fn recovery_rows(spec: &ReliabilityExperimentSpec, results: &RunResults) -> Vec<RecoveryRow> {
+    let Some(max) = spec.objectives.max_recovery_seconds else {
+        return Vec::new();
+    };
+    results
+        .disruptions
+        .iter()
+        .map(|d| {
+            let observed = match (d.fired_at_seconds, d.recovery_seconds) {
+                (None, _) => "did not fire".to_string(),
+                (Some(_), None) => "never recovered".to_string(),
+                (Some(_), Some(r)) => format!("{r:.1} s"),
+            };
+            RecoveryRow {
+                name: format!("maxRecoverySeconds[{}]", d.name),
+                target: format!("<= {max} s"),
+                observed,
+                seconds: d.recovery_seconds,
+                passed: d.recovery_seconds.is_some_and(|r| r <= f64::from(max)),
+            }
+        })
+        .collect()
 }
 
 /// A variant judged over its repeats.
@@ -278,6 +323,15 @@ pub fn judge_repeated(spec: &ReliabilityExperimentSpec, runs: &[RunResults], con
             target: format!("<= {max}"),
             interval: Interval::exact(seen),
             result: pass(seen <= max),
+        });
+    }
+    // recovery: the slowest run's (the merge keeps it)
+    for row in recovery_rows(spec, &merged) {
+        objectives.push(IntervalObjective {
+            name: row.name,
+            target: row.target,
+            interval: Interval::exact(row.seconds.unwrap_or(f64::INFINITY)),
+            result: pass(row.passed),
         });
     }
     // a run stopped by stopWhen fails its variant: the interval counts the

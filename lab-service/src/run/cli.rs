@@ -8,6 +8,7 @@ use crate::config::ConfigError;
 use crate::loadgen::schedule::{format_stages, parse_stages, stage};
 use crate::loadgen::{LoadConfig, LoadMode};
 use crate::payment_mock::FaultPlan;
+use axum::response::IntoResponse;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -67,6 +68,12 @@ pub struct LoadgenArgs {
     /// Write only the results as compact JSON (< 4096 bytes) here, e.g. /dev/termination-log.
     #[arg(long, env = "RELAB_TERMINATION_LOG")]
     pub termination_log: Option<PathBuf>,
+    /// Disruptions (`spec.disruptions`, planned and scaled) as a JSON list.
+    #[arg(long, env = "RELAB_DISRUPTIONS")]
+    pub disruptions: Option<String>,
+    /// Admin URL of the database fault proxy in the order service's path.
+    #[arg(long, env = "RELAB_DB_PROXY_URL")]
+    pub db_proxy_url: Option<String>,
     /// Serve the run's progress as JSON at `GET /progress` on this address
     /// (the operator reads its stage: Draining starts when the load says so).
     #[arg(long, env = "RELAB_PROGRESS_LISTEN")]
@@ -140,6 +147,15 @@ impl LoadgenConfig {
         }
         if let Some(target) = run.success_target {
             env.push(("RELAB_SUCCESS_TARGET", target.to_string()));
+        }
+        if !run.disruptions.is_empty() {
+            env.push((
+                "RELAB_DISRUPTIONS",
+                serde_json::to_string(&run.disruptions).expect("disruptions serialize"),
+            ));
+        }
+        if let Some(url) = &run.db_proxy_url {
+            env.push(("RELAB_DB_PROXY_URL", url.clone()));
         }
         if let Some(path) = &self.output {
             env.push(("RELAB_OUTPUT", path.display().to_string()));
@@ -237,6 +253,38 @@ impl LoadgenArgs {
         if let Some(e) = rules.0.first() {
             return Err(problem("--stop-when (RELAB_STOP_WHEN)", e.to_string()));
         }
+        let disruptions: Vec<relab_model::disruptions::PlannedDisruption> = self
+            .disruptions
+            .as_deref()
+            .map(|raw| {
+                serde_json::from_str(raw).map_err(|e| problem("--disruptions (RELAB_DISRUPTIONS)", e.to_string()))
+            })
+            .transpose()?
+            .unwrap_or_default();
+        let db_proxy_url = self
+            .db_proxy_url
+            .as_deref()
+            .map(|u| check_url("--db-proxy-url (RELAB_DB_PROXY_URL)", u))
+            .transpose()?;
+        if db_proxy_url.is_none() {
+            if let Some(d) = disruptions.iter().find(|d| d.action.through_db_proxy()) {
+                return Err(problem(
+                    "--db-proxy-url (RELAB_DB_PROXY_URL)",
+                    format!("is required: disruption {:?} acts through the database proxy", d.name),
+                ));
+            }
+        }
+        // the database restart is this process's to carry out (over SQL);
+        // kills are the operator's, reported to the progress server
+        let carrier = disruptions
+            .iter()
+            .any(|d| d.action == relab_model::disruptions::DisruptionAction::RestartDatabase)
+            .then(|| {
+                super::disrupt::Carrier(std::sync::Arc::new(super::disrupt::SqlRestart {
+                    database_url: self.database_url.clone(),
+                    back_within: Duration::from_secs(120),
+                }))
+            });
         let mut load = LoadConfig::open_loop(stages);
         load.max_in_flight = self.max_in_flight;
         load.request_timeout = Duration::from_millis(self.request_timeout_ms);
@@ -253,6 +301,10 @@ impl LoadgenArgs {
             wait_ready: Duration::from_secs(self.wait_ready_secs),
             stop_when,
             success_target: self.success_target,
+            disruption_log: super::disrupt::DisruptionLog::new(&disruptions),
+            disruptions,
+            db_proxy_url,
+            carrier,
         })
     }
 }
@@ -289,7 +341,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     let (progress, watcher) = watch::channel(RunProgress::default());
     let last = watcher.clone();
     let served = match progress_listen {
-        Some(addr) => Some(serve_progress(addr, watcher.clone()).await?),
+        Some(addr) => Some(serve_progress(addr, watcher.clone(), run.disruption_log.clone()).await?),
         None => None,
     };
     let printer = tokio::spawn(print_progress(watcher));
@@ -320,19 +372,45 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
 }
 
 /// `GET /progress` on `addr`: the run's [`RunProgress`] as JSON (its
-/// `stage` says when the load is over). Bound before the run starts, so a
-/// port in use fails the load generator at once.
+/// `stage` says when the load is over; `disruptions` what has fired), and
+/// `POST /disruptions/{name}` ([`super::disrupt::Report`]): the operator
+/// reports a disruption it carried out (204; 409 when the name is unknown
+/// or already reported, 422 for a body that is not a report). Bound before
+/// the run starts, so a port in use fails the load generator at once.
 pub async fn serve_progress(
     addr: std::net::SocketAddr,
     watcher: watch::Receiver<RunProgress>,
+    log: super::disrupt::DisruptionLog,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let app = axum::Router::new().route(
-        "/progress",
-        axum::routing::get(move || {
-            let now = watcher.borrow().clone();
-            async move { axum::Json(now) }
-        }),
-    );
+    use axum::extract::Path;
+    use axum::http::StatusCode;
+    let reports = log.clone();
+    let app = axum::Router::new()
+        .route(
+            "/progress",
+            axum::routing::get(move || {
+                let mut now = watcher.borrow().clone();
+                now.disruptions = log.results();
+                async move { axum::Json(now) }
+            }),
+        )
+        .route(
+            "/disruptions/{name}",
+            axum::routing::post(
+                move |Path(name): Path<String>, axum::Json(report): axum::Json<super::disrupt::Report>| {
+                    let taken = reports.report(&name, report);
+                    async move {
+                        match taken {
+                            Ok(d) => {
+                                tracing::warn!(disruption = %name, hit = ?d.hit, error = ?d.error, "disruption reported");
+                                StatusCode::NO_CONTENT.into_response()
+                            }
+                            Err(e) => (StatusCode::CONFLICT, e).into_response(),
+                        }
+                    }
+                },
+            ),
+        );
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("--progress-listen {addr}: {e}"))?;

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub mod cli;
+pub mod disrupt;
 pub mod progress;
 pub mod sampler;
 pub mod stop;
@@ -69,6 +70,17 @@ pub struct ExperimentRun {
     pub stop_when: Vec<relab_model::ops::StopCondition>,
     /// `spec.objectives.successRatio`, the target a successRatio condition watches.
     pub success_target: Option<f64>,
+    /// `spec.disruptions`, fired at their times from the load's start ([`disrupt`]).
+    pub disruptions: Vec<relab_model::disruptions::PlannedDisruption>,
+    /// Admin URL of the database fault proxy in the order service's path
+    /// (`DatabaseLatency` / `DatabaseOutage`); None: not in the path.
+    pub db_proxy_url: Option<String>,
+    /// Who carries out kills and database restarts here (None: nobody here;
+    /// an outside carrier reports them to `disruption_log`).
+    pub carrier: Option<disrupt::Carrier>,
+    /// The record of the disruptions (re-planned at the start of the run);
+    /// shared with whoever takes outside reports (the progress server).
+    pub disruption_log: disrupt::DisruptionLog,
 }
 
 /// The results plus one timeline point per second.
@@ -164,6 +176,18 @@ pub async fn run_experiment(
             load_stop.cancel();
         });
     }
+    let load_over = CancellationToken::new();
+    run.disruption_log.plan(&run.disruptions);
+    let disrupting = disrupt::schedule(
+        run.disruptions.clone(),
+        run.disruption_log.clone(),
+        run.carrier.clone(),
+        run.db_proxy_url.clone(),
+        http.clone(),
+        start,
+        load_over.clone(),
+    );
+    let _end_disruptions = load_over.clone().drop_guard();
     let observing = CancellationToken::new();
     // whatever happens below, the sampler stops with this run
     let _stop_observing = observing.clone().drop_guard();
@@ -210,6 +234,11 @@ pub async fn run_experiment(
     );
 
     watch.load_ended();
+    // what has not fired by now never will; a kill or restart under way finishes
+    load_over.cancel();
+    disrupting
+        .await
+        .map_err(|e| Error::Other(format!("disruption task: {e}")))?;
     let stopped = watch.tripped();
     if let Some(s) = &stopped {
         // a stopped run: faults cleared, so that the queue can drain
@@ -262,6 +291,8 @@ pub async fn run_experiment(
     });
     results.stopped = stopped;
     let timeline = sampler::timeline(&load, &baseline, &samples);
+    results.disruptions = run.disruption_log.results();
+    relab_model::disruptions::measure_recovery(&mut results.disruptions, &timeline);
     progress.send_modify(|p| {
         p.stage = RunStage::Done;
         p.paid = results.orders.paid;
@@ -446,6 +477,7 @@ fn assemble(a: Assembly<'_>) -> RunResults {
             paid_without_charge: a.audit.paid_without_charge.max(0) as u64,
         },
         stopped: None,
+        disruptions: Vec::new(),
     }
 }
 

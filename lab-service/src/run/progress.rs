@@ -56,6 +56,10 @@ pub struct RunProgress {
     /// 0 closed, 1 open, 2 half-open.
     pub breaker_state: i64,
     pub queue_depth: i64,
+    /// Each disruption as recorded so far (`GET /progress`; the operator
+    /// reads which it has fired).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disruptions: Vec<relab_model::disruptions::DisruptionResult>,
 }
 
 mod secs_f64 {

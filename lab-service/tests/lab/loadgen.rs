@@ -245,6 +245,10 @@ fn flaky_run(lab: &TestLab, rate: f64, secs: u64) -> ExperimentRun {
         wait_ready: Duration::ZERO,
         stop_when: Vec::new(),
         success_target: None,
+        disruptions: Vec::new(),
+        db_proxy_url: None,
+        carrier: None,
+        disruption_log: Default::default(),
     }
 }
 

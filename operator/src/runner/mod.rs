@@ -166,6 +166,10 @@ async fn run_lab(
             wait_ready: std::time::Duration::ZERO,
             stop_when: experiment.spec().stop_when.clone(),
             success_target: experiment.spec().objectives.success_ratio,
+            disruptions: experiment.disruptions(),
+            db_proxy_url: None,
+            carrier: None,
+            disruption_log: Default::default(),
         };
         let output = run_experiment(run, progress, stop.clone()).await;
         let stopped = running.shutdown().await;

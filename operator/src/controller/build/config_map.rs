@@ -79,6 +79,12 @@ pub fn loadgen_config(
             wait_ready: Duration::from_secs(defaults.wait_ready_secs),
             stop_when: experiment.spec().stop_when.clone(),
             success_target: experiment.spec().objectives.success_ratio,
+            disruptions: experiment.disruptions(),
+            // the proxy's admin URL and the restart carrier: the cluster's
+            // own (operator/src/controller/build, lab-service loadgen)
+            db_proxy_url: None,
+            carrier: None,
+            disruption_log: Default::default(),
         },
         output: None,
         termination_log: Some(TERMINATION_LOG.into()),

@@ -1,0 +1,363 @@
+//! The disruptions of a run (`spec.disruptions`): the run engine keeps
+//! their clock and their record for every runner, so that `relab run` and
+//! the cluster's load generator report them alike.
+//!
+//! - `DatabaseLatency` / `DatabaseOutage` go through the database fault
+//!   proxy in the order service's path ([`crate::db_proxy`]): the engine
+//!   sets its faults (`PUT {dbProxyUrl}/faults`) at the window's start and
+//!   clears them at its end; the connections reset are what was hit.
+//! - Kills and `RestartDatabase` are carried out by the runner's
+//!   [`Disruptor`]: `relab run` SIGKILLs and restarts its child processes
+//!   and restarts its ephemeral Postgres; on a cluster the load generator
+//!   restarts the managed Postgres itself ([`SqlRestart`]) and the
+//!   **operator** deletes the pods (grace 0) and reports what it hit with
+//!   `POST /disruptions/{name}` on the load generator's progress server
+//!   ([`DisruptionLog::report`]).
+//!
+//! Every disruption is fired once, at its time from the start of the load;
+//! one the load does not reach (stopped early) stays unfired. Recovery is
+//! measured after the run from the timeline
+//! ([`relab_model::disruptions::measure_recovery`]).
+
+use relab_model::disruptions::{DisruptionAction, DisruptionResult, PlannedDisruption};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// What a runner's own means did: what was hit (process ids, pod names).
+pub type Fired = Result<Vec<String>, String>;
+
+/// Carries out the disruptions that are not the proxy's: kills and
+/// database restarts.
+pub trait Disruptor: Send + Sync + 'static {
+    /// Carry `plan` out and return what it hit once it is over (the killed
+    /// processes started again, the database back). `None`: not carried out
+    /// here: someone else (the operator) does it and reports it.
+    fn fire(&self, plan: &PlannedDisruption) -> Option<futures::future::BoxFuture<'static, Fired>>;
+}
+
+/// A runner's [`Disruptor`], shareable and printable in a run's settings.
+#[derive(Clone)]
+pub struct Carrier(pub Arc<dyn Disruptor>);
+
+impl std::fmt::Debug for Carrier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Carrier(..)")
+    }
+}
+
+/// What an outside carrier (the operator) reports of a disruption it fired.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Report {
+    /// Pod names, process ids.
+    #[serde(default)]
+    pub hit: Vec<String>,
+    /// Why it could not be carried out.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// The record of a run's disruptions, shared by the run engine, its
+/// scheduler tasks and the progress server that takes outside reports.
+#[derive(Debug, Clone, Default)]
+pub struct DisruptionLog {
+    inner: Arc<Mutex<LogState>>,
+}
+
+#[derive(Debug, Default)]
+struct LogState {
+    results: Vec<DisruptionResult>,
+    /// The load's start (fired times are seconds since).
+    start: Option<Instant>,
+}
+
+impl DisruptionLog {
+    /// A log of `plans`, none fired.
+    pub fn new(plans: &[PlannedDisruption]) -> Self {
+        let log = Self::default();
+        log.plan(plans);
+        log
+    }
+
+    /// Start over with `plans`, none fired.
+    pub fn plan(&self, plans: &[PlannedDisruption]) {
+        let mut state = self.inner.lock().expect("log lock");
+        state.results = plans.iter().map(PlannedDisruption::unfired).collect();
+        state.start = None;
+    }
+
+    /// Every disruption as recorded so far.
+    pub fn results(&self) -> Vec<DisruptionResult> {
+        self.inner.lock().expect("log lock").results.clone()
+    }
+
+    fn started(&self, at: Instant) {
+        self.inner.lock().expect("log lock").start = Some(at);
+    }
+
+    fn seconds_since_start(&self) -> Option<f64> {
+        let state = self.inner.lock().expect("log lock");
+        state.start.map(|s| round_ms(s.elapsed().as_secs_f64()))
+    }
+
+    fn update(&self, name: &str, change: impl FnOnce(&mut DisruptionResult)) -> bool {
+        let mut state = self.inner.lock().expect("log lock");
+        match state.results.iter_mut().find(|d| d.name == name) {
+            Some(d) => {
+                change(d);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// An outside carrier fired `name` now: recorded once (a second report
+    /// of the same disruption is refused), stamped with the time since the
+    /// load started. The error says why it was not taken.
+    pub fn report(&self, name: &str, report: Report) -> Result<DisruptionResult, String> {
+        let now = self
+            .seconds_since_start()
+            .ok_or_else(|| "the load has not started".to_string())?;
+        let mut state = self.inner.lock().expect("log lock");
+        let d = state
+            .results
+            .iter_mut()
+            .find(|d| d.name == name)
+            .ok_or_else(|| format!("no disruption is named {name:?}"))?;
+        if d.fired_at_seconds.is_some() || d.error.is_some() {
+            return Err(format!("disruption {name:?} was already reported"));
+        }
+        if report.error.is_some() {
+            d.error = report.error;
+        } else {
+            d.fired_at_seconds = Some(now);
+            d.ended_at_seconds = Some(now);
+            d.hit = report.hit;
+        }
+        Ok(d.clone())
+    }
+}
+
+fn round_ms(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
+}
+
+/// Fire every disruption of `plans` at its time after `start` (spawned
+/// tasks, one per disruption), until `load_over` is cancelled: then the
+/// database proxy's faults are cleared and what has not fired stays unfired.
+pub fn schedule(
+    plans: Vec<PlannedDisruption>,
+    log: DisruptionLog,
+    carrier: Option<Carrier>,
+    db_proxy_url: Option<String>,
+    http: reqwest::Client,
+    start: Instant,
+    load_over: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    log.started(start);
+    tokio::spawn(async move {
+        let mut tasks = Vec::new();
+        for plan in plans {
+            let (log, carrier, proxy, http, over) = (
+                log.clone(),
+                carrier.clone(),
+                db_proxy_url.clone(),
+                http.clone(),
+                load_over.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(start + plan.at) => {}
+                    _ = over.cancelled() => return,
+                }
+                fire_one(&plan, &log, carrier, proxy, &http, start, &over).await;
+            }));
+        }
+        load_over.cancelled().await;
+        if let Some(url) = &db_proxy_url {
+            if let Err(e) = set_proxy_faults(&http, url, &serde_json::json!({})).await {
+                tracing::warn!(error = %e, "could not clear the database proxy's faults after the load");
+            }
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    })
+}
+
+async fn fire_one(
+    plan: &PlannedDisruption,
+    log: &DisruptionLog,
+    carrier: Option<Carrier>,
+    proxy: Option<String>,
+    http: &reqwest::Client,
+    start: Instant,
+    over: &CancellationToken,
+) {
+    let since = |t: Instant| round_ms(t.duration_since(start).as_secs_f64());
+    let fired = Instant::now();
+    tracing::warn!(disruption = %plan.name, action = plan.action.as_str(), "firing a disruption");
+    let outcome: Result<(Vec<String>, Instant), String> = if plan.action.through_db_proxy() {
+        match proxy {
+            None => Err("no database proxy in the order service's path".to_string()),
+            Some(url) => proxy_window(plan, &url, http, start, over).await,
+        }
+    } else {
+        match carrier.as_ref().and_then(|c| c.0.fire(plan)) {
+            // the operator carries it out and reports it
+            None => return,
+            Some(work) => work.await.map(|hit| (hit, Instant::now())),
+        }
+    };
+    log.update(&plan.name, |d| match outcome {
+        Ok((hit, ended)) => {
+            d.fired_at_seconds = Some(since(fired));
+            d.ended_at_seconds = Some(since(ended));
+            d.hit = hit;
+        }
+        Err(e) => {
+            tracing::warn!(disruption = %plan.name, error = %e, "a disruption could not fire");
+            d.error = Some(e);
+        }
+    });
+}
+
+/// A latency or outage window through the proxy: set, wait, clear. Hit:
+/// the connections reset (outage) or delayed (latency, those open at the
+/// start and opened during it).
+async fn proxy_window(
+    plan: &PlannedDisruption,
+    url: &str,
+    http: &reqwest::Client,
+    start: Instant,
+    over: &CancellationToken,
+) -> Result<(Vec<String>, Instant), String> {
+    let before = proxy_stats(http, url).await?;
+    let faults = match plan.action {
+        DisruptionAction::DatabaseOutage => serde_json::json!({"outage": true}),
+        _ => serde_json::json!({"toUpstreamMs": plan.added_ms, "toClientMs": plan.added_ms}),
+    };
+    set_proxy_faults(http, url, &faults).await?;
+    tokio::select! {
+        _ = tokio::time::sleep_until(start + plan.at + plan.duration) => {}
+        _ = over.cancelled() => {}
+    }
+    set_proxy_faults(http, url, &serde_json::json!({})).await?;
+    let ended = Instant::now();
+    let after = proxy_stats(http, url).await?;
+    let hit = match plan.action {
+        DisruptionAction::DatabaseOutage => vec![
+            format!("{} connections reset", after.reset.saturating_sub(before.reset)),
+            format!("{} connections refused", after.refused.saturating_sub(before.refused)),
+        ],
+        _ => vec![format!(
+            "{} connections delayed",
+            before.active + after.accepted.saturating_sub(before.accepted)
+        )],
+    };
+    let touched = after.reset + after.refused + after.accepted > before.reset + before.refused + before.accepted;
+    let hit = if touched || before.active > 0 { hit } else { Vec::new() };
+    Ok((hit, ended))
+}
+
+async fn set_proxy_faults(http: &reqwest::Client, url: &str, faults: &serde_json::Value) -> Result<(), String> {
+    let resp = http
+        .put(format!("{url}/faults"))
+        .json(faults)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| format!("PUT {url}/faults: {e}"))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        return Err(format!("PUT {url}/faults: {status}: {body}"));
+    }
+    Ok(())
+}
+
+async fn proxy_stats(http: &reqwest::Client, url: &str) -> Result<crate::db_proxy::ProxyStats, String> {
+    let resp = http
+        .get(format!("{url}/stats"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| format!("GET {url}/stats: {e}"))?;
+    resp.json().await.map_err(|e| format!("GET {url}/stats: {e}"))
+}
+
+/// `RestartDatabase` where the database is a server this process can only
+/// reach over SQL (the cluster's managed Postgres): an immediate shutdown
+/// of the postmaster from inside (`COPY ... TO PROGRAM 'kill -QUIT <pid>'`,
+/// superuser), after which its container is restarted in place by the
+/// kubelet on the same volume; over once the database answers again.
+/// Kills are not this carrier's (the operator's).
+#[derive(Debug, Clone)]
+pub struct SqlRestart {
+    pub database_url: String,
+    /// How long to wait for the database to come back.
+    pub back_within: Duration,
+}
+
+impl Disruptor for SqlRestart {
+    fn fire(&self, plan: &PlannedDisruption) -> Option<futures::future::BoxFuture<'static, Fired>> {
+        if plan.action != DisruptionAction::RestartDatabase {
+            return None;
+        }
+        let this = self.clone();
+        Some(Box::pin(async move { this.restart().await }))
+    }
+}
+
+impl SqlRestart {
+    async fn restart(&self) -> Fired {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&self.database_url)
+            .await
+            .map_err(|e| format!("connecting to restart the database: {e}"))?;
+        let (before,) = server_started(&mut conn)
+            .await
+            .map_err(|e| format!("reading the server's start time: {e}"))?;
+        let (pid,): (String,) = sqlx::query_as("SELECT pg_read_file('postmaster.pid', 0, 32)")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| format!("reading the postmaster's pid (superuser needed): {e}"))?;
+        let pid: u32 = pid
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| format!("postmaster.pid starts with {pid:?}"))?;
+        // SIGQUIT: immediate shutdown. The server kills this backend too,
+        // so the answer is an error or nothing.
+        let _ = sqlx::query(&format!("COPY (SELECT 1) TO PROGRAM 'kill -QUIT {pid}'"))
+            .execute(&mut conn)
+            .await;
+        drop(conn);
+        let deadline = Instant::now() + self.back_within;
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if let Ok(mut c) = sqlx::PgConnection::connect(&self.database_url).await {
+                if let Ok((now,)) = server_started(&mut c).await {
+                    if now != before {
+                        return Ok(vec![format!("postgres (postmaster pid {pid}, started {before})")]);
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "postmaster {pid} was told to stop; the database was not back within {:?}",
+                    self.back_within
+                ));
+            }
+        }
+    }
+}
+
+async fn server_started(conn: &mut sqlx::PgConnection) -> Result<(String,), sqlx::Error> {
+    sqlx::query_as("SELECT pg_postmaster_start_time()::text")
+        .fetch_one(conn)
+        .await
+}
