@@ -17,8 +17,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// Disruptions at most in one manifest.
-pub const MAX_DISRUPTIONS: usize = 16;
+/// Disruptions at most in one manifest (their results must fit the load
+/// generator's termination message with everything else).
+pub const MAX_DISRUPTIONS: usize = 8;
 
 /// How close to steady state the success rate must be again (absolute) for
 /// a disruption to count as recovered from.

@@ -301,7 +301,7 @@ impl LoadgenArgs {
             wait_ready: Duration::from_secs(self.wait_ready_secs),
             stop_when,
             success_target: self.success_target,
-            disruption_log: super::disrupt::DisruptionLog::new(&disruptions),
+            disruption_log: Default::default(),
             disruptions,
             db_proxy_url,
             carrier,

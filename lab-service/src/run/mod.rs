@@ -524,6 +524,31 @@ pub fn termination_message(results: &RunResults) -> String {
         );
         return message;
     }
+    // then each disruption's hits: the first, and how many more
+    for d in &mut trimmed.disruptions {
+        if d.hit.len() > 1 {
+            let more = d.hit.len() - 1;
+            d.hit.truncate(1);
+            d.hit.push(format!("and {more} more"));
+        }
+    }
+    message = encode(&trimmed);
+    if message.len() > TERMINATION_MESSAGE_LIMIT {
+        // only how many
+        for (d, whole) in trimmed.disruptions.iter_mut().zip(&results.disruptions) {
+            if !whole.hit.is_empty() {
+                d.hit = vec![format!("{} hit", whole.hit.len())];
+            }
+        }
+        message = encode(&trimmed);
+    }
+    if message.len() <= TERMINATION_MESSAGE_LIMIT {
+        tracing::info!(
+            bytes = message.len(),
+            "the disruptions' hits were shortened to fit the termination message"
+        );
+        return message;
+    }
     let weight = |m: &std::collections::BTreeMap<String, u64>| m.keys().map(|k| k.len() + 24).sum::<usize>();
     let mut order = [
         (0, weight(&trimmed.payment.failures_by_reason)),
@@ -618,6 +643,28 @@ mod tests {
         r
     }
 
+    /// The most disruptions a manifest may have, each with long names and
+    /// three pods hit, recovered.
+    fn disrupted(mut r: RunResults) -> RunResults {
+        use relab_model::disruptions::{DisruptionAction, DisruptionResult, MAX_DISRUPTIONS};
+        r.disruptions = (0..MAX_DISRUPTIONS)
+            .map(|i| DisruptionResult {
+                name: format!("{i:02}-{}", "a-rather-long-disruption-name-".repeat(2)),
+                action: DisruptionAction::KillOrderService,
+                at_seconds: 12_345.678,
+                fired_at_seconds: Some(12_345.912),
+                ended_at_seconds: Some(12_345.912),
+                hit: (0..3)
+                    .map(|p| format!("an-experiment-name-of-forty-characters-r12-order-service-7d9f8b6c5-x{p}"))
+                    .collect(),
+                recovered_at_seconds: Some(12_399.0),
+                recovery_seconds: Some(53.1),
+                error: None,
+            })
+            .collect();
+        r
+    }
+
     #[test]
     fn the_termination_message_of_full_results_fits_kubernetes_limit() {
         let results = realistic_results();
@@ -625,6 +672,27 @@ mod tests {
         assert!(message.len() < TERMINATION_MESSAGE_LIMIT, "{} bytes", message.len());
         let back: RunResults = serde_json::from_str(&message).unwrap();
         assert_eq!(back, results, "nothing trimmed when it fits");
+    }
+
+    #[test]
+    fn the_most_disruptions_fit_with_their_hits_shortened_and_every_figure_kept() {
+        let results = disrupted(realistic_results());
+        let message = termination_message(&results);
+        assert!(message.len() <= TERMINATION_MESSAGE_LIMIT, "{} bytes", message.len());
+        let back: RunResults = serde_json::from_str(&message).unwrap();
+        assert_eq!(back.disruptions.len(), results.disruptions.len());
+        for (got, sent) in back.disruptions.iter().zip(&results.disruptions) {
+            assert_eq!(
+                (got.fired_at_seconds, got.recovery_seconds, &got.name),
+                (sent.fired_at_seconds, sent.recovery_seconds, &sent.name)
+            );
+            assert!(
+                got.hit == vec![sent.hit[0].clone(), "and 2 more".to_string()] || got.hit == vec!["3 hit".to_string()],
+                "{:?}",
+                got.hit
+            );
+        }
+        assert_eq!(back.breaker, results.breaker, "the keyed maps stay");
     }
 
     #[test]

@@ -5,6 +5,13 @@
 //! reported as deltas from a baseline taken before the load, so a
 //! long-lived lab gives per-run numbers.
 //!
+//! A process killed and started again (a `KillWorkers` disruption) serves
+//! its counters from 0 again: each counter series of each endpoint is
+//! therefore summed as an *increase*, as Prometheus' `increase()` does (a
+//! value below the last one read is a reset, and the whole new value is
+//! increase), so the run's calls, retries and breaker figures stay exact
+//! across kills ([`Increases`]).
+//!
 //! Point it at each process's endpoint once: in a single-process lab
 //! (`lab-service all`, the in-process test lab) the API's `/metrics`
 //! already holds the workers' series.
@@ -15,6 +22,7 @@ use crate::loadgen::LoadReport;
 use crate::summary::TimelinePoint;
 use sqlx::PgPool;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -39,6 +47,67 @@ pub struct LabCounters {
     pub breaker_rejections: BTreeMap<String, f64>,
     /// `relab_breaker_state`, the maximum across endpoints (0 closed, 1 open, 2 half-open)
     pub breaker_state: i64,
+}
+
+/// The counters the sampler sums (everything [`LabCounters::add`] reads but
+/// the breaker state, a gauge).
+fn is_counter(name: &str) -> bool {
+    matches!(
+        name,
+        "relab_payment_calls_total"
+            | "relab_payment_failures_total"
+            | "relab_retry_loops_total"
+            | "relab_retries_total"
+            | "relab_breaker_transitions_total"
+            | "relab_breaker_rejections_total"
+    )
+}
+
+/// Each counter series of each endpoint read so far, as its increase since
+/// it was first read (its first value included): a value below the last
+/// one read means the process restarted, and the new value is all
+/// increase. A series a restarted process does not serve yet keeps what it
+/// had counted.
+#[derive(Debug, Default)]
+pub struct Increases {
+    /// (endpoint, series) -> (last value read, increase so far)
+    series: BTreeMap<(String, String, Vec<(String, String)>), (f64, f64)>,
+}
+
+impl Increases {
+    /// Take one endpoint's reading; its gauges are returned untouched.
+    pub fn observe(&mut self, endpoint: &str, samples: &[PromSample]) -> Vec<PromSample> {
+        let mut gauges = Vec::new();
+        for s in samples {
+            if !is_counter(&s.name) {
+                gauges.push(s.clone());
+                continue;
+            }
+            if !s.value.is_finite() {
+                continue;
+            }
+            let mut labels = s.labels.clone();
+            labels.sort();
+            let key = (endpoint.to_string(), s.name.clone(), labels);
+            let entry = self.series.entry(key).or_insert((0.0, 0.0));
+            let (last, total) = *entry;
+            let increase = if s.value < last { s.value } else { s.value - last };
+            *entry = (s.value, total + increase);
+        }
+        gauges
+    }
+
+    /// Every series' increase so far, as samples (one per endpoint and series).
+    pub fn samples(&self) -> Vec<PromSample> {
+        self.series
+            .iter()
+            .map(|((_, name, labels), (_, total))| PromSample {
+                name: name.clone(),
+                labels: labels.clone(),
+                value: *total,
+            })
+            .collect()
+    }
 }
 
 impl LabCounters {
@@ -109,6 +178,8 @@ pub struct Sampler {
     metrics_urls: Vec<String>,
     /// The payment mock's base URL, when its live double charges are watched.
     mock_url: Option<String>,
+    /// The counters' increases so far (shared by the clones of this sampler).
+    increases: Arc<Mutex<Increases>>,
 }
 
 impl Sampler {
@@ -118,6 +189,7 @@ impl Sampler {
             http,
             metrics_urls,
             mock_url: None,
+            increases: Arc::default(),
         }
     }
 
@@ -134,22 +206,40 @@ impl Sampler {
         Some(stats.double_charged_orders)
     }
 
-    /// Read and sum every metrics endpoint; an unreachable or unparsable one is an error.
+    async fn read_endpoint(&self, url: &str) -> Result<Vec<PromSample>> {
+        let text = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| crate::Error::Other(format!("metrics endpoint {url}: {e}")))?
+            .text()
+            .await?;
+        parse_text(&text).map_err(|e| crate::Error::Other(format!("metrics endpoint {url}: {e}")))
+    }
+
+    /// Read and sum every metrics endpoint, each counter as its increase
+    /// ([`Increases`]); an unreachable or unparsable endpoint is an error
+    /// (the endpoints that were read still count their increases).
     pub async fn scrape(&self) -> Result<LabCounters> {
         let mut counters = LabCounters::default();
+        let mut first_error = None;
         for url in &self.metrics_urls {
-            let text = self
-                .http
-                .get(url)
-                .send()
-                .await
-                .and_then(|r| r.error_for_status())
-                .map_err(|e| crate::Error::Other(format!("metrics endpoint {url}: {e}")))?
-                .text()
-                .await?;
-            let samples = parse_text(&text).map_err(|e| crate::Error::Other(format!("metrics endpoint {url}: {e}")))?;
-            counters.add(&samples);
+            match self.read_endpoint(url).await {
+                Ok(samples) => {
+                    let gauges = self.increases.lock().expect("increases lock").observe(url, &samples);
+                    counters.add(&gauges);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        counters.add(&self.increases.lock().expect("increases lock").samples());
         Ok(counters)
     }
 
@@ -499,6 +589,64 @@ relab_http_request_duration_seconds_sum{route="/orders",method="POST"} 1.5e-2
         assert_eq!(c.breaker_transitions["open->half_open"], 1.0);
         assert_eq!(c.retry_loops["gave_up"], 4.0);
         assert_eq!(c.breaker_state, 2);
+    }
+
+    fn reading(text: &str) -> Vec<PromSample> {
+        parse_text(text).unwrap()
+    }
+
+    #[test]
+    fn counters_are_summed_as_increases_across_a_restart() {
+        let mut inc = Increases::default();
+        let totals = |inc: &Increases| {
+            let mut c = LabCounters::default();
+            c.add(&inc.samples());
+            c
+        };
+        // two endpoints; the worker's counters move, then the worker restarts
+        inc.observe("api", &reading("relab_payment_calls_total 0"));
+        inc.observe(
+            "worker",
+            &reading("relab_payment_calls_total 10\nrelab_retries_total 4\nrelab_payment_failures_total{reason=\"timeout\"} 2\nrelab_breaker_state 1"),
+        );
+        let before = totals(&inc);
+        assert_eq!((before.payment_calls, before.retries), (10.0, 4.0));
+        inc.observe(
+            "worker",
+            &reading("relab_payment_calls_total 25\nrelab_retries_total 6\nrelab_payment_failures_total{reason=\"timeout\"} 3"),
+        );
+        // killed: it starts again from 0; its timeout series is not served yet
+        let gauges = inc.observe("worker", &reading("relab_payment_calls_total 7\nrelab_breaker_state 2"));
+        assert_eq!(gauges.len(), 1, "the gauge is not an increase: {gauges:?}");
+        let after = totals(&inc);
+        assert_eq!(after.payment_calls, 25.0 + 7.0, "the new value is all increase");
+        assert_eq!(
+            after.retries, 6.0,
+            "a series not served since the restart keeps its count"
+        );
+        assert_eq!(after.payment_failures["timeout"], 3.0);
+        inc.observe(
+            "worker",
+            &reading("relab_payment_calls_total 9\nrelab_retries_total 1\nrelab_payment_failures_total{reason=\"timeout\"} 1"),
+        );
+        let later = totals(&inc);
+        assert_eq!((later.payment_calls, later.retries), (34.0, 7.0));
+        assert_eq!(later.payment_failures["timeout"], 4.0);
+        assert_eq!(
+            delta(later.payment_calls, before.payment_calls),
+            24,
+            "exact across the kill"
+        );
+        // label order does not make another series
+        inc.observe(
+            "api",
+            &reading("relab_breaker_transitions_total{from=\"closed\",to=\"open\"} 1"),
+        );
+        inc.observe(
+            "api",
+            &reading("relab_breaker_transitions_total{to=\"open\",from=\"closed\"} 3"),
+        );
+        assert_eq!(totals(&inc).breaker_transitions["closed->open"], 3.0);
     }
 
     #[test]
