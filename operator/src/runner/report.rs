@@ -220,6 +220,56 @@ fn fault_bands(experiment: &ValidatedExperiment, total: f64) -> Vec<Band> {
         .collect()
 }
 
+/// Each disruption that fired, as a band from its firing to its end (an
+/// instant one gets a narrow band), labelled with its name.
+fn disruption_bands(results: &RunResults) -> Vec<Band> {
+    results
+        .disruptions
+        .iter()
+        .filter_map(|d| {
+            let start = d.fired_at_seconds?;
+            let end = d.ended_at_seconds.unwrap_or(start).max(start + 0.5);
+            Some(Band {
+                label: d.name.clone(),
+                start,
+                end,
+                color: "#6a4c93",
+            })
+        })
+        .collect()
+}
+
+/// The disruptions' table: asked, fired, hit, recovered.
+fn disruption_table(results: &RunResults) -> String {
+    if results.disruptions.is_empty() {
+        return String::new();
+    }
+    let secs = |v: Option<f64>, none: &str| v.map_or_else(|| none.to_string(), |s| format!("{s:.1} s"));
+    let mut rows = String::new();
+    for d in &results.disruptions {
+        let hit = match (&d.error, d.hit.is_empty()) {
+            (Some(e), _) => format!("error: {e}"),
+            (None, true) => "nothing".into(),
+            (None, false) => d.hit.join(", "),
+        };
+        let _ = write!(
+            rows,
+            "<tr><td>{}</td><td>{}</td><td>{:.1} s</td><td class=\"{}\">{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+            esc(&d.name),
+            d.action.as_str(),
+            d.at_seconds,
+            if d.fired_at_seconds.is_some() { "ok" } else { "bad" },
+            secs(d.fired_at_seconds, "did not fire"),
+            esc(&hit),
+            if d.recovery_seconds.is_some() { "ok" } else { "bad" },
+            secs(d.recovery_seconds, "never recovered"),
+        );
+    }
+    format!(
+        "<h2>Disruptions</h2><table><tr><th>disruption</th><th>action</th><th>asked at</th><th>fired at</th><th>hit</th><th>recovery</th></tr>{rows}</table>"
+    )
+}
+
 /// The whole report page.
 pub fn render(
     experiment: &ValidatedExperiment,
@@ -229,7 +279,8 @@ pub fn render(
 ) -> String {
     let name = experiment.name();
     let total = results.load_seconds.max(timeline.len() as f64);
-    let bands = fault_bands(experiment, total);
+    let mut bands = fault_bands(experiment, total);
+    bands.extend(disruption_bands(results));
     let pts = |f: &dyn Fn(&TimelinePoint) -> f64| -> Vec<(f64, f64)> {
         timeline.iter().map(|p| (f64::from(p.second) + 1.0, f(p))).collect()
     };
@@ -349,6 +400,7 @@ table{{border-collapse:collapse;margin:12px 0}}td,th{{border:1px solid #ddd;padd
 {calls} payment calls, {retries} retries, max queue depth {depth}; breaker not closed for {open:.0} s.</p>
 <table><tr><th>objective</th><th>target</th><th>observed</th><th></th></tr>{rows}</table>
 {reasons_block}
+{disruptions}
 {latency}{throughput}{breaker}{queue}{outcomes}
 <h2>Results</h2><pre>{results_json}</pre></body></html>
 "#,
@@ -362,6 +414,7 @@ table{{border-collapse:collapse;margin:12px 0}}td,th{{border:1px solid #ddd;padd
         retries = results.retries.retries,
         depth = results.max_queue_depth,
         open = results.breaker.seconds_not_closed,
+        disruptions = disruption_table(results),
         reasons_block = if reasons.is_empty() {
             String::new()
         } else {
@@ -648,6 +701,45 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
         assert!(svg.contains("outage") && svg.contains("<path d=\"M"));
         assert!(!svg.contains("http://") || svg.matches("http://").count() == 0);
+    }
+
+    #[test]
+    fn every_disruption_is_a_band_and_a_row_and_one_that_did_not_fire_is_marked() {
+        use relab_model::disruptions::{DisruptionAction, DisruptionResult};
+        let d = |name: &str, fired: Option<f64>, recovery: Option<f64>| DisruptionResult {
+            name: name.into(),
+            action: DisruptionAction::DatabaseOutage,
+            at_seconds: 10.0,
+            fired_at_seconds: fired,
+            ended_at_seconds: fired.map(|f| f + 5.0),
+            hit: fired
+                .map(|_| vec!["3 connections reset".to_string()])
+                .unwrap_or_default(),
+            recovered_at_seconds: recovery.map(|r| r + 15.0),
+            recovery_seconds: recovery,
+            error: None,
+        };
+        let results = RunResults {
+            disruptions: vec![d("db-cut", Some(10.2), Some(2.5)), d("late", None, None)],
+            ..RunResults::default()
+        };
+        let bands = disruption_bands(&results);
+        assert_eq!(bands.len(), 1, "only what fired is drawn");
+        assert_eq!(
+            (bands[0].label.as_str(), bands[0].start, bands[0].end),
+            ("db-cut", 10.2, 15.2)
+        );
+        let table = disruption_table(&results);
+        assert!(table.contains("<td>db-cut</td><td>DatabaseOutage</td><td>10.0 s</td><td class=\"ok\">10.2 s</td><td>3 connections reset</td><td class=\"ok\">2.5 s</td>"), "{table}");
+        assert!(
+            table.contains("did not fire") && table.contains("never recovered"),
+            "{table}"
+        );
+        assert_eq!(
+            disruption_table(&RunResults::default()),
+            "",
+            "no table without disruptions"
+        );
     }
 
     #[test]
