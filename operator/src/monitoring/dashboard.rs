@@ -321,6 +321,41 @@ fn schedule_text(spec: &ReliabilityExperimentSpec) -> String {
     format!("fault phases after the load starts: {}", phases.join(", "))
 }
 
+/// The disruptions after the load starts: each as asked, and once the run
+/// is over, when it fired and how long recovery took.
+fn disruptions_text(spec: &ReliabilityExperimentSpec, status: &ReliabilityExperimentStatus) -> String {
+    let seen = status
+        .results
+        .as_ref()
+        .map(|r| r.disruptions.as_slice())
+        .unwrap_or_default();
+    let items: Vec<String> = spec
+        .disruptions
+        .iter()
+        .map(|d| {
+            let asked = match d.duration_seconds {
+                Some(secs) => format!(
+                    "{} {} {}–{} s",
+                    d.name,
+                    d.action.as_str(),
+                    d.at_seconds,
+                    d.at_seconds + secs
+                ),
+                None => format!("{} {} at {} s", d.name, d.action.as_str(), d.at_seconds),
+            };
+            match seen.iter().find(|r| r.name == d.name) {
+                None => asked,
+                Some(r) => match (r.fired_at_seconds, r.recovery_seconds) {
+                    (None, _) => format!("{asked} (did not fire)"),
+                    (Some(f), None) => format!("{asked} (fired {f:.1} s, never recovered)"),
+                    (Some(f), Some(rec)) => format!("{asked} (fired {f:.1} s, recovered in {rec:.1} s)"),
+                },
+            }
+        })
+        .collect();
+    format!("disruptions after the load starts: {}", items.join(", "))
+}
+
 /// `3`, or `3s2` for scheduled run 2 of generation 3.
 fn run_text(status: &ReliabilityExperimentStatus) -> String {
     let generation = status.observed_generation.unwrap_or(0);
@@ -339,6 +374,9 @@ fn operations_text(spec: &ReliabilityExperimentSpec, status: &ReliabilityExperim
             "stopped early by {} at {:.1} s: {}",
             stopped.condition, stopped.at_seconds, stopped.observed
         ));
+    }
+    if !spec.disruptions.is_empty() {
+        parts.push(disruptions_text(spec, status));
     }
     if let Some(schedule) = &spec.schedule {
         let next = match &status.next_run_time {
@@ -573,6 +611,51 @@ mod tests {
             requests: Default::default(),
         }];
         spec
+    }
+
+    #[test]
+    fn the_description_names_each_disruption_and_after_the_run_its_recovery() {
+        use relab_model::disruptions::{DisruptionAction, DisruptionSpec, PlannedDisruption};
+        let mut spec = spec();
+        let d = |name: &str, at, action, duration| DisruptionSpec {
+            name: String::from(name),
+            at_seconds: at,
+            action,
+            fraction: None,
+            added_ms: None,
+            duration_seconds: duration,
+        };
+        spec.disruptions = vec![
+            d("crash", 10, DisruptionAction::KillWorkers, None),
+            d("cut", 20, DisruptionAction::DatabaseOutage, Some(5)),
+        ];
+        let text = |status: &ReliabilityExperimentStatus| {
+            experiment("lab", "drill", &spec, status)["description"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let before = text(&ReliabilityExperimentStatus::default());
+        assert!(
+            before.contains("disruptions after the load starts: crash KillWorkers at 10 s, cut DatabaseOutage 20–25 s"),
+            "{before}"
+        );
+        let mut fired = PlannedDisruption::of(&spec.disruptions[0], 1.0).unfired();
+        fired.fired_at_seconds = Some(10.3);
+        fired.recovery_seconds = Some(4.2);
+        let status = ReliabilityExperimentStatus {
+            results: Some(relab_model::results::RunResults {
+                disruptions: vec![fired, PlannedDisruption::of(&spec.disruptions[1], 1.0).unfired()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let after = text(&status);
+        assert!(
+            after.contains("crash KillWorkers at 10 s (fired 10.3 s, recovered in 4.2 s)"),
+            "{after}"
+        );
+        assert!(after.contains("cut DatabaseOutage 20–25 s (did not fire)"), "{after}");
     }
 
     #[test]
