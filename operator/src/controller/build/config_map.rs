@@ -80,9 +80,10 @@ pub fn loadgen_config(
             stop_when: experiment.spec().stop_when.clone(),
             success_target: experiment.spec().objectives.success_ratio,
             disruptions: experiment.disruptions(),
-            // the proxy's admin URL and the restart carrier: the cluster's
-            // own (operator/src/controller/build, lab-service loadgen)
-            db_proxy_url: None,
+            // the database fault proxy's admin URL (database disruptions
+            // only); RestartDatabase is carried over SQL by the load
+            // generator itself (lab-service run/disrupt.rs, SqlRestart)
+            db_proxy_url: super::db_proxy::admin_url(ips),
             carrier: None,
             disruption_log: Default::default(),
         },
@@ -93,7 +94,8 @@ pub fn loadgen_config(
 }
 
 /// The lab's `RELAB_*` environment: the API's, the workers', the payment
-/// mock's, the load generator's and the database settings (the URL only
+/// mock's, the load generator's, the database fault proxy's (database
+/// disruptions only) and the database settings (the URL only
 /// with the managed database; an external one comes from its Secret).
 pub fn lab_environment(
     experiment: &ValidatedExperiment,
@@ -127,6 +129,9 @@ pub fn lab_environment(
         .to_env(),
     );
     env.add(loadgen.to_env());
+    if let Some(proxy) = super::db_proxy::config(ips) {
+        env.add(proxy.to_env());
+    }
     env.add(match ips.postgres {
         Some(_) => database.to_env(),
         None => database.to_env_without_url(),

@@ -15,6 +15,7 @@
 
 pub mod config_map;
 pub mod dashboard;
+pub mod db_proxy;
 pub mod loadgen;
 pub mod names;
 pub mod order_service;
@@ -46,6 +47,9 @@ pub const MOCK_PORT: i32 = 8081;
 pub const POSTGRES_PORT: i32 = 5432;
 /// The load generator's `GET /progress` (its stage: load, drain, audit).
 pub const LOADGEN_PROGRESS_PORT: i32 = 9091;
+/// The database fault proxy's admin server (`PUT /faults`, `GET /stats`);
+/// its clients connect on [`POSTGRES_PORT`].
+pub const DB_PROXY_ADMIN_PORT: i32 = 9093;
 
 /// Operator-wide defaults for the lab's pods (flags of `relab operator`);
 /// `spec.images` overrides them per experiment.
@@ -207,8 +211,9 @@ impl Child {
 }
 
 /// Everything but the Services: the lab's ConfigMap, the Deployments of
-/// Postgres (managed only), the payment mock (and its ledger's claim) and
-/// the order service, and the load generator's Job.
+/// Postgres (managed only), the database fault proxy (database disruptions
+/// only), the payment mock (and its ledger's claim) and the order service,
+/// and the load generator's Job.
 pub fn workloads(
     owner: &Owner,
     experiment: &ValidatedExperiment,
@@ -221,13 +226,16 @@ pub fn workloads(
     if let Some(postgres) = postgres::deployment(owner, experiment, &images) {
         out.push(Child::new(&postgres));
     }
+    if ips.db_proxy.is_some() {
+        out.push(Child::new(&db_proxy::deployment(owner, &images)));
+    }
     if let Some(claim) = payment_mock::ledger_claim(owner, defaults) {
         out.push(Child::new(&claim));
     }
     out.push(Child::new(&payment_mock::deployment(
         owner, experiment, &images, defaults,
     )));
-    out.push(Child::new(&order_service::deployment(owner, experiment, &images)));
+    out.push(Child::new(&order_service::deployment(owner, experiment, &images, ips)));
     out.push(Child::new(&loadgen::job(owner, experiment, &images, defaults)));
     out
 }

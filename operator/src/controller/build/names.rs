@@ -97,6 +97,10 @@ impl Names {
     pub fn order_service(&self) -> String {
         format!("{}-order-service", self.base)
     }
+    /// The database fault proxy (database disruptions only).
+    pub fn db_proxy(&self) -> String {
+        format!("{}-db-proxy", self.base)
+    }
     pub fn config(&self) -> String {
         format!("{}-config", self.base)
     }

@@ -3,16 +3,32 @@
 //! scraped by Prometheus through the pod annotations.
 
 use super::pod::{self, database_env, http_probe, lab_container, lab_pod, resources, tcp_port, Images};
-use super::{Owner, API_PORT, WORKER_ADMIN_PORT};
+use super::{db_proxy, Owner, ServiceIps, API_PORT, WORKER_ADMIN_PORT};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::api::core::v1::{Container, EnvVar};
+use lab_service::config::DATABASE_URL_ENV;
 use relab_model::ValidatedExperiment;
 use std::collections::BTreeMap;
 
+/// The order service's own database URL: through the database fault proxy
+/// when there is one (a container's `env` wins over the ConfigMap's direct
+/// URL, which the load generator keeps), else the run's (the ConfigMap's,
+/// or an external database's Secret).
+fn order_service_database_env(experiment: &ValidatedExperiment, ips: &ServiceIps) -> Option<Vec<EnvVar>> {
+    match db_proxy::order_service_database_url(ips) {
+        Some(url) => Some(vec![EnvVar {
+            name: DATABASE_URL_ENV.into(),
+            value: Some(url),
+            ..EnvVar::default()
+        }]),
+        None => database_env(experiment),
+    }
+}
+
 /// The `api` container: `lab-service api` on [`API_PORT`].
-pub fn api(owner: &Owner, experiment: &ValidatedExperiment, images: &Images) -> Container {
+pub fn api(owner: &Owner, experiment: &ValidatedExperiment, images: &Images, ips: &ServiceIps) -> Container {
     Container {
-        env: database_env(experiment),
+        env: order_service_database_env(experiment, ips),
         ports: Some(vec![tcp_port("http", API_PORT)]),
         readiness_probe: Some(http_probe("/readyz", "http", 2)),
         liveness_probe: Some(http_probe("/healthz", "http", 10)),
@@ -22,9 +38,9 @@ pub fn api(owner: &Owner, experiment: &ValidatedExperiment, images: &Images) -> 
 }
 
 /// The `worker` container: `lab-service worker`, its admin server on [`WORKER_ADMIN_PORT`].
-pub fn worker(owner: &Owner, experiment: &ValidatedExperiment, images: &Images) -> Container {
+pub fn worker(owner: &Owner, experiment: &ValidatedExperiment, images: &Images, ips: &ServiceIps) -> Container {
     Container {
-        env: database_env(experiment),
+        env: order_service_database_env(experiment, ips),
         ports: Some(vec![tcp_port("worker-metrics", WORKER_ADMIN_PORT)]),
         readiness_probe: Some(http_probe("/readyz", "worker-metrics", 2)),
         liveness_probe: Some(http_probe("/healthz", "worker-metrics", 10)),
@@ -34,8 +50,11 @@ pub fn worker(owner: &Owner, experiment: &ValidatedExperiment, images: &Images) 
 }
 
 /// The order service's Deployment.
-pub fn deployment(owner: &Owner, experiment: &ValidatedExperiment, images: &Images) -> Deployment {
-    let containers = vec![api(owner, experiment, images), worker(owner, experiment, images)];
+pub fn deployment(owner: &Owner, experiment: &ValidatedExperiment, images: &Images, ips: &ServiceIps) -> Deployment {
+    let containers = vec![
+        api(owner, experiment, images, ips),
+        worker(owner, experiment, images, ips),
+    ];
     let mut deployment = pod::deployment(
         owner,
         owner.names.order_service(),

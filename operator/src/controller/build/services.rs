@@ -2,7 +2,7 @@
 //! with their ClusterIPs) and the IPs the API server assigned them.
 
 use super::names::Names;
-use super::{Child, Owner, API_PORT, MOCK_PORT, POSTGRES_PORT, WORKER_ADMIN_PORT};
+use super::{Child, Owner, API_PORT, DB_PROXY_ADMIN_PORT, MOCK_PORT, POSTGRES_PORT, WORKER_ADMIN_PORT};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::DynamicObject;
@@ -35,8 +35,9 @@ fn service(owner: &Owner, name: String, component: &str, ports: Vec<ServicePort>
     }
 }
 
-/// Postgres' (managed database only), the payment mock's and the order
-/// service's (API and worker metrics).
+/// Postgres' (managed database only), the database fault proxy's (database
+/// disruptions only), the payment mock's and the order service's (API and
+/// worker metrics).
 pub fn services(owner: &Owner, experiment: &ValidatedExperiment) -> Vec<Child> {
     let names = &owner.names;
     let mut out = Vec::new();
@@ -46,6 +47,14 @@ pub fn services(owner: &Owner, experiment: &ValidatedExperiment) -> Vec<Child> {
             names.postgres(),
             "postgres",
             vec![port("postgres", POSTGRES_PORT)],
+        ));
+    }
+    if super::db_proxy::needed(experiment) {
+        out.push(service(
+            owner,
+            names.db_proxy(),
+            "db-proxy",
+            vec![port("postgres", POSTGRES_PORT), port("admin", DB_PROXY_ADMIN_PORT)],
         ));
     }
     out.push(service(
@@ -68,6 +77,8 @@ pub fn services(owner: &Owner, experiment: &ValidatedExperiment) -> Vec<Child> {
 pub struct ServiceIps {
     /// None with an external database.
     pub postgres: Option<String>,
+    /// The database fault proxy's (None: no database disruption).
+    pub db_proxy: Option<String>,
     pub payment_mock: String,
     pub order_service: String,
 }
@@ -78,6 +89,7 @@ impl ServiceIps {
     pub fn from_applied(names: &Names, applied: &[DynamicObject]) -> Result<Self, String> {
         let mut ips = ServiceIps {
             postgres: None,
+            db_proxy: None,
             payment_mock: String::new(),
             order_service: String::new(),
         };
@@ -90,6 +102,8 @@ impl ServiceIps {
                 .to_string();
             if name == names.postgres() {
                 ips.postgres = Some(ip);
+            } else if name == names.db_proxy() {
+                ips.db_proxy = Some(ip);
             } else if name == names.payment_mock() {
                 ips.payment_mock = ip;
             } else {

@@ -30,6 +30,7 @@ fn experiment(spec_yaml: &str) -> ReliabilityExperiment {
 fn ips(pg: bool) -> ServiceIps {
     ServiceIps {
         postgres: pg.then(|| "10.0.0.10".to_string()),
+        db_proxy: None,
         payment_mock: "10.0.0.11".into(),
         order_service: "10.0.0.12".into(),
     }
@@ -237,9 +238,10 @@ fn building_twice_gives_the_same_objects() {
     );
 }
 
-/// The two fixtures of the golden files: a managed database with stages,
-/// a fault schedule and two replicas; an external database and own images.
-const GOLDEN: [(&str, &str, bool); 2] = [
+/// The fixtures of the golden files: a managed database with stages,
+/// a fault schedule and two replicas; an external database and own images;
+/// database disruptions (the fault proxy in the order service's path).
+const GOLDEN: [(&str, &str, bool); 3] = [
     (
         "managed",
         "  load: {stages: [{ratePerSecond: 5, durationSeconds: 10}, {ratePerSecond: 20, durationSeconds: 5}], maxInFlight: 64, drainTimeoutSeconds: 45}\n  payment:\n    seed: 9\n    failureRate: 0.3\n    faultsSchedule: [{name: outage, startSeconds: 2, endSeconds: 8, failureRate: 1.0}]\n  orderService:\n    replicas: 2\n    workers: 3\n    circuitBreaker: {failureThreshold: 7, openTimeoutMs: 1500}\n",
@@ -250,7 +252,76 @@ const GOLDEN: [(&str, &str, bool); 2] = [
         "  load: {ratePerSecond: 5, durationSeconds: 10}\n  database: {external: {secretName: shared-pg, secretKey: dsn}}\n  images: {labService: 'localhost/relab/lab-service:dev', pullPolicy: Never}\n",
         false,
     ),
+    ("database-disruptions", DISRUPTIONS, true),
 ];
+
+/// A database latency window and a worker kill.
+const DISRUPTIONS: &str = "  load: {ratePerSecond: 5, durationSeconds: 30}\n  disruptions:\n    - {name: db-slow, atSeconds: 5, action: DatabaseLatency, addedMs: 200, durationSeconds: 5}\n    - {name: crash-workers, atSeconds: 12, action: KillWorkers, fraction: 0.5}\n";
+
+/// The Service IPs of `rx`'s run (the proxy's when it has one).
+fn ips_of(rx: &ReliabilityExperiment, pg: bool) -> ServiceIps {
+    ServiceIps {
+        db_proxy: db_proxy::needed(&v(rx)).then(|| "10.0.0.13".to_string()),
+        ..ips(pg)
+    }
+}
+
+#[test]
+fn a_database_disruption_puts_the_fault_proxy_in_the_order_services_path_only() {
+    let rx = experiment(DISRUPTIONS);
+    let names = services(&owner(&rx), &v(&rx))
+        .into_iter()
+        .map(|c| c.name)
+        .collect::<Vec<_>>();
+    assert!(names.contains(&"drill-r3-db-proxy".to_string()), "{names:?}");
+    let ips = ips_of(&rx, true);
+    let all = workloads(&owner(&rx), &v(&rx), &ips, &LabDefaults::default());
+    let proxy = all
+        .iter()
+        .find(|c| c.name == "drill-r3-db-proxy")
+        .expect("the proxy's Deployment");
+    assert_eq!(proxy.kind, Kind::Deployment);
+    let proxy: Deployment = serde_json::from_value(proxy.body.clone()).unwrap();
+    assert_eq!(container(&proxy, "db-proxy").args, Some(vec!["db-proxy".to_string()]));
+    let env = lab_environment(&v(&rx), &ips, &LabDefaults::default());
+    // the load generator (and the audit) stay direct; it drives the proxy's admin
+    assert_eq!(env["RELAB_DATABASE_URL"], "postgres://postgres@10.0.0.10:5432/relab");
+    assert_eq!(
+        env["RELAB_DB_PROXY_URL"],
+        format!("http://10.0.0.13:{DB_PROXY_ADMIN_PORT}")
+    );
+    assert_eq!(env["RELAB_DB_PROXY_UPSTREAM"], "10.0.0.10:5432");
+    assert_eq!(env["RELAB_DB_PROXY_LISTEN"], "0.0.0.0:5432");
+    assert_eq!(
+        env["RELAB_DB_PROXY_ADMIN_LISTEN"],
+        format!("0.0.0.0:{DB_PROXY_ADMIN_PORT}")
+    );
+    // the order service (API and workers) goes through the proxy
+    let order: Deployment = serde_json::from_value(
+        all.iter()
+            .find(|c| c.name == "drill-r3-order-service")
+            .unwrap()
+            .body
+            .clone(),
+    )
+    .unwrap();
+    for name in ["api", "worker"] {
+        let env = container(&order, name).env.clone().expect("its own database URL");
+        assert_eq!(env[0].name, "RELAB_DATABASE_URL");
+        assert_eq!(
+            env[0].value.as_deref(),
+            Some("postgres://postgres@10.0.0.13:5432/relab")
+        );
+    }
+    // no database disruption: no proxy anywhere
+    let rx = experiment("  load: {ratePerSecond: 5, durationSeconds: 30}\n  disruptions:\n    - {name: crash, atSeconds: 5, action: KillOrderService}\n");
+    assert!(!db_proxy::needed(&v(&rx)));
+    assert!(services(&owner(&rx), &v(&rx))
+        .iter()
+        .all(|c| !c.name.contains("db-proxy")));
+    let env = lab_environment(&v(&rx), &ips_of(&rx, true), &LabDefaults::default());
+    assert!(!env.contains_key("RELAB_DB_PROXY_URL") && !env.contains_key("RELAB_DB_PROXY_UPSTREAM"));
+}
 
 /// Every child of a run as applied, but the lab's environment (the
 /// ConfigMap's data, which follows lab-service's settings and is checked
@@ -264,7 +335,12 @@ fn the_children_match_the_golden_files() {
     for (name, yaml, managed) in GOLDEN {
         let rx = experiment(yaml);
         let mut all = services(&owner(&rx), &v(&rx));
-        all.extend(workloads(&owner(&rx), &v(&rx), &ips(managed), &LabDefaults::default()));
+        all.extend(workloads(
+            &owner(&rx),
+            &v(&rx),
+            &ips_of(&rx, managed),
+            &LabDefaults::default(),
+        ));
         let mut bodies: Vec<serde_json::Value> = all.into_iter().map(|c| c.body).collect();
         let config = bodies
             .iter_mut()
