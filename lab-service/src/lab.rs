@@ -9,7 +9,7 @@
 //! settings: the same mapping the operator puts into its pods' environment.
 
 use crate::app::{ApiServer, MockServer, WorkerServer};
-use crate::config::{ApiConfig, WorkerConfig};
+use crate::config::{ApiConfig, DatabaseArgs, WorkerConfig};
 use crate::error::{Error, Result};
 use crate::loadgen::LoadConfig;
 use crate::metrics::LabMetrics;
@@ -20,6 +20,7 @@ use relab_model::ValidatedExperiment;
 use sqlx::PgPool;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -129,6 +130,8 @@ pub struct RunningLab {
     mock_stop: CancellationToken,
     tasks: Vec<JoinHandle<Result<()>>>,
     mock_task: JoinHandle<Result<()>>,
+    /// The order service's child processes ([`Lab::start_processes`]).
+    children: Option<Arc<OrderServiceProcesses>>,
 }
 
 /// The lab's parts, started in dependency order: mock, then each replica's
@@ -137,6 +140,24 @@ pub struct Lab;
 
 impl Lab {
     pub async fn start(plan: LabPlan) -> Result<RunningLab> {
+        Self::start_with(plan, None).await
+    }
+
+    /// The same lab with the order service as child processes: each
+    /// replica's API (`lab-service api`) and its workers (`lab-service
+    /// worker`, one process) run separately, their settings passed through
+    /// the config codecs (`ApiConfig::to_env`, `WorkerConfig::to_env`,
+    /// `DatabaseArgs::to_env`), so that a kill is a real `kill -9`
+    /// ([`OrderServiceProcesses`]). The payment mock stays in-process (its
+    /// ledger is never killed); `plan.pool` serves only
+    /// [`RunningLab::start_workers`]. Every child dies with the lab: on
+    /// [`RunningLab::shutdown`] (SIGTERM, then SIGKILL), on drop and on
+    /// every error (SIGKILL).
+    pub async fn start_processes(plan: LabPlan, children: ChildProcesses) -> Result<RunningLab> {
+        Self::start_with(plan, Some(children)).await
+    }
+
+    async fn start_with(plan: LabPlan, children: Option<ChildProcesses>) -> Result<RunningLab> {
         let shared = LabMetrics::new()?;
         let mock_metrics = match plan.metrics {
             MetricsLayout::Shared => shared.clone(),
@@ -164,7 +185,21 @@ impl Lab {
             mock_stop,
             tasks: Vec::new(),
             mock_task,
+            children: None,
         };
+        if let Some(children) = children {
+            let group = match OrderServiceProcesses::start(&plan, children, &lab.payment_url).await {
+                Ok(group) => group,
+                Err(e) => {
+                    lab.mock_stop.cancel();
+                    return Err(e);
+                }
+            };
+            lab.api_urls = group.api_urls.clone();
+            lab.metrics_urls = group.metrics_urls.clone();
+            lab.children = Some(Arc::new(group));
+            return Ok(lab);
+        }
         for replica in 0..plan.replicas.max(1) {
             let metrics = match plan.metrics {
                 MetricsLayout::Shared => shared.clone(),
@@ -196,6 +231,11 @@ impl RunningLab {
         &self.api_urls[0]
     }
 
+    /// The order service's child processes (None: it runs in-process).
+    pub fn processes(&self) -> Option<Arc<OrderServiceProcesses>> {
+        self.children.clone()
+    }
+
     /// Start (more) workers against this lab's database and mock, on
     /// `metrics` (e.g. `lab.metrics[0].clone()`).
     pub async fn start_workers(&mut self, mut config: WorkerConfig, metrics: &LabMetrics) -> Result<()> {
@@ -212,6 +252,9 @@ impl RunningLab {
     pub async fn shutdown(self) -> Result<()> {
         self.stop.cancel();
         let mut first: Result<()> = Ok(());
+        if let Some(children) = &self.children {
+            first = children.shutdown().await;
+        }
         for task in self.tasks {
             let result = task
                 .await
@@ -228,6 +271,327 @@ impl RunningLab {
             .map_err(|e| Error::Other(format!("payment mock task: {e}")))
             .and_then(|r| r);
         first.and(mock)
+    }
+}
+
+/// How to start the order service as child processes.
+#[derive(Debug, Clone)]
+pub struct ChildProcesses {
+    /// The program: the `lab-service` binary, or `relab` (with
+    /// `args: ["lab-service"]`, its hidden subcommand).
+    pub program: PathBuf,
+    /// The arguments before the subcommand (`api`, `worker`).
+    pub args: Vec<String>,
+    /// The order service's database (already migrated); each process
+    /// opens its own pool of `database_max_connections`.
+    pub database: DatabaseArgs,
+}
+
+/// Which part of the order service a child process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessRole {
+    /// `lab-service api`
+    Api,
+    /// `lab-service worker` (all the workers of one replica)
+    Worker,
+}
+
+impl std::fmt::Display for ProcessRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ProcessRole::Api => "api",
+            ProcessRole::Worker => "worker",
+        })
+    }
+}
+
+/// How long a (re)started child gets to answer `/readyz`.
+const CHILD_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a child gets to exit after SIGTERM before it is killed.
+const CHILD_STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One child process and how to start it again: same program, same
+/// environment, same ports (the load generator's API URL and the sampler's
+/// metrics URLs stay valid across a restart).
+struct LabProcess {
+    role: ProcessRole,
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+    /// `/readyz` of the API or of the worker's admin server.
+    ready_url: String,
+    /// stdout and stderr, appended across restarts.
+    log: PathBuf,
+    child: Option<tokio::process::Child>,
+}
+
+impl LabProcess {
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let mut cmd = tokio::process::Command::new(&self.program);
+        cmd.args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
+        let child = cmd.spawn().map_err(|e| {
+            Error::Other(format!(
+                "starting the order service's {} ({}): {e}",
+                self.role,
+                self.program.display()
+            ))
+        })?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Until `/readyz` answers 200; an exit or the timeout is an error with
+    /// the end of the process's log.
+    async fn wait_ready(&mut self, http: &reqwest::Client) -> Result<()> {
+        let started = tokio::time::Instant::now();
+        loop {
+            if let Ok(r) = http.get(&self.ready_url).send().await {
+                if r.status() == reqwest::StatusCode::OK {
+                    return Ok(());
+                }
+            }
+            let exited = match self.child.as_mut() {
+                Some(c) => c.try_wait()?,
+                None => None,
+            };
+            if let Some(status) = exited {
+                return Err(Error::Other(format!(
+                    "the order service's {} exited ({status}) before it was ready:\n{}",
+                    self.role,
+                    self.log_tail()
+                )));
+            }
+            if started.elapsed() > CHILD_READY_TIMEOUT {
+                return Err(Error::Other(format!(
+                    "the order service's {} was not ready ({}) within {CHILD_READY_TIMEOUT:?}:\n{}",
+                    self.role,
+                    self.ready_url,
+                    self.log_tail()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A free loopback port (bound and released: the child binds it next).
+fn free_loopback_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The order service of a lab as child processes: an API process and a
+/// worker process per replica. They can be killed with SIGKILL and started
+/// again with the same settings ([`OrderServiceProcesses::kill_workers`],
+/// [`OrderServiceProcesses::kill_all`]); no lease is released, no in-flight
+/// request finishes, no shutdown hook runs: the database is left exactly as
+/// a `kill -9` leaves it.
+pub struct OrderServiceProcesses {
+    procs: tokio::sync::Mutex<Vec<LabProcess>>,
+    http: reqwest::Client,
+    log_dir: PathBuf,
+    api_urls: Vec<String>,
+    metrics_urls: Vec<String>,
+    workers: usize,
+}
+
+impl OrderServiceProcesses {
+    async fn start(plan: &LabPlan, children: ChildProcesses, payment_url: &str) -> Result<Self> {
+        let log_dir = std::env::temp_dir().join(format!("relab-lab-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&log_dir)?;
+        let mut procs = Vec::new();
+        let (mut api_urls, mut metrics_urls) = (Vec::new(), Vec::new());
+        let command = |sub: &str| {
+            let mut args = children.args.clone();
+            args.push(sub.to_string());
+            args
+        };
+        for replica in 0..plan.replicas.max(1) {
+            let mut api = plan.api.clone();
+            let port = match (replica, api.listen.port()) {
+                (0, p) if p != 0 => p,
+                _ => free_loopback_port()?,
+            };
+            api.listen = SocketAddr::new(api.listen.ip(), port);
+            let url = format!("http://{}", api.listen);
+            let mut env = api.to_env();
+            env.extend(children.database.to_env());
+            procs.push(LabProcess {
+                role: ProcessRole::Api,
+                program: children.program.clone(),
+                args: command("api"),
+                env,
+                ready_url: format!("{url}/readyz"),
+                log: log_dir.join(format!("api-{replica}.log")),
+                child: None,
+            });
+            metrics_urls.push(format!("{url}/metrics"));
+            api_urls.push(url);
+            if let Some(worker) = &plan.worker {
+                let mut worker = worker.clone();
+                worker.payment_url = payment_url.to_string();
+                let admin = SocketAddr::from(([127, 0, 0, 1], free_loopback_port()?));
+                let mut env = worker.to_env();
+                env.extend(children.database.to_env());
+                env.extend(crate::cli::admin_listen_env(admin));
+                procs.push(LabProcess {
+                    role: ProcessRole::Worker,
+                    program: children.program.clone(),
+                    args: command("worker"),
+                    env,
+                    ready_url: format!("http://{admin}/readyz"),
+                    log: log_dir.join(format!("worker-{replica}.log")),
+                    child: None,
+                });
+                metrics_urls.push(format!("http://{admin}/metrics"));
+            }
+        }
+        let workers = procs.iter().filter(|p| p.role == ProcessRole::Worker).count();
+        let group = Self {
+            procs: tokio::sync::Mutex::new(procs),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .map_err(|e| Error::Other(format!("http client: {e}")))?,
+            log_dir,
+            api_urls,
+            metrics_urls,
+            workers,
+        };
+        // on an error the group is dropped: every child started is killed
+        {
+            let mut procs = group.procs.lock().await;
+            for p in procs.iter_mut() {
+                p.spawn()?;
+            }
+            for p in procs.iter_mut() {
+                p.wait_ready(&group.http).await?;
+            }
+        }
+        Ok(group)
+    }
+
+    /// Worker processes (one per replica).
+    pub fn worker_processes(&self) -> usize {
+        self.workers
+    }
+
+    /// The process ids of each role, in replica order.
+    pub async fn pids(&self, role: ProcessRole) -> Vec<u32> {
+        let procs = self.procs.lock().await;
+        procs
+            .iter()
+            .filter(|p| p.role == role)
+            .filter_map(LabProcess::pid)
+            .collect()
+    }
+
+    /// SIGKILL the first `count` worker processes, wait for them to die,
+    /// start them again with the same settings and wait until they are
+    /// ready. What was hit: `worker pid N`.
+    pub async fn kill_workers(&self, count: usize) -> Result<Vec<String>> {
+        self.kill_and_restart(|p| p.role == ProcessRole::Worker, count).await
+    }
+
+    /// SIGKILL every API and worker process, then start them all again and
+    /// wait until each answers `/readyz`. What was hit: `api pid N`,
+    /// `worker pid M`.
+    pub async fn kill_all(&self) -> Result<Vec<String>> {
+        self.kill_and_restart(|_| true, usize::MAX).await
+    }
+
+    async fn kill_and_restart(&self, pick: impl Fn(&LabProcess) -> bool, count: usize) -> Result<Vec<String>> {
+        let mut procs = self.procs.lock().await;
+        let chosen: Vec<usize> = (0..procs.len()).filter(|&i| pick(&procs[i])).take(count).collect();
+        let mut hit = Vec::new();
+        // all at once, then wait for each to be gone
+        for &i in &chosen {
+            let p = &mut procs[i];
+            if let Some(child) = p.child.as_mut() {
+                if let Some(pid) = child.id() {
+                    child.start_kill()?;
+                    hit.push(format!("{} pid {pid}", p.role));
+                }
+            }
+        }
+        for &i in &chosen {
+            if let Some(child) = procs[i].child.as_mut() {
+                child.wait().await?;
+            }
+        }
+        for &i in &chosen {
+            procs[i].spawn()?;
+        }
+        for &i in &chosen {
+            procs[i].wait_ready(&self.http).await?;
+        }
+        Ok(hit)
+    }
+
+    /// SIGTERM every child (in-flight work finishes or its leases are
+    /// released), SIGKILL what has not exited after a while; then the logs
+    /// are removed. A child that exited unsuccessfully is an error.
+    async fn shutdown(&self) -> Result<()> {
+        let mut procs = self.procs.lock().await;
+        for p in procs.iter() {
+            if let Some(pid) = p.pid() {
+                let _ = tokio::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()
+                    .await;
+            }
+        }
+        let mut first = Ok(());
+        for p in procs.iter_mut() {
+            let Some(child) = p.child.as_mut() else { continue };
+            let status = match tokio::time::timeout(CHILD_STOP_TIMEOUT, child.wait()).await {
+                Ok(status) => status?,
+                Err(_) => {
+                    child.start_kill()?;
+                    child.wait().await?;
+                    if first.is_ok() {
+                        first = Err(Error::Other(format!(
+                            "the order service's {} did not stop within {CHILD_STOP_TIMEOUT:?}; killed",
+                            p.role
+                        )));
+                    }
+                    continue;
+                }
+            };
+            if !status.success() && first.is_ok() {
+                first = Err(Error::Other(format!(
+                    "the order service's {} exited with {status}:\n{}",
+                    p.role,
+                    p.log_tail()
+                )));
+            }
+        }
+        first
+    }
+}
+
+impl Drop for OrderServiceProcesses {
+    fn drop(&mut self) {
+        // the children themselves are killed by kill_on_drop
+        let _ = std::fs::remove_dir_all(&self.log_dir);
     }
 }
 

@@ -110,6 +110,14 @@ enum Command {
         #[command(flatten)]
         flags: RunFlags,
     },
+    /// The lab's own program (`lab-service ...`): `relab run` starts the
+    /// order service's API and workers as `relab lab-service api|worker`
+    /// child processes when an experiment kills them.
+    #[command(hide = true, disable_help_flag = true, disable_version_flag = true)]
+    LabService {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// What `relab run` prints on stdout.
@@ -155,6 +163,18 @@ fn main() -> ExitCode {
         Command::Run { manifest, flags } => {
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             rt.block_on(run(manifest, flags))
+        }
+        Command::LabService { args } => {
+            use clap::Parser as _;
+            let cli = lab_service::cli::Cli::parse_from(std::iter::once("lab-service".to_string()).chain(args));
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match rt.block_on(lab_service::cli::run(cli)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("lab-service: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::Operator {
             namespace,

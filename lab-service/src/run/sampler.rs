@@ -70,9 +70,14 @@ fn is_counter(name: &str) -> bool {
 /// had counted.
 #[derive(Debug, Default)]
 pub struct Increases {
-    /// (endpoint, series) -> (last value read, increase so far)
-    series: BTreeMap<(String, String, Vec<(String, String)>), (f64, f64)>,
+    series: BTreeMap<SeriesKey, Count>,
 }
+
+/// An endpoint's series: endpoint, metric name, labels (sorted).
+type SeriesKey = (String, String, Vec<(String, String)>);
+
+/// A series' last value read and its increase so far.
+type Count = (f64, f64);
 
 impl Increases {
     /// Take one endpoint's reading; its gauges are returned untouched.

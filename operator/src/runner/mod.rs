@@ -8,6 +8,7 @@
 //! YAML and JSON, and drawn as an HTML report. Exit code: 0 objectives met,
 //! 1 not met or inconclusive, 2 invalid manifest or environment error.
 
+pub mod disruptor;
 pub mod junit;
 pub mod postgres;
 pub mod progress;
@@ -19,11 +20,98 @@ use lab_service::lab::{self, Lab, LabPlan};
 use lab_service::run::RunProgress;
 use lab_service::run::{run_experiment, ExperimentRun, RunOutput};
 use relab_model::compare;
+use relab_model::disruptions::DisruptionAction;
 use relab_model::status::{self, condition};
 use relab_model::validate::ManifestMeta;
 use relab_model::{FieldError, ValidatedExperiment};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use tokio_util::sync::CancellationToken;
+
+/// The program that runs the order service's child processes, and the
+/// arguments before `api` / `worker`.
+static LAB_PROGRAM: OnceLock<(PathBuf, Vec<String>)> = OnceLock::new();
+
+/// Run the order service's child processes with `program` (the `relab`
+/// binary: `relab lab-service api|worker`). Without it, `relab run` uses
+/// its own executable, or (from a test binary) the `relab` next to it.
+/// Set once per process; a later call is ignored.
+pub fn set_lab_program(program: impl Into<PathBuf>) {
+    let _ = LAB_PROGRAM.set((program.into(), vec!["lab-service".to_string()]));
+}
+
+fn lab_program() -> Result<(PathBuf, Vec<String>), RunError> {
+    if let Some(p) = LAB_PROGRAM.get() {
+        return Ok(p.clone());
+    }
+    let exe = std::env::current_exe()?;
+    let is_relab = |p: &std::path::Path| p.file_stem().is_some_and(|s| s == "relab") && p.is_file();
+    let candidates = [
+        Some(exe.clone()),
+        exe.parent().map(|d| d.join("relab")),
+        exe.parent().and_then(|d| d.parent()).map(|d| d.join("relab")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| is_relab(p))
+        .map(|p| (p, vec!["lab-service".to_string()]))
+        .ok_or_else(|| {
+            RunError::Lab(lab_service::Error::Other(format!(
+                "the order service must run as child processes (the experiment kills them), but no relab \
+                 program was found next to {}",
+                exe.display()
+            )))
+        })
+}
+
+/// Whether `experiment` kills the order service (it then runs as child processes).
+fn kills_processes(experiment: &ValidatedExperiment) -> bool {
+    experiment.disruptions().iter().any(|d| {
+        matches!(
+            d.action,
+            DisruptionAction::KillWorkers | DisruptionAction::KillOrderService
+        )
+    })
+}
+
+/// Whether `experiment` disrupts the database's network (the fault proxy goes in the path).
+fn disrupts_the_network(experiment: &ValidatedExperiment) -> bool {
+    experiment.disruptions().iter().any(|d| {
+        matches!(
+            d.action,
+            DisruptionAction::DatabaseLatency | DisruptionAction::DatabaseOutage
+        )
+    })
+}
+
+/// What `relab run` cannot do with these options: restart a server it does
+/// not own (`--database-url`).
+pub fn check_disruptions(experiment: &ValidatedExperiment, opts: &RunOptions) -> Result<(), RunError> {
+    if opts.database_url.is_none() {
+        return Ok(());
+    }
+    let problems: Vec<FieldError> = experiment
+        .spec()
+        .disruptions
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.action == DisruptionAction::RestartDatabase)
+        .map(|(i, d)| FieldError {
+            path: format!("spec.disruptions[{i}]"),
+            message: format!(
+                "{:?}: RestartDatabase restarts relab run's own ephemeral Postgres; with --database-url \
+                 (a server relab does not own) it cannot be carried out: run without --database-url",
+                d.name
+            ),
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(RunError::Invalid(problems))
+    }
+}
 
 /// How `relab run` runs (the time scale is the experiment's: [`load_manifest`]).
 #[derive(Debug, Clone, Default)]
@@ -125,6 +213,37 @@ impl Server {
             Server::External(url) => url.clone(),
         }
     }
+
+    fn restarter(&self) -> Option<postgres::PgRestarter> {
+        match self {
+            Server::Ephemeral(pg) => Some(pg.restarter()),
+            Server::External(_) => None,
+        }
+    }
+}
+
+/// `url` with its host and port replaced by `addr` (the fault proxy's).
+fn through(url: &str, addr: std::net::SocketAddr) -> Result<String, RunError> {
+    let bad = |e: String| RunError::Lab(lab_service::Error::Other(format!("database URL {url:?}: {e}")));
+    let mut parsed = reqwest::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+    parsed
+        .set_host(Some(&addr.ip().to_string()))
+        .map_err(|e| bad(e.to_string()))?;
+    parsed
+        .set_port(Some(addr.port()))
+        .map_err(|()| bad("no port can be set".into()))?;
+    Ok(parsed.to_string())
+}
+
+/// `host:port` of a database URL.
+fn host_port(url: &str) -> Result<String, RunError> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| RunError::Lab(lab_service::Error::Other(format!("database URL: {e}"))))?;
+    Ok(format!(
+        "{}:{}",
+        parsed.host_str().unwrap_or("127.0.0.1"),
+        parsed.port().unwrap_or(5432)
+    ))
 }
 
 /// One lab run's output, and which variant and repeat it was.
@@ -146,15 +265,64 @@ async fn run_lab(
     let admin_url = server.admin_url();
     let name = format!("relab_run_{}", uuid::Uuid::new_v4().simple());
     let url = lab_service::db::create_database(&admin_url, &name).await?;
+    let proxy_stop = CancellationToken::new();
     let result = async {
         let pool_size = LabPlan::pool_size(experiment.spec().order_service.replicas);
         let pool = lab_service::db::connect_and_migrate(&url, pool_size).await?;
-        // the ledger journaled as on a cluster (one file per run, dropped with its database)
-        let running = Lab::start(LabPlan {
+        // the database fault proxy between the order service and Postgres;
+        // the run engine, the sampler and the audit keep the direct URL
+        let proxy = if disrupts_the_network(experiment) {
+            let loopback: std::net::SocketAddr = "127.0.0.1:0".parse().expect("static address");
+            let proxy = lab_service::db_proxy::start(
+                lab_service::db_proxy::DbProxyConfig {
+                    listen: loopback,
+                    upstream: host_port(&url)?,
+                    admin_listen: loopback,
+                },
+                proxy_stop.clone(),
+            )
+            .await?;
+            Some(proxy)
+        } else {
+            None
+        };
+        let service_url = match &proxy {
+            Some(p) => through(&url, p.listen)?,
+            None => url.clone(),
+        };
+        // the ledger journaled as on a cluster (one file per run, dropped
+        // with its database; never on the disrupted database)
+        let plan = LabPlan {
             ledger_file: Some(lab_service::lab::default_ledger_file(&url)),
             ..LabPlan::for_experiment(experiment, pool.clone())
-        })
-        .await?;
+        };
+        let (running, service_pool) = if kills_processes(experiment) {
+            let (program, args) = lab_program()?;
+            let os = &experiment.spec().order_service;
+            let children = lab::ChildProcesses {
+                program,
+                args,
+                database: lab_service::config::DatabaseArgs {
+                    database_url: service_url.clone(),
+                    database_max_connections: (os.workers + 8).max(16),
+                    database_connect_timeout_secs: 30,
+                },
+            };
+            (Lab::start_processes(plan, children).await?, None)
+        } else if proxy.is_some() {
+            let service_pool = lab_service::db::connect_and_migrate(&service_url, pool_size).await?;
+            let plan = LabPlan {
+                pool: service_pool.clone(),
+                ..plan
+            };
+            (Lab::start(plan).await?, Some(service_pool))
+        } else {
+            (Lab::start(plan).await?, None)
+        };
+        let carrier = disruptor::LocalDisruptor {
+            processes: running.processes(),
+            postgres: server.restarter(),
+        };
         let run = ExperimentRun {
             load: lab::load_config(experiment),
             api_url: running.api_url().to_string(),
@@ -167,18 +335,22 @@ async fn run_lab(
             stop_when: experiment.spec().stop_when.clone(),
             success_target: experiment.spec().objectives.success_ratio,
             disruptions: experiment.disruptions(),
-            db_proxy_url: None,
-            carrier: None,
+            db_proxy_url: proxy.as_ref().map(|p| format!("http://{}", p.admin)),
+            carrier: Some(lab_service::run::disrupt::Carrier(std::sync::Arc::new(carrier))),
             disruption_log: Default::default(),
         };
         let output = run_experiment(run, progress, stop.clone()).await;
         let stopped = running.shutdown().await;
+        if let Some(p) = service_pool {
+            p.close().await;
+        }
         pool.close().await;
         let output = output?;
         stopped?;
         Ok::<_, RunError>(output)
     }
     .await;
+    proxy_stop.cancel();
     if let Err(e) = lab_service::db::drop_database(&admin_url, &name).await {
         tracing::warn!(error = %e, database = %name, "could not drop the run's database");
     }
@@ -196,6 +368,7 @@ pub async fn run_local(
     stop: CancellationToken,
 ) -> Result<LocalRun, RunError> {
     let name = experiment.name().to_string();
+    check_disruptions(experiment, opts)?;
     let started = chrono::Utc::now();
     let server = Server::open(opts).await?;
     let plan = experiment.lab_runs();

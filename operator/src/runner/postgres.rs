@@ -157,6 +157,83 @@ impl EphemeralPostgres {
     }
 }
 
+/// Restarts an [`EphemeralPostgres`] in place (a `RestartDatabase`
+/// disruption): immediate shutdown (no checkpoint, connections cut, crash
+/// recovery at start), same data directory, same options and port.
+#[derive(Debug, Clone)]
+pub struct PgRestarter {
+    bin: PathBuf,
+    dir: PathBuf,
+    as_postgres_user: bool,
+}
+
+impl PgRestarter {
+    /// `pg_ctl restart -m immediate -w`: returns once the server accepts
+    /// connections again, with the new postmaster's pid.
+    pub fn restart(&self) -> Result<u32, PostgresError> {
+        let pg_ctl = self.bin.join("pg_ctl");
+        let mut cmd = if self.as_postgres_user {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(pg_ctl);
+            c
+        } else {
+            Command::new(pg_ctl)
+        };
+        let out = cmd
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("server.log"))
+            .args(["-m", "immediate", "-w", "restart"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| PostgresError::Step {
+                step: "pg_ctl restart",
+                detail: e.to_string(),
+            })?;
+        if !out.status.success() {
+            return Err(PostgresError::Step {
+                step: "pg_ctl restart",
+                detail: format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stderr),
+                    String::from_utf8_lossy(&out.stdout)
+                ),
+            });
+        }
+        postmaster_pid(&self.dir.join("data")).ok_or(PostgresError::Step {
+            step: "pg_ctl restart",
+            detail: "no postmaster.pid after the restart".into(),
+        })
+    }
+}
+
+fn postmaster_pid(data: &Path) -> Option<u32> {
+    std::fs::read_to_string(data.join("postmaster.pid"))
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+impl EphemeralPostgres {
+    /// What restarts this server in place ([`PgRestarter::restart`]).
+    pub fn restarter(&self) -> PgRestarter {
+        PgRestarter {
+            bin: self.bin.clone(),
+            dir: self.dir.clone(),
+            as_postgres_user: self.as_postgres_user,
+        }
+    }
+
+    /// The postmaster's process id.
+    pub fn pid(&self) -> Option<u32> {
+        postmaster_pid(&self.dir.join("data"))
+    }
+}
+
 impl Drop for EphemeralPostgres {
     fn drop(&mut self) {
         let data = self.dir.join("data");
