@@ -372,7 +372,9 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
 }
 
 /// `GET /progress` on `addr`: the run's [`RunProgress`] as JSON (its
-/// `stage` says when the load is over; `disruptions` what has fired), and
+/// `stage` says when the load is over; `disruptions` what has fired),
+/// `GET /metrics` (the disruptions for Prometheus:
+/// [`super::disrupt::DisruptionLog::render_metrics`]), and
 /// `POST /disruptions/{name}` ([`super::disrupt::Report`]): the operator
 /// reports a disruption it carried out (204; 409 when the name is unknown
 /// or already reported, 422 for a body that is not a report). Bound before
@@ -384,7 +386,7 @@ pub async fn serve_progress(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use axum::extract::Path;
     use axum::http::StatusCode;
-    let reports = log.clone();
+    let (reports, metrics) = (log.clone(), log.clone());
     let app = axum::Router::new()
         .route(
             "/progress",
@@ -392,6 +394,13 @@ pub async fn serve_progress(
                 let mut now = watcher.borrow().clone();
                 now.disruptions = log.results();
                 async move { axum::Json(now) }
+            }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let text = metrics.render_metrics();
+                async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
             }),
         )
         .route(

@@ -140,6 +140,53 @@ impl DisruptionLog {
     }
 }
 
+impl DisruptionLog {
+    /// The disruptions as Prometheus text, for the load generator's
+    /// `/metrics`: `relab_disruptions_fired_total{disruption,action}` (0,
+    /// then 1 once fired; every planned one from the start, so that
+    /// `increase()` sees the step) and `relab_disruption_active` (1 from
+    /// firing until its end: a window's, or until the killed processes or
+    /// the database are back). The dashboard's annotations read them.
+    pub fn render_metrics(&self) -> String {
+        use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry};
+        let registry = Registry::new();
+        let fired = IntCounterVec::new(
+            Opts::new("relab_disruptions_fired_total", "Disruptions of this run fired so far"),
+            &["disruption", "action"],
+        )
+        .expect("valid metric");
+        let active = IntGaugeVec::new(
+            Opts::new(
+                "relab_disruption_active",
+                "1 while a disruption is in force (from firing until it is over)",
+            ),
+            &["disruption", "action"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(fired.clone())).expect("registered once");
+        registry.register(Box::new(active.clone())).expect("registered once");
+        let now = self.seconds_since_start();
+        for d in self.results() {
+            let labels = [d.name.as_str(), d.action.as_str()];
+            let counter = fired.with_label_values(&labels);
+            if d.fired_at_seconds.is_some() {
+                counter.inc();
+            }
+            let in_force = match (d.fired_at_seconds, d.ended_at_seconds, now) {
+                (Some(_), None, _) => true,
+                (Some(_), Some(end), Some(now)) => now < end,
+                _ => false,
+            };
+            active.with_label_values(&labels).set(i64::from(in_force));
+        }
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&registry.gather(), &mut out)
+            .expect("text encoding");
+        String::from_utf8(out).expect("utf-8")
+    }
+}
+
 fn round_ms(seconds: f64) -> f64 {
     (seconds * 1000.0).round() / 1000.0
 }
@@ -197,28 +244,31 @@ async fn fire_one(
     over: &CancellationToken,
 ) {
     let since = |t: Instant| round_ms(t.duration_since(start).as_secs_f64());
-    let fired = Instant::now();
-    tracing::warn!(disruption = %plan.name, action = plan.action.as_str(), "firing a disruption");
-    let outcome: Result<(Vec<String>, Instant), String> = if plan.action.through_db_proxy() {
-        match proxy {
-            None => Err("no database proxy in the order service's path".to_string()),
-            Some(url) => proxy_window(plan, &url, http, start, over).await,
-        }
-    } else {
-        match carrier.as_ref().and_then(|c| c.0.fire(plan)) {
-            // the operator carries it out and reports it
+    let work = match (plan.action.through_db_proxy(), &proxy) {
+        (true, Some(_)) | (true, None) => None,
+        // the operator carries it out and reports it
+        (false, _) => match carrier.as_ref().and_then(|c| c.0.fire(plan)) {
             None => return,
-            Some(work) => work.await.map(|hit| (hit, Instant::now())),
-        }
+            some => some,
+        },
+    };
+    tracing::warn!(disruption = %plan.name, action = plan.action.as_str(), "firing a disruption");
+    // in force from now (GET /progress and /metrics show it) until it is over
+    let fired = since(Instant::now());
+    log.update(&plan.name, |d| d.fired_at_seconds = Some(fired));
+    let outcome: Result<(Vec<String>, Instant), String> = match (work, proxy) {
+        (Some(work), _) => work.await.map(|hit| (hit, Instant::now())),
+        (None, Some(url)) => proxy_window(plan, &url, http, start, over).await,
+        (None, None) => Err("no database proxy in the order service's path".to_string()),
     };
     log.update(&plan.name, |d| match outcome {
         Ok((hit, ended)) => {
-            d.fired_at_seconds = Some(since(fired));
             d.ended_at_seconds = Some(since(ended));
             d.hit = hit;
         }
         Err(e) => {
             tracing::warn!(disruption = %plan.name, error = %e, "a disruption could not fire");
+            d.fired_at_seconds = None;
             d.error = Some(e);
         }
     });
@@ -360,4 +410,154 @@ async fn server_started(conn: &mut sqlx::PgConnection) -> Result<(String,), sqlx
     sqlx::query_as("SELECT pg_postmaster_start_time()::text")
         .fetch_one(conn)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use relab_model::disruptions::DisruptionSpec;
+
+    fn plan(name: &str, at_ms: u64, action: DisruptionAction) -> PlannedDisruption {
+        let mut p = PlannedDisruption::of(
+            &DisruptionSpec {
+                name: name.into(),
+                at_seconds: 0,
+                action,
+                fraction: None,
+                added_ms: Some(5),
+                duration_seconds: Some(1),
+            },
+            1.0,
+        );
+        p.at = Duration::from_millis(at_ms);
+        p
+    }
+
+    /// Kills in 50 ms, and records what it was asked.
+    struct FakeKiller(Arc<Mutex<Vec<String>>>);
+
+    impl Disruptor for FakeKiller {
+        fn fire(&self, plan: &PlannedDisruption) -> Option<futures::future::BoxFuture<'static, Fired>> {
+            if !plan.action.kills() {
+                return None;
+            }
+            self.0.lock().unwrap().push(plan.name.clone());
+            let name = plan.name.clone();
+            Some(Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(vec![format!("{name}: pid 1")])
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn each_fires_once_at_its_time_and_what_the_load_does_not_reach_stays_unfired() {
+        let plans = vec![
+            plan("crash", 100, DisruptionAction::KillWorkers),
+            plan("restart", 150, DisruptionAction::RestartDatabase),
+            plan("cut", 120, DisruptionAction::DatabaseOutage),
+            plan("late", 10_000, DisruptionAction::KillOrderService),
+        ];
+        let log = DisruptionLog::new(&plans);
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let over = CancellationToken::new();
+        let task = schedule(
+            plans,
+            log.clone(),
+            Some(Carrier(Arc::new(FakeKiller(asked.clone())))),
+            None,
+            reqwest::Client::new(),
+            Instant::now(),
+            over.clone(),
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        over.cancel();
+        task.await.unwrap();
+        let r = log.results();
+        assert_eq!(
+            *asked.lock().unwrap(),
+            vec!["crash".to_string()],
+            "only kills reach this carrier"
+        );
+        // real time: at its time, over when the carrier returned (50 ms later)
+        let (fired, ended) = (r[0].fired_at_seconds.unwrap(), r[0].ended_at_seconds.unwrap());
+        assert!((0.1..0.3).contains(&fired), "fired at {fired}");
+        assert!(ended - fired >= 0.05, "{fired} -> {ended}");
+        assert_eq!(r[0].hit, vec!["crash: pid 1".to_string()]);
+        assert_eq!(
+            r[1].fired_at_seconds, None,
+            "not this carrier's: left for an outside report"
+        );
+        assert_eq!(r[1].error, None);
+        assert_eq!(r[2].fired_at_seconds, None);
+        assert!(
+            r[2].error.as_deref().unwrap().contains("no database proxy"),
+            "{:?}",
+            r[2]
+        );
+        assert_eq!(
+            (r[3].fired_at_seconds, &r[3].error),
+            (None, &None),
+            "past the load: never fired"
+        );
+        assert!(r[3].inconclusive_reason().unwrap().contains("did not fire"));
+
+        // the outside carrier reports the restart: taken once
+        let taken = log
+            .report(
+                "restart",
+                Report {
+                    hit: vec!["pg".into()],
+                    error: None,
+                },
+            )
+            .unwrap();
+        assert_eq!(taken.hit, vec!["pg".to_string()]);
+        assert!(taken.fired_at_seconds.unwrap() >= 0.4);
+        assert!(log
+            .report("restart", Report::default())
+            .unwrap_err()
+            .contains("already"));
+        assert!(log
+            .report("nope", Report::default())
+            .unwrap_err()
+            .contains("no disruption"));
+    }
+
+    #[tokio::test]
+    async fn reports_before_the_load_are_refused_and_the_metrics_show_each_disruption() {
+        let plans = vec![
+            plan("crash", 100, DisruptionAction::KillWorkers),
+            plan("slow", 0, DisruptionAction::DatabaseLatency),
+        ];
+        let log = DisruptionLog::new(&plans);
+        assert!(log
+            .report("crash", Report::default())
+            .unwrap_err()
+            .contains("not started"));
+        log.started(Instant::now());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        log.report(
+            "crash",
+            Report {
+                hit: vec!["pod-a".into()],
+                error: None,
+            },
+        )
+        .unwrap();
+        log.update("slow", |d| d.fired_at_seconds = Some(0.0));
+        let text = log.render_metrics();
+        for line in [
+            r#"relab_disruptions_fired_total{action="KillWorkers",disruption="crash"} 1"#,
+            r#"relab_disruptions_fired_total{action="DatabaseLatency",disruption="slow"} 1"#,
+            r#"relab_disruption_active{action="DatabaseLatency",disruption="slow"} 1"#,
+            r#"relab_disruption_active{action="KillWorkers",disruption="crash"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        log.update("slow", |d| d.ended_at_seconds = Some(0.1));
+        assert!(log
+            .render_metrics()
+            .contains(r#"relab_disruption_active{action="DatabaseLatency",disruption="slow"} 0"#));
+    }
 }

@@ -426,7 +426,7 @@ pub fn experiment(
     let from = shift(&status.start_time, -60).unwrap_or_else(|| "now-15m".into());
     let to = shift(&status.finish_time, 60).unwrap_or_else(|| "now".into());
     let running = status.finish_time.is_none();
-    let annotations = json!([
+    let mut annotations = json!([
         builtin_annotations(),
         {
             "name": "Fault phases",
@@ -450,6 +450,24 @@ pub fn experiment(
             "tagKeys": "",
         },
     ]);
+    if !spec.disruptions.is_empty() {
+        // the load generator's own account (its /metrics on the progress port)
+        let list = annotations.as_array_mut().expect("a list");
+        list.push(json!({
+            "name": "Disruptions",
+            "enable": true,
+            "iconColor": "purple",
+            "datasource": { "type": "prometheus", "uid": DATASOURCE },
+            "expr": format!(
+                "max by (disruption, action) (relab_disruption_active{{{sel}}}) == 1 \
+                 or max by (disruption, action) (increase(relab_disruptions_fired_total{{{sel}}}[1m])) > 0"
+            ),
+            "step": "5s",
+            "titleFormat": "disruption: {{disruption}} ({{action}})",
+            "textFormat": disruptions_text(spec, status),
+            "tagKeys": "disruption,action",
+        }));
+    }
     json!({
         "uid": uid(namespace, name),
         "title": format!("relab: {namespace}/{name}"),
@@ -656,6 +674,20 @@ mod tests {
             "{after}"
         );
         assert!(after.contains("cut DatabaseOutage 20–25 s (did not fire)"), "{after}");
+        let names = |spec: &ReliabilityExperimentSpec| -> Vec<String> {
+            experiment("lab", "drill", spec, &status)["annotations"]["list"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert!(names(&spec).contains(&"Disruptions".to_string()), "{:?}", names(&spec));
+        spec.disruptions.clear();
+        assert!(
+            !names(&spec).contains(&"Disruptions".to_string()),
+            "no annotation without disruptions"
+        );
     }
 
     #[test]
