@@ -16,6 +16,7 @@
 pub mod apply;
 pub mod build;
 pub mod children;
+pub mod disrupt;
 pub mod leader;
 pub mod machine;
 pub mod metrics;

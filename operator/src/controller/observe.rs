@@ -23,9 +23,16 @@ use lab_service::run::RunProgress;
 use std::time::Duration;
 
 /// What this run shows now: the load generator's state and, while it runs
-/// (and the operator reads progress), the live figures. A run that started
-/// in this reconcile has nothing to show yet (its status goes out first).
-pub async fn run(ctx: &Context, namespace: &str, names: &Names, started_now: bool) -> Result<Observed, Error> {
+/// (and the operator reads progress), the live figures; and the load
+/// generator's pod (where its progress server takes disruption reports). A
+/// run that started in this reconcile has nothing to show yet (its status
+/// goes out first).
+pub async fn run(
+    ctx: &Context,
+    namespace: &str,
+    names: &Names,
+    started_now: bool,
+) -> Result<(Observed, Option<String>), Error> {
     let (loadgen, pod) = if started_now {
         (Loadgen::Missing, None)
     } else {
@@ -33,7 +40,7 @@ pub async fn run(ctx: &Context, namespace: &str, names: &Names, started_now: boo
             .await
             .map_err(err(ErrorKind::Read, "reading the load generator"))?
     };
-    let (progress, load) = match (&loadgen, pod) {
+    let (progress, load) = match (&loadgen, &pod) {
         // the two reads, side by side (each waits up to 2 s)
         (Loadgen::Running { .. }, Some(pod)) => tokio::join!(
             async {
@@ -42,16 +49,17 @@ pub async fn run(ctx: &Context, namespace: &str, names: &Names, started_now: boo
                     false => None,
                 }
             },
-            load_stage(&ctx.client, namespace, &pod),
+            load_stage(&ctx.client, namespace, pod),
         ),
         _ => (None, None),
     };
-    Ok(Observed {
+    let seen = Observed {
         now: ctx.options.clock.now(),
         loadgen,
         progress,
         load,
-    })
+    };
+    Ok((seen, pod))
 }
 
 /// The load generator's own account of its run (`GET /progress`, through

@@ -14,13 +14,16 @@
 //! 3. **build** the children (pure, [`build`]) and 4. **apply** them
 //!    ([`apply`]): the Services first, the rest with their ClusterIPs;
 //! 5. **observe** the load generator and the live progress ([`observe`]);
+//!    then **disrupt**: the kills that are due by the load generator's clock
+//!    ([`machine::disruptions::due_kills`], pure) delete their pods and are
+//!    reported to the load generator ([`disrupt`]);
 //! 6. **update status**: the phase machine's next status ([`machine::step`]),
 //!    then [`record`]: the dashboard, the status write and the Events
 //!    ([`status`]).
 
 use super::build::{self, Owner};
 use super::machine::{self, schedule, Note};
-use super::{apply, notify, observe, status, Context, Error};
+use super::{apply, disrupt, notify, observe, status, Context, Error};
 use crate::crd::{Phase, ReliabilityExperiment, ReliabilityExperimentStatus};
 use chrono::Utc;
 use kube::runtime::controller::Action;
@@ -142,7 +145,20 @@ async fn reconcile_experiment(rx: &ReliabilityExperiment, ctx: &Context) -> Resu
 
     // 5. observe (a run that starts in this reconcile has nothing to see
     // yet: its status goes out first, and the next poll looks)
-    let seen = observe::run(ctx, &namespace, &owner.names, started_now).await?;
+    let (seen, loadgen_pod) = observe::run(ctx, &namespace, &owner.names, started_now).await?;
+
+    // 5b. disrupt: the kills that are due (the load generator fires the rest)
+    let planned = lab_spec.disruptions();
+    let due = match (&seen.load, &loadgen_pod) {
+        (Some(load), Some(pod)) => machine::disruptions::due_kills(&planned, load)
+            .into_iter()
+            .map(|plan| (plan, pod.clone()))
+            .collect(),
+        _ => Vec::new(),
+    };
+    for (plan, pod) in &due {
+        disrupt::kill(ctx, &namespace, &owner.names, pod, plan).await;
+    }
 
     // 6. update status
     let (status, more) = match lab_run {
@@ -158,7 +174,17 @@ async fn reconcile_experiment(rx: &ReliabilityExperiment, ctx: &Context) -> Resu
         Phase::Provisioning if machine::current_lab_run(&experiment, &status) != lab_run => {
             Action::requeue(Duration::ZERO)
         }
-        Phase::Running | Phase::Draining => Action::requeue(poll),
+        // a kill just fired shows in the next progress read (its Event);
+        // a pending one is fired within about a second of its time
+        Phase::Running if !due.is_empty() => Action::requeue(Duration::from_secs(1)),
+        Phase::Running => {
+            let next = seen
+                .load
+                .as_ref()
+                .and_then(|load| machine::disruptions::next_kill_in(&planned, load));
+            Action::requeue(next.map_or(poll, |d| poll.min(d + Duration::from_millis(200))))
+        }
+        Phase::Draining => Action::requeue(poll),
         _ if started_now => Action::requeue(poll),
         // pod changes wake us; this is the safety net
         _ => Action::requeue(poll * 6),

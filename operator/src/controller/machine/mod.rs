@@ -26,6 +26,7 @@
 //! The controller writes the status this computes (`controller::status`).
 
 mod comparison;
+pub mod disruptions;
 mod phases;
 pub mod schedule;
 

@@ -126,7 +126,8 @@ fn running(step: &mut Step, spec: &ReliabilityExperimentSpec, started_at: DateTi
     if s.start_time.is_none() {
         s.start_time = Some(timestamp(started_at));
     }
-    let before = s.progress.as_ref().map(|p| p.elapsed_seconds).unwrap_or(0.0);
+    let seen_until = s.progress.as_ref().map(|p| p.elapsed_seconds);
+    let before = seen_until.unwrap_or(0.0);
     let (elapsed, load_over) = match &seen.load {
         Some(load) => (
             load.elapsed.as_secs_f64(),
@@ -143,6 +144,11 @@ fn running(step: &mut Step, spec: &ReliabilityExperimentSpec, started_at: DateTi
         progress.breaker_state = "unknown".into();
     }
     s.progress = Some(progress);
+    if let Some(load) = &seen.load {
+        // kills (the operator's) and the load generator's own disruptions alike
+        step.notes
+            .extend(super::disruptions::fired_notes(seen_until, &load.disruptions));
+    }
     let waiting = seen.load.as_ref().is_some_and(|l| l.stage == RunStage::Starting);
     let detail = match waiting {
         true => "the load generator waits for the lab (database, order service, payment mock)",
@@ -181,6 +187,10 @@ fn reported(step: &mut Step, spec: &ReliabilityExperimentSpec, message: &str) {
             )
         }
     };
+    // disruptions that fired after the last progress read
+    let seen_until = step.status.progress.as_ref().map(|p| p.elapsed_seconds);
+    step.notes
+        .extend(super::disruptions::fired_notes(seen_until, &results.disruptions));
     step.go(Phase::Analyzing, "the load generator reported its results".into());
     let mut verdict = relab_model::verdict::judge(spec, &results);
     let baseline = relab_model::compare::baseline_from_history(&step.status.history);

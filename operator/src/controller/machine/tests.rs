@@ -379,3 +379,125 @@ fn a_suspended_schedule_has_no_next_run_and_never_fires() {
         assert!(!fired && next.next_run_time.is_none());
     }
 }
+
+/// The load generator's progress with the record of `spec`'s disruptions:
+/// `fired` names those fired (at their time), `failed` those reported failed.
+fn load_with(
+    spec: &ValidatedExperiment,
+    stage: lab_service::run::RunStage,
+    secs: f64,
+    fired: &[&str],
+    failed: &[&str],
+) -> lab_service::run::RunProgress {
+    let disruptions = spec
+        .disruptions()
+        .iter()
+        .map(|p| {
+            let mut d = p.unfired();
+            if fired.contains(&p.name.as_str()) {
+                d.fired_at_seconds = Some(d.at_seconds + 0.25);
+                d.hit = vec!["drill-r1-order-service-abc".into()];
+            }
+            if failed.contains(&p.name.as_str()) {
+                d.error = Some("no order-service pod to kill".into());
+            }
+            d
+        })
+        .collect();
+    lab_service::run::RunProgress {
+        disruptions,
+        ..load(stage, secs).unwrap()
+    }
+}
+
+const DISRUPTIONS: &str = "  disruptions:\n    - {name: crash-workers, atSeconds: 10, action: KillWorkers, fraction: 0.5}\n    - {name: db-restart, atSeconds: 12, action: RestartDatabase}\n    - {name: crash-api, atSeconds: 15, action: KillOrderService}\n";
+
+#[test]
+fn a_kill_is_due_once_its_time_has_come_by_the_load_generators_clock_and_only_until_it_is_recorded() {
+    use disruptions::{due_kills, next_kill_in};
+    use lab_service::run::RunStage;
+    use std::time::Duration;
+    let spec = spec(DISRUPTIONS);
+    let plan = spec.disruptions();
+    let names =
+        |due: Vec<relab_model::disruptions::PlannedDisruption>| due.into_iter().map(|p| p.name).collect::<Vec<_>>();
+    // before the load, and before its time: nothing; the next in 1 s at least, then by the clock
+    assert!(due_kills(&plan, &load_with(&spec, RunStage::Starting, 0.0, &[], &[])).is_empty());
+    assert_eq!(
+        next_kill_in(&plan, &load_with(&spec, RunStage::Starting, 0.0, &[], &[])),
+        Some(Duration::from_secs(10))
+    );
+    let early = load_with(&spec, RunStage::Load, 9.5, &[], &[]);
+    assert!(due_kills(&plan, &early).is_empty());
+    assert_eq!(next_kill_in(&plan, &early), Some(Duration::from_millis(500)));
+    // its time: the kill (never the restart: the load generator's own)
+    assert_eq!(
+        names(due_kills(&plan, &load_with(&spec, RunStage::Load, 10.0, &[], &[]))),
+        ["crash-workers"]
+    );
+    assert_eq!(
+        names(due_kills(&plan, &load_with(&spec, RunStage::Load, 16.0, &[], &[]))),
+        ["crash-workers", "crash-api"]
+    );
+    // recorded fired or failed: no longer due
+    let after = load_with(&spec, RunStage::Load, 16.0, &["crash-workers"], &["crash-api"]);
+    assert!(due_kills(&plan, &after).is_empty());
+    assert_eq!(next_kill_in(&plan, &after), None);
+    // the load is over: nothing fires any more
+    assert!(due_kills(&plan, &load_with(&spec, RunStage::Drain, 30.0, &[], &[])).is_empty());
+    // a disruption the load generator does not know of is never fired
+    assert!(due_kills(&plan, &load(RunStage::Load, 20.0).unwrap()).is_empty());
+}
+
+#[test]
+fn a_kill_takes_a_fraction_of_the_pods_rounded_up_or_all_of_them() {
+    use disruptions::victims;
+    let spec = spec(DISRUPTIONS);
+    let plan = spec.disruptions();
+    let pods = |n: usize| (0..n).rev().map(|i| format!("pod-{i}")).collect::<Vec<_>>();
+    assert_eq!(
+        victims(&plan[0], pods(3)),
+        ["pod-0", "pod-1"],
+        "half of 3, rounded up, in name order"
+    );
+    assert_eq!(victims(&plan[0], pods(1)), ["pod-0"], "at least one");
+    assert!(victims(&plan[0], Vec::new()).is_empty());
+    assert_eq!(
+        victims(&plan[2], pods(3)),
+        ["pod-0", "pod-1", "pod-2"],
+        "KillOrderService: all"
+    );
+}
+
+#[test]
+fn each_disruption_gets_one_event_the_first_time_it_shows_fired() {
+    use lab_service::run::RunStage;
+    let spec = spec(DISRUPTIONS);
+    let running = Loadgen::Running { started_at: t(5) };
+    let (s, _) = start(&spec, &Default::default(), 1, t(0));
+    let at = |secs: f64, fired: &[&str]| Observed {
+        load: Some(load_with(&spec, RunStage::Load, secs, fired, &[])),
+        ..seen(6 + secs as i64, running.clone())
+    };
+    let fired = |notes: &[Note]| {
+        notes
+            .iter()
+            .filter(|n| n.reason == "DisruptionFired")
+            .map(|n| n.message.clone())
+            .collect::<Vec<_>>()
+    };
+    let (s, notes) = step(&spec, &s, 1, &at(9.0, &[]));
+    assert!(fired(&notes).is_empty());
+    // the kill (the operator's) and the restart (the load generator's) alike
+    let (s, notes) = step(&spec, &s, 1, &at(13.0, &["crash-workers", "db-restart"]));
+    let messages = fired(&notes);
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(messages[0].contains("crash-workers (KillWorkers)") && messages[0].contains("drill-r1-order-service-abc"));
+    assert!(messages[1].contains("db-restart (RestartDatabase)"));
+    // seen again: no second Event; the next one gets its own
+    let (s, notes) = step(&spec, &s, 1, &at(14.0, &["crash-workers", "db-restart"]));
+    assert!(fired(&notes).is_empty());
+    let (_, notes) = step(&spec, &s, 1, &at(16.0, &["crash-workers", "db-restart", "crash-api"]));
+    assert_eq!(fired(&notes).len(), 1);
+    assert!(fired(&notes)[0].contains("crash-api (KillOrderService)"));
+}
