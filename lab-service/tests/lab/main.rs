@@ -12,5 +12,6 @@ mod dead_letters;
 mod loadgen;
 mod metrics;
 mod processes;
+mod restart;
 mod retry;
 mod shedding;
