@@ -38,6 +38,7 @@ fn element_for(path: &[Step]) -> Value {
         Some("failureStatuses") => json!(500),
         Some("variants") => json!({ "name": "v" }),
         Some("stopWhen") => json!({ "doubleCharges": true }),
+        Some("disruptions") => json!({ "name": "d", "atSeconds": 0, "action": "KillOrderService" }),
         other => panic!("no valid element known for the list {other:?}: add one here"),
     }
 }
