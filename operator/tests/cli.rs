@@ -89,6 +89,44 @@ fn invalid_manifests_exit_2_and_name_the_field() {
             "failureRate: 0.3, faultsSchedule: [{name: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa, startSeconds: 1, endSeconds: 2}]}",
             "spec.payment.faultsSchedule[0].name",
         ),
+        // disruptions: each rule names its field
+        (
+            "a disruption past the load",
+            "  orderService:\n",
+            "  disruptions: [{name: crash, atSeconds: 10, action: KillWorkers}]\n  orderService:\n",
+            "spec.disruptions[0].atSeconds",
+        ),
+        (
+            "a kill of none",
+            "  orderService:\n",
+            "  disruptions: [{name: crash, atSeconds: 2, action: KillWorkers, fraction: 0}]\n  orderService:\n",
+            "spec.disruptions[0].fraction",
+        ),
+        (
+            "an unknown action",
+            "  orderService:\n",
+            "  disruptions: [{name: boom, atSeconds: 2, action: KillTheDatacenter}]\n  orderService:\n",
+            "spec.disruptions[0].action",
+        ),
+        (
+            "overlapping database windows",
+            "  orderService:\n",
+            "  disruptions: [{name: slow, atSeconds: 1, action: DatabaseLatency, addedMs: 50, durationSeconds: 5}, \
+             {name: cut, atSeconds: 3, action: DatabaseOutage, durationSeconds: 2}]\n  orderService:\n",
+            "spec.disruptions[1].atSeconds",
+        ),
+        (
+            "a latency without its milliseconds",
+            "  orderService:\n",
+            "  disruptions: [{name: slow, atSeconds: 1, action: DatabaseLatency, durationSeconds: 5}]\n  orderService:\n",
+            "spec.disruptions[0].addedMs",
+        ),
+        (
+            "restarting an external database",
+            "  orderService:\n",
+            "  database: {external: {secretName: db}}\n  disruptions: [{name: r, atSeconds: 1, action: RestartDatabase}]\n  orderService:\n",
+            "spec.disruptions[0].action",
+        ),
     ];
     for (what, from, to, field) in cases {
         let manifest = BASE.replace(from, to);
