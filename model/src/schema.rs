@@ -92,7 +92,20 @@ fn collect(validator: &jsonschema::Validator, value: &Value, root: &str) -> Vec<
         .iter_errors(value)
         .map(|e| {
             let pointer = e.instance_path().as_str().to_string();
-            FieldError::new(dotted(root, &pointer, value), e.to_string())
+            // every choice of an enum, not the first two and "n other candidates"
+            let message = match e.kind() {
+                jsonschema::error::ValidationErrorKind::Enum { options } => {
+                    let choices: Vec<String> = options
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|o| o.as_str().map_or_else(|| o.to_string(), str::to_string))
+                        .collect();
+                    format!("{} is not one of {}", e.instance(), choices.join(", "))
+                }
+                _ => e.to_string(),
+            };
+            FieldError::new(dotted(root, &pointer, value), message)
         })
         .collect();
     errors.sort_by(|a, b| a.path.cmp(&b.path));
@@ -261,6 +274,20 @@ mod tests {
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].path, "spec.orderService.workers");
         assert!(errors[0].message.contains("512"), "{}", errors[0].message);
+    }
+
+    #[test]
+    fn an_enum_names_every_choice() {
+        let errors = check_spec(&json!({
+            "load": {"ratePerSecond": 1, "durationSeconds": 9},
+            "disruptions": [{"name": "x", "atSeconds": 1, "action": "Reboot"}]
+        }));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path, "spec.disruptions[0].action");
+        assert_eq!(
+            errors[0].message,
+            "\"Reboot\" is not one of KillWorkers, KillOrderService, RestartDatabase, DatabaseLatency, DatabaseOutage"
+        );
     }
 
     #[test]
