@@ -795,6 +795,25 @@ async fn the_operator_reconciles_a_whole_run_with_only_the_charts_rbac() {
             "{secrets:?}"
         );
 
+        // spec.disruptions' rights: delete pods and POST through the pod
+        // proxy, in its own namespace only; nothing cluster-wide
+        for (verb, resource, subresource, namespace, allowed) in [
+            ("delete", "pods", "", Some(ns.as_str()), true),
+            ("create", "pods", "proxy", Some(ns.as_str()), true),
+            ("get", "pods", "proxy", Some(ns.as_str()), true),
+            ("delete", "pods", "", Some("default"), false),
+            ("create", "pods", "proxy", Some("default"), false),
+            ("create", "pods", "exec", Some(ns.as_str()), false),
+            ("deletecollection", "pods", "", Some(ns.as_str()), false),
+            ("delete", "nodes", "", None, false),
+        ] {
+            assert_eq!(
+                can(&operator_client, verb, resource, subresource, namespace).await,
+                allowed,
+                "{verb} {resource}/{subresource} in {namespace:?}"
+            );
+        }
+
         // leader election under the chart's Role: take, renew, and a second
         // candidate stands by
         let election = |identity: &str| controller::leader::Election {
@@ -854,6 +873,211 @@ async fn the_operator_reconciles_a_whole_run_with_only_the_charts_rbac() {
         operator.kill().await;
         let (ok, out, err) = common::helm(&["uninstall", "rbac", "--namespace", &ns]);
         assert!(ok, "helm uninstall:\n{out}{err}");
+    })
+    .await;
+}
+
+/// Whether `client`'s user may `verb` `resource`/`subresource` in
+/// `namespace` (a SelfSubjectAccessReview: the API server's own answer).
+async fn can(client: &Client, verb: &str, resource: &str, subresource: &str, namespace: Option<&str>) -> bool {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.into()),
+                resource: Some(resource.into()),
+                subresource: (!subresource.is_empty()).then(|| subresource.to_string()),
+                namespace: namespace.map(String::from),
+                ..ResourceAttributes::default()
+            }),
+            ..SelfSubjectAccessReviewSpec::default()
+        },
+        ..SelfSubjectAccessReview::default()
+    };
+    Api::<SelfSubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("a self subject access review")
+        .status
+        .is_some_and(|s| s.allowed)
+}
+
+/// A non-loopback IPv4 address of this machine: the API server refuses to
+/// proxy to loopback, so a load generator played by the test listens here
+/// and the played pod says it is its IP.
+fn host_ip() -> Option<std::net::Ipv4Addr> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|w| w.split_once('/').and_then(|(ip, _)| ip.parse().ok()))
+        .next()
+}
+
+/// The load generator's progress server, played: `GET /progress` says the
+/// load runs (its seconds since it started) with the record of `planned`;
+/// `POST /disruptions/{name}` records a report like the real one (204, 409
+/// when unknown or already reported) and keeps its body.
+#[derive(Clone)]
+struct PlayedLoadgen {
+    started: std::time::Instant,
+    record: std::sync::Arc<std::sync::Mutex<Vec<relab_model::disruptions::DisruptionResult>>>,
+    reports: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+}
+
+impl PlayedLoadgen {
+    async fn serve(ip: std::net::Ipv4Addr, planned: &[relab_model::disruptions::PlannedDisruption]) -> Self {
+        use axum::extract::{Path, State};
+        use axum::http::StatusCode;
+        let played = PlayedLoadgen {
+            started: std::time::Instant::now(),
+            record: std::sync::Arc::new(std::sync::Mutex::new(planned.iter().map(|p| p.unfired()).collect())),
+            reports: Default::default(),
+        };
+        let app = axum::Router::new()
+            .route(
+                "/progress",
+                axum::routing::get(|State(p): State<PlayedLoadgen>| async move {
+                    axum::Json(lab_service::run::RunProgress {
+                        stage: lab_service::run::RunStage::Load,
+                        elapsed: p.started.elapsed(),
+                        planned: Duration::from_secs(60),
+                        disruptions: p.record.lock().unwrap().clone(),
+                        ..Default::default()
+                    })
+                }),
+            )
+            .route(
+                "/disruptions/{name}",
+                axum::routing::post(
+                    |State(p): State<PlayedLoadgen>,
+                     Path(name): Path<String>,
+                     axum::Json(body): axum::Json<serde_json::Value>| async move {
+                        let now = p.started.elapsed().as_secs_f64();
+                        let mut record = p.record.lock().unwrap();
+                        let Some(d) = record.iter_mut().find(|d| d.name == name) else {
+                            return StatusCode::CONFLICT;
+                        };
+                        if d.fired_at_seconds.is_some() || d.error.is_some() {
+                            return StatusCode::CONFLICT;
+                        }
+                        match body["error"].as_str() {
+                            Some(e) => d.error = Some(e.into()),
+                            None => {
+                                d.fired_at_seconds = Some(now);
+                                d.hit = serde_json::from_value(body["hit"].clone()).unwrap_or_default();
+                            }
+                        }
+                        p.reports.lock().unwrap().push((name, body));
+                        StatusCode::NO_CONTENT
+                    },
+                ),
+            )
+            .with_state(played.clone());
+        let port = relab_operator::controller::build::LOADGEN_PROGRESS_PORT as u16;
+        let listener = tokio::net::TcpListener::bind((ip, port))
+            .await
+            .expect("the played load generator's port");
+        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        played
+    }
+}
+
+#[tokio::test]
+async fn a_kill_deletes_order_service_pods_with_grace_0_reports_them_to_the_load_generator_and_is_an_event() {
+    let Some(ip) = host_ip() else {
+        eprintln!("SKIPPED: no non-loopback IPv4 address for the API server's pod proxy to reach");
+        return;
+    };
+    in_namespace(|client, ns| async move {
+        let rx = relab_operator::crd::parse(
+            "apiVersion: relab.dev/v1alpha1\nkind: ReliabilityExperiment\nmetadata: {name: kill}\nspec:\n  load: {ratePerSecond: 5, durationSeconds: 60}\n  orderService: {replicas: 3}\n  disruptions:\n    - {name: crash-workers, atSeconds: 3, action: KillWorkers, fraction: 0.5}\n",
+        )
+        .expect("a valid manifest");
+        let planned = relab_operator::crd::validated(&rx).unwrap().disruptions();
+        let operator = Operator::start(&client, &ns).await;
+        let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), &ns);
+        api.create(&PostParams::default(), &rx).await.unwrap();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let order_selector = "relab.dev/experiment=kill,relab.dev/run=1,relab.dev/component=order-service";
+        let before: Vec<String> = eventually!(30, "the order service's 3 pods", {
+            let names: Vec<String> = labelled::<Pod>(&client, &ns, order_selector)
+                .await
+                .iter()
+                .map(|p| p.name_any())
+                .collect();
+            (names.len() == 3).then_some(names)
+        });
+        // bound to a node (the scheduler's part): a pod deleted with any grace
+        // but 0 would now wait for a kubelet that never comes
+        for name in &before {
+            let binding = json!({
+                "apiVersion": "v1", "kind": "Binding",
+                "metadata": {"name": name},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": "played-node"},
+            });
+            let request = http::Request::post(format!("/api/v1/namespaces/{ns}/pods/{name}/binding"))
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&binding).unwrap())
+                .unwrap();
+            client.request_text(request).await.expect("bind the pod");
+        }
+        // the load generator runs at `ip`, its load starts now
+        let loadgen = loadgen_pod(&client, &ns, "kill", 1).await;
+        let played = PlayedLoadgen::serve(ip, &planned).await;
+        let t = now();
+        let status = json!({ "status": {
+            "phase": "Running", "startTime": t, "podIP": ip.to_string(), "podIPs": [{"ip": ip.to_string()}],
+            "containerStatuses": [{
+                "name": "loadgen", "ready": true, "started": true, "restartCount": 0,
+                "image": LAB_IMAGE, "imageID": "", "state": { "running": { "startedAt": t } },
+            }],
+        }});
+        pods.patch_status(&loadgen.name_any(), &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .expect("pod status: running");
+
+        // the kill fires within about a second of its time, by the load generator's clock
+        let (name, body) = eventually!(15, "the kill reported to the load generator", {
+            played.reports.lock().unwrap().first().cloned()
+        });
+        let fired_at = played.record.lock().unwrap()[0].fired_at_seconds.expect("fired");
+        assert_eq!(name, "crash-workers");
+        assert!((3.0..5.5).contains(&fired_at), "fired at {fired_at} s for 3 s");
+        let hit: Vec<String> = serde_json::from_value(body["hit"].clone()).expect("hit, no error: {body}");
+        assert_eq!(hit.len(), 2, "half of 3 pods, rounded up: {body}");
+        for pod in &hit {
+            assert!(before.contains(pod), "{pod} is one of the run's order-service pods");
+            assert!(
+                pods.get_opt(pod).await.unwrap().is_none(),
+                "{pod} is gone at once (grace 0), though bound to a node"
+            );
+        }
+        let survivor = before.iter().find(|p| !hit.contains(p)).unwrap();
+        assert!(pods.get_opt(survivor).await.unwrap().is_some(), "the other pod lives");
+        // one Event, once the record shows it fired
+        let message = eventually!(15, "a DisruptionFired Event", {
+            let events: Vec<Event> = Api::<Event>::namespaced(client.clone(), &ns)
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items;
+            events
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("DisruptionFired"))
+                .and_then(|e| e.note)
+        });
+        assert!(message.contains("crash-workers (KillWorkers)"), "{message}");
+        assert!(hit.iter().all(|p| message.contains(p.as_str())), "{message}");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(played.reports.lock().unwrap().len(), 1, "fired once");
+        let reasons = event_reasons(&client, &ns, "kill").await;
+        assert_eq!(reasons.iter().filter(|r| *r == "DisruptionFired").count(), 1, "{reasons:?}");
+        operator.kill().await;
     })
     .await;
 }

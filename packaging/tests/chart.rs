@@ -236,6 +236,23 @@ async fn install_and_check(scope: &str, replicas: u32) {
     // secrets: get only, for spec.notify's webhook URL (never list or watch:
     // the operator cannot enumerate them)
     assert_eq!(granted.get("secrets"), Some(&vec!["get".to_string()]), "{granted:?}");
+    // spec.disruptions: pods deleted (kills) and the kills reported to the
+    // load generator through the pod proxy (POST = create); namespaced only
+    let verbs = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        granted.get("pods").cloned(),
+        verbs(&["get", "list", "watch", "delete"]),
+        "{granted:?}"
+    );
+    assert_eq!(
+        granted.get("pods/proxy").cloned(),
+        verbs(&["get", "create"]),
+        "{granted:?}"
+    );
+    assert_eq!(granted.get("services/proxy").cloned(), verbs(&["get"]), "{granted:?}");
+    for cluster_wide in ["nodes", "namespaces", "pods/exec", "pods/eviction"] {
+        assert!(!granted.contains_key(cluster_wide), "{cluster_wide}: {granted:?}");
+    }
     assert!(!rules.iter().any(|r| r.verbs.contains(&"*".into())), "{rules:?}");
     assert!(
         !rules

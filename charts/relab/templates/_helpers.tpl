@@ -59,14 +59,19 @@ app.kubernetes.io/component: operator
 - apiGroups: [""]
   resources: [services, configmaps, persistentvolumeclaims]
   verbs: [get, list, watch, create, patch, delete]
+# pods: delete for spec.disruptions' kills (order-service pods, grace 0)
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, delete]
 # live progress: the order service's /metrics through the API server's service
-# proxy, and the load generator's own stage (GET /progress) through the pod proxy
+# proxy; the load generator's own stage (GET /progress) through the pod proxy,
+# and the kills reported to it (POST /disruptions/{name}: create)
 - apiGroups: [""]
-  resources: [services/proxy, pods/proxy]
+  resources: [services/proxy]
   verbs: [get]
+- apiGroups: [""]
+  resources: [pods/proxy]
+  verbs: [get, create]
 # spec.notify.webhook: the URL lives in a Secret (get only: never list or watch)
 - apiGroups: [""]
   resources: [secrets]

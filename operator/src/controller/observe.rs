@@ -22,11 +22,14 @@ use lab_service::run::sampler::parse_text;
 use lab_service::run::RunProgress;
 use std::time::Duration;
 
-/// What this run shows now: the load generator's state and, while it runs
-/// (and the operator reads progress), the live figures; and the load
-/// generator's pod (where its progress server takes disruption reports). A
-/// run that started in this reconcile has nothing to show yet (its status
-/// goes out first).
+/// What this run shows now: the load generator's state and its own account
+/// of the run (stage, seconds of load, disruptions); and the load
+/// generator's pod (where its progress server takes disruption reports).
+/// The live figures come after ([`live`]): the kills that are due act on
+/// this, without waiting for the order service's metrics (a Service whose
+/// pods were just killed answers only after the client's retries). A run
+/// that started in this reconcile has nothing to show yet (its status goes
+/// out first).
 pub async fn run(
     ctx: &Context,
     namespace: &str,
@@ -40,26 +43,27 @@ pub async fn run(
             .await
             .map_err(err(ErrorKind::Read, "reading the load generator"))?
     };
-    let (progress, load) = match (&loadgen, &pod) {
-        // the two reads, side by side (each waits up to 2 s)
-        (Loadgen::Running { .. }, Some(pod)) => tokio::join!(
-            async {
-                match ctx.options.read_progress {
-                    true => progress(&ctx.client, namespace, names).await,
-                    false => None,
-                }
-            },
-            load_stage(&ctx.client, namespace, pod),
-        ),
-        _ => (None, None),
+    let load = match (&loadgen, &pod) {
+        (Loadgen::Running { .. }, Some(pod)) => load_stage(&ctx.client, namespace, pod).await,
+        _ => None,
     };
     let seen = Observed {
         now: ctx.options.clock.now(),
         loadgen,
-        progress,
+        progress: None,
         load,
     };
     Ok((seen, pod))
+}
+
+/// `seen` with the live figures of the order service's metrics, while the
+/// load generator runs and the operator reads progress.
+pub async fn live(ctx: &Context, namespace: &str, names: &Names, seen: Observed) -> Observed {
+    let progress = match (&seen.loadgen, ctx.options.read_progress) {
+        (Loadgen::Running { .. }, true) => progress(&ctx.client, namespace, names).await,
+        _ => None,
+    };
+    Observed { progress, ..seen }
 }
 
 /// The load generator's own account of its run (`GET /progress`, through
@@ -179,11 +183,15 @@ pub fn pod_state(pod: &Pod) -> Loadgen {
 /// the API server's service proxy; `None` when they cannot be read (yet).
 pub async fn progress(client: &Client, namespace: &str, names: &Names) -> Option<LiveProgress> {
     let service = names.order_service();
-    let mut samples = Vec::new();
-    for port in ["http", "worker-metrics"] {
-        let path = format!("/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/metrics");
-        samples.extend(parse_text(&proxied_get(client, path).await?).ok()?);
-    }
+    let path = |port: &str| format!("/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/metrics");
+    // side by side: a Service without endpoints (its pods just killed) answers
+    // 503 after the client's retries, and the kills wait for this reconcile
+    let (api, worker) = tokio::join!(
+        proxied_get(client, path("http")),
+        proxied_get(client, path("worker-metrics"))
+    );
+    let mut samples = parse_text(&api?).ok()?;
+    samples.extend(parse_text(&worker?).ok()?);
     Some(progress_from_metrics(&samples))
 }
 

@@ -13,10 +13,10 @@
 //!    `Pending`;
 //! 3. **build** the children (pure, [`build`]) and 4. **apply** them
 //!    ([`apply`]): the Services first, the rest with their ClusterIPs;
-//! 5. **observe** the load generator and the live progress ([`observe`]);
-//!    then **disrupt**: the kills that are due by the load generator's clock
+//! 5. **observe** the load generator ([`observe`]); **disrupt**: the kills
+//!    that are due by the load generator's clock
 //!    ([`machine::disruptions::due_kills`], pure) delete their pods and are
-//!    reported to the load generator ([`disrupt`]);
+//!    reported to the load generator ([`disrupt`]); then the live figures;
 //! 6. **update status**: the phase machine's next status ([`machine::step`]),
 //!    then [`record`]: the dashboard, the status write and the Events
 //!    ([`status`]).
@@ -145,6 +145,7 @@ async fn reconcile_experiment(rx: &ReliabilityExperiment, ctx: &Context) -> Resu
 
     // 5. observe (a run that starts in this reconcile has nothing to see
     // yet: its status goes out first, and the next poll looks)
+    let observing = std::time::Instant::now();
     let (seen, loadgen_pod) = observe::run(ctx, &namespace, &owner.names, started_now).await?;
 
     // 5b. disrupt: the kills that are due (the load generator fires the rest)
@@ -159,6 +160,7 @@ async fn reconcile_experiment(rx: &ReliabilityExperiment, ctx: &Context) -> Resu
     for (plan, pod) in &due {
         disrupt::kill(ctx, &namespace, &owner.names, pod, plan).await;
     }
+    let seen = observe::live(ctx, &namespace, &owner.names, seen).await;
 
     // 6. update status
     let (status, more) = match lab_run {
@@ -178,11 +180,14 @@ async fn reconcile_experiment(rx: &ReliabilityExperiment, ctx: &Context) -> Resu
         // a pending one is fired within about a second of its time
         Phase::Running if !due.is_empty() => Action::requeue(Duration::from_secs(1)),
         Phase::Running => {
+            // by the load generator's clock as read (the reads and the
+            // status write took a while since)
             let next = seen
                 .load
                 .as_ref()
-                .and_then(|load| machine::disruptions::next_kill_in(&planned, load));
-            Action::requeue(next.map_or(poll, |d| poll.min(d + Duration::from_millis(200))))
+                .and_then(|load| machine::disruptions::next_kill_in(&planned, load))
+                .map(|d| (observing + d).saturating_duration_since(std::time::Instant::now()));
+            Action::requeue(next.map_or(poll, |d| poll.min(d + Duration::from_millis(100))))
         }
         Phase::Draining => Action::requeue(poll),
         _ if started_now => Action::requeue(poll),
