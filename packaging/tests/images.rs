@@ -380,6 +380,7 @@ fn operator_postgres_container() -> (Value, String) {
     rx.metadata.generation = Some(1);
     let ips = ServiceIps {
         postgres: Some("127.0.0.1".into()),
+        db_proxy: None,
         payment_mock: "127.0.0.2".into(),
         order_service: "127.0.0.3".into(),
     };
