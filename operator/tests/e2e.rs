@@ -378,6 +378,14 @@ fn demonstrates(file: &str, rx: &ReliabilityExperiment) {
             );
         }
         "overload.yaml" => assert!(r.orders.shed > 0, "{:?}", r.orders),
+        // each disruption fired on the cluster and hit something (pods, the
+        // database, connections)
+        "worker-crash.yaml" | "database-restart.yaml" | "database-slow.yaml" | "database-outage.yaml" => {
+            assert!(!r.disruptions.is_empty(), "{file}: no disruption recorded");
+            for d in &r.disruptions {
+                assert!(d.fired_at_seconds.is_some(), "{file}: {d:?}");
+            }
+        }
         other => panic!("no expectations for {other}"),
     }
 }
@@ -468,6 +476,11 @@ async fn the_examples_and_drills_on_a_real_cluster() {
         "lost-responses.yaml",
         "outage-drill.yaml",
         "overload.yaml",
+        // spec.disruptions: kills by the operator, the rest by the load generator
+        "worker-crash.yaml",
+        "database-restart.yaml",
+        "database-slow.yaml",
+        "database-outage.yaml",
     ];
     let scale = |file: &str| if file.starts_with("outage") { 0.5 } else { SCALE };
     let name = |file: &str| file.trim_end_matches(".yaml").to_string();
@@ -615,24 +628,35 @@ async fn the_examples_and_drills_on_a_real_cluster() {
         .ok();
 }
 
+/// A disruption `action` named `name` at a third of `rx`'s load.
+fn disruption(rx: &ReliabilityExperiment, name: &str, action: &str) -> relab_model::disruptions::DisruptionSpec {
+    let at = (rx.spec.load.total_seconds() / 3).max(1);
+    serde_json::from_value(serde_json::json!({"name": name, "atSeconds": at, "action": action})).expect("a disruption")
+}
+
 async fn drills(client: &Client, ns: &str, api: &Api<ReliabilityExperiment>) {
-    // 1. an order-service pod deleted mid-run: a new one takes over
-    let rx = manifest("flaky-payments.yaml", 0.75, "drill-pod-delete");
+    // 1. the order service killed mid-run, as a manifest asks
+    // (KillOrderService: the operator deletes its pods with grace 0): a new
+    // one takes over
+    let mut rx = manifest("flaky-payments.yaml", 0.75, "drill-pod-delete");
+    rx.spec.disruptions = vec![disruption(&rx, "kill-order-service", "KillOrderService")];
     api.create(&PostParams::default(), &rx).await.unwrap();
-    running_with_progress(api, "drill-pod-delete", 50).await;
+    running_with_progress(api, "drill-pod-delete", 1).await;
     let sel = "relab.dev/experiment=drill-pod-delete,relab.dev/component=order-service";
     let old = pods(client, ns, sel).await;
     assert_eq!(old.len(), 1);
-    Api::<Pod>::namespaced(client.clone(), ns)
-        .delete(&old[0].name_any(), &DeleteParams::default())
-        .await
-        .unwrap();
-    eprintln!("[e2e] drill: deleted order-service pod {}", old[0].name_any());
     let done = wait_all(api, &["drill-pod-delete"], 420)
         .await
         .remove("drill-pod-delete")
         .unwrap()
         .rx;
+    let fired = &results(&done).disruptions[0];
+    assert!(fired.fired_at_seconds.is_some(), "{fired:?}");
+    assert_eq!(fired.hit, [old[0].name_any()], "the operator deleted the pod");
+    eprintln!(
+        "[e2e] drill: the operator killed order-service pod {}",
+        old[0].name_any()
+    );
     let now = pods(client, ns, sel).await;
     assert!(
         now.iter().all(|p| p.name_any() != old[0].name_any()),
@@ -735,11 +759,14 @@ async fn drills(client: &Client, ns: &str, api: &Api<ReliabilityExperiment>) {
 
     remove(client, ns, api, "drill-operator-restart").await;
 
-    // 4. Postgres restarted mid-run (its container, same volume): the lab
-    // recovers, and the audit says what happened
-    let rx = manifest("baseline.yaml", 0.75, "drill-postgres-restart");
+    // 4. Postgres restarted mid-run, as a manifest asks (RestartDatabase:
+    // the load generator's immediate shutdown over SQL; the container
+    // restarts in place on its volume): the lab recovers, and the audit
+    // says what happened
+    let mut rx = manifest("baseline.yaml", 0.75, "drill-postgres-restart");
+    rx.spec.disruptions = vec![disruption(&rx, "restart-postgres", "RestartDatabase")];
     api.create(&PostParams::default(), &rx).await.unwrap();
-    running_with_progress(api, "drill-postgres-restart", 30).await;
+    running_with_progress(api, "drill-postgres-restart", 1).await;
     let pg = pods(
         client,
         ns,
@@ -755,20 +782,7 @@ async fn drills(client: &Client, ns: &str, api: &Api<ReliabilityExperiment>) {
     };
     let before = restarts(&pg[0]);
     let pods_api = Api::<Pod>::namespaced(client.clone(), ns);
-    // a fast shutdown of the server (SIGINT to PID 1): the container exits and the kubelet restarts it
-    let (ok, out, err) = common::kubectl(&[
-        "exec",
-        "-n",
-        ns,
-        &pg[0].name_any(),
-        "--",
-        "/bin/sh",
-        "-c",
-        "kill -INT 1",
-    ]);
-    assert!(ok, "kubectl exec into postgres:\n{out}{err}");
-    eprintln!("[e2e] drill: stopped postgres in {}", pg[0].name_any());
-    wait_until(120, "postgres restarted", || async {
+    wait_until(240, "postgres restarted in place (same pod)", || async {
         pods_api
             .get(&pg[0].name_any())
             .await
@@ -776,6 +790,7 @@ async fn drills(client: &Client, ns: &str, api: &Api<ReliabilityExperiment>) {
             .unwrap_or(false)
     })
     .await;
+    eprintln!("[e2e] drill: postgres restarted in {}", pg[0].name_any());
     let done = wait_all(api, &["drill-postgres-restart"], 420)
         .await
         .remove("drill-postgres-restart")
