@@ -239,7 +239,7 @@ async fn without_idempotency_keys_a_worker_crash_and_lost_responses_double_charg
     let text = manifest(
         "double-charges",
         ", replicas: 2, idempotencyKeys: false, maxJobAttempts: 5",
-        ", lostResponseRate: 0.1, hangMs: 200",
+        ", lostResponseRate: 0.1",
         "{name: crash, atSeconds: 8, action: KillWorkers, fraction: 1.0}",
         SAFE,
     );

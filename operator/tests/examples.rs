@@ -12,13 +12,21 @@ fn admin_url() -> String {
 }
 
 async fn run_example(file: &str, time_scale: f64) -> LocalRun {
+    run_example_on(file, time_scale, Some(admin_url())).await
+}
+
+/// `database_url: None`: on an ephemeral Postgres of its own (what a
+/// `RestartDatabase` disruption restarts).
+async fn run_example_on(file: &str, time_scale: f64, database_url: Option<String>) -> LocalRun {
+    // the order service's child processes (kill disruptions) are `relab lab-service ...`
+    runner::set_lab_program(env!("CARGO_BIN_EXE_relab"));
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../deploy/examples")
         .join(file);
     let text = std::fs::read_to_string(&path).unwrap();
     let (experiment, _) = runner::load_manifest(&text, time_scale).unwrap_or_else(|e| panic!("{file}: {e}"));
     let opts = RunOptions {
-        database_url: Some(admin_url()),
+        database_url,
         ..RunOptions::default()
     };
     let (tx, _rx) = tokio::sync::watch::channel(Default::default());
@@ -309,6 +317,72 @@ async fn overload_is_shed_and_nothing_accepted_is_lost() {
         "queue reached its bound: {}",
         r.max_queue_depth
     );
+    assert_eq!(r.orders.paid, r.orders.accepted, "{:?}", r.orders);
+    invariants_hold(r);
+    assert_eq!(verdict(&run), VerdictResult::Passed, "{:?}", run.status.verdict);
+}
+
+/// The example's one disruption: fired, hit something, recovery measured.
+fn fired_and_recovered(run: &LocalRun) -> relab_model::disruptions::DisruptionResult {
+    let d = results(run).disruptions.first().expect("a disruption").clone();
+    assert!(d.fired_at_seconds.is_some() && d.error.is_none(), "{d:?}");
+    assert!(!d.hit.is_empty(), "{d:?}");
+    assert!(d.recovery_seconds.is_some(), "{d:?}");
+    d
+}
+
+#[tokio::test]
+async fn a_worker_crash_loses_nothing_and_charges_nothing_twice() {
+    let run = run_example("worker-crash.yaml", 0.5).await;
+    let d = fired_and_recovered(&run);
+    assert_eq!(d.hit.len(), 1, "half of 2 worker processes: {:?}", d.hit);
+    assert!(d.hit[0].starts_with("worker pid "), "{:?}", d.hit);
+    let r = results(&run);
+    assert_eq!(r.orders.paid, r.orders.accepted, "{:?}", r.orders);
+    invariants_hold(r);
+    assert_eq!(verdict(&run), VerdictResult::Passed, "{:?}", run.status.verdict);
+}
+
+#[tokio::test]
+async fn a_database_restart_is_ridden_out_without_losing_an_acknowledged_order() {
+    let run = run_example_on("database-restart.yaml", 0.5, None).await;
+    let d = fired_and_recovered(&run);
+    assert!(d.hit[0].starts_with("postgres (ephemeral, pid "), "{:?}", d.hit);
+    let r = results(&run);
+    assert_eq!(r.orders.paid, r.orders.accepted, "{:?}", r.orders);
+    invariants_hold(r);
+    assert_eq!(verdict(&run), VerdictResult::Passed, "{:?}", run.status.verdict);
+}
+
+#[tokio::test]
+async fn a_slow_database_fails_the_p95_honestly_and_loses_nothing() {
+    let run = run_example("database-slow.yaml", 0.5).await;
+    fired_and_recovered(&run);
+    let r = results(&run);
+    assert!(r.api_latency_ms.p95 > 100.0, "{:?}", r.api_latency_ms);
+    assert_eq!(r.orders.paid, r.orders.accepted, "{:?}", r.orders);
+    invariants_hold(r);
+    assert_eq!(verdict(&run), VerdictResult::Failed, "{:?}", run.status.verdict);
+    let failed: Vec<_> = run
+        .status
+        .verdict
+        .as_ref()
+        .unwrap()
+        .objectives
+        .iter()
+        .filter(|o| !o.passed)
+        .map(|o| o.name.as_str())
+        .collect();
+    assert_eq!(failed, ["apiLatency.p95"], "{:?}", run.status.verdict);
+}
+
+#[tokio::test]
+async fn a_database_outage_refuses_orders_and_loses_none_it_accepted() {
+    let run = run_example("database-outage.yaml", 0.5).await;
+    let d = fired_and_recovered(&run);
+    assert!(d.hit.iter().any(|h| h.ends_with("connections reset")), "{:?}", d.hit);
+    let r = results(&run);
+    assert!(r.orders.errors > 0, "{:?}", r.orders);
     assert_eq!(r.orders.paid, r.orders.accepted, "{:?}", r.orders);
     invariants_hold(r);
     assert_eq!(verdict(&run), VerdictResult::Passed, "{:?}", run.status.verdict);
