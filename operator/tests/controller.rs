@@ -904,18 +904,94 @@ async fn can(client: &Client, verb: &str, resource: &str, subresource: &str, nam
         .is_some_and(|s| s.allowed)
 }
 
-/// A non-loopback IPv4 address of this machine: the API server refuses to
-/// proxy to loopback, so a load generator played by the test listens here
-/// and the played pod says it is its IP.
-fn host_ip() -> Option<std::net::Ipv4Addr> {
-    let out = std::process::Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "scope", "global"])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|w| w.split_once('/').and_then(|(ip, _)| ip.parse().ok()))
-        .next()
+/// A test host of this test's own: a network namespace joined to this one
+/// by a veth pair (host end `.1`, the namespace's end `.2` of a /30 in
+/// 10.251.0.0/16). The API server refuses to proxy to loopback, so the
+/// played load-generator pod has the namespace's address: `relab lab-service
+/// db-proxy` (the lab's own TCP proxy, no faults) listens there on `port`
+/// and forwards to the host end, where the test serves. Traffic never
+/// leaves the machine. Needs root; removed (forwarder by PID, then the
+/// namespace and its veth pair) on drop.
+struct TestHost {
+    netns: String,
+    host_ip: std::net::Ipv4Addr,
+    pod_ip: std::net::Ipv4Addr,
+    forwarder: std::process::Child,
+}
+
+impl TestHost {
+    fn ip(args: &[&str]) {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .expect("iproute2's ip");
+        assert!(
+            out.status.success(),
+            "ip {}: {} (this test makes a network namespace: run it as root)",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    async fn create(port: u16, upstream_port: u16) -> Self {
+        let k = std::process::id() % 250 + 1;
+        let netns = format!("relab-ct-{}", std::process::id());
+        let (host_end, pod_end) = (format!("rct{k}h"), format!("rct{k}n"));
+        let host_ip = std::net::Ipv4Addr::new(10, 251, k as u8, 1);
+        let pod_ip = std::net::Ipv4Addr::new(10, 251, k as u8, 2);
+        Self::ip(&["netns", "add", &netns]);
+        Self::ip(&["link", "add", &host_end, "type", "veth", "peer", "name", &pod_end]);
+        Self::ip(&["link", "set", &pod_end, "netns", &netns]);
+        Self::ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_end]);
+        Self::ip(&["link", "set", &host_end, "up"]);
+        let pod_cidr = format!("{pod_ip}/30");
+        for args in [
+            ["addr", "add", pod_cidr.as_str(), "dev", pod_end.as_str()].as_slice(),
+            &["link", "set", pod_end.as_str(), "up"],
+            &["link", "set", "lo", "up"],
+        ] {
+            let mut all = vec!["-n", netns.as_str()];
+            all.extend_from_slice(args);
+            Self::ip(&all);
+        }
+        let forwarder = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{netns}"))
+            .arg(env!("CARGO_BIN_EXE_relab"))
+            .args(["lab-service", "db-proxy"])
+            .arg(format!("--listen={pod_ip}:{port}"))
+            .arg(format!("--upstream={host_ip}:{upstream_port}"))
+            .arg("--admin-listen=127.0.0.1:0")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("nsenter the test host");
+        let host = Self {
+            netns,
+            host_ip,
+            pod_ip,
+            forwarder,
+        };
+        // listening once the namespace's end accepts (from here, through the veth)
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect((pod_ip, port)).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the test host's forwarder did not listen"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        host
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        let _ = self.forwarder.kill();
+        let _ = self.forwarder.wait();
+        // deleting the namespace deletes the veth pair
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .output();
+    }
 }
 
 /// The load generator's progress server, played: `GET /progress` says the
@@ -930,7 +1006,7 @@ struct PlayedLoadgen {
 }
 
 impl PlayedLoadgen {
-    async fn serve(ip: std::net::Ipv4Addr, planned: &[relab_model::disruptions::PlannedDisruption]) -> Self {
+    async fn serve(ip: std::net::Ipv4Addr, port: u16, planned: &[relab_model::disruptions::PlannedDisruption]) -> Self {
         use axum::extract::{Path, State};
         use axum::http::StatusCode;
         let played = PlayedLoadgen {
@@ -978,7 +1054,6 @@ impl PlayedLoadgen {
                 ),
             )
             .with_state(played.clone());
-        let port = relab_operator::controller::build::LOADGEN_PROGRESS_PORT as u16;
         let listener = tokio::net::TcpListener::bind((ip, port))
             .await
             .expect("the played load generator's port");
@@ -989,10 +1064,6 @@ impl PlayedLoadgen {
 
 #[tokio::test]
 async fn a_kill_deletes_order_service_pods_with_grace_0_reports_them_to_the_load_generator_and_is_an_event() {
-    let Some(ip) = host_ip() else {
-        eprintln!("SKIPPED: no non-loopback IPv4 address for the API server's pod proxy to reach");
-        return;
-    };
     in_namespace(|client, ns| async move {
         let rx = relab_operator::crd::parse(
             "apiVersion: relab.dev/v1alpha1\nkind: ReliabilityExperiment\nmetadata: {name: kill}\nspec:\n  load: {ratePerSecond: 5, durationSeconds: 60}\n  orderService: {replicas: 3}\n  disruptions:\n    - {name: crash-workers, atSeconds: 3, action: KillWorkers, fraction: 0.5}\n",
@@ -1026,9 +1097,16 @@ async fn a_kill_deletes_order_service_pods_with_grace_0_reports_them_to_the_load
                 .unwrap();
             client.request_text(request).await.expect("bind the pod");
         }
-        // the load generator runs at `ip`, its load starts now
+        // the load generator runs on a test host of the test's own, its load starts now
         let loadgen = loadgen_pod(&client, &ns, "kill", 1).await;
-        let played = PlayedLoadgen::serve(ip, &planned).await;
+        let upstream = common::free_port();
+        let host = TestHost::create(
+            relab_operator::controller::build::LOADGEN_PROGRESS_PORT as u16,
+            upstream,
+        )
+        .await;
+        let played = PlayedLoadgen::serve(host.host_ip, upstream, &planned).await;
+        let ip = host.pod_ip;
         let t = now();
         let status = json!({ "status": {
             "phase": "Running", "startTime": t, "podIP": ip.to_string(), "podIPs": [{"ip": ip.to_string()}],
@@ -1078,6 +1156,7 @@ async fn a_kill_deletes_order_service_pods_with_grace_0_reports_them_to_the_load
         let reasons = event_reasons(&client, &ns, "kill").await;
         assert_eq!(reasons.iter().filter(|r| *r == "DisruptionFired").count(), 1, "{reasons:?}");
         operator.kill().await;
+        drop(host);
     })
     .await;
 }
