@@ -176,6 +176,18 @@ pub fn check_disruptions(list: &[DisruptionSpec], load_seconds: u64, external_da
                 "RestartDatabase needs relab's own Postgres: spec.database.external cannot be restarted",
             );
         }
+        if d.action.through_db_proxy() && external_database {
+            // the same manifest means the same on both runners: the operator
+            // cannot put the proxy in front of a database whose address is
+            // in a Secret it never reads
+            p.add(
+                format!("{path}.action"),
+                format!(
+                    "{action} needs relab's own Postgres: the proxy cannot be put in front of \
+                     spec.database.external, whose address is in a Secret the operator never reads"
+                ),
+            );
+        }
     }
     // the proxy holds one fault at a time: its windows may not overlap
     windows.sort_by_key(|&(_, start, _)| start);
@@ -432,6 +444,8 @@ mod tests {
             paths,
             [
                 "spec.disruptions[0].addedMs",
+                "spec.disruptions[0].action",
+                "spec.disruptions[1].action",
                 "spec.disruptions[2].atSeconds",
                 "spec.disruptions[3].name",
                 "spec.disruptions[3].fraction",
@@ -440,8 +454,8 @@ mod tests {
             ],
             "{got:?}"
         );
-        assert!(got[5].1.contains("overlaps spec.disruptions[0]"), "{}", got[5].1);
-        assert!(got[4].1.contains("external"), "{}", got[4].1);
+        assert!(got[7].1.contains("overlaps spec.disruptions[0]"), "{}", got[7].1);
+        assert!(got[6].1.contains("external"), "{}", got[6].1);
     }
 
     #[test]
@@ -457,6 +471,13 @@ mod tests {
         let mut ok = spec("ok", 0, DisruptionAction::KillWorkers);
         ok.fraction = Some(0.5);
         assert!(problems(&[ok], 60, true).is_empty());
+        let mut slow = spec("slow", 1, DisruptionAction::DatabaseLatency);
+        (slow.added_ms, slow.duration_seconds) = (Some(50), Some(5));
+        assert!(problems(std::slice::from_ref(&slow), 60, false).is_empty());
+        let got = problems(&[slow], 60, true);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, "spec.disruptions[0].action");
+        assert!(got[0].1.contains("spec.database.external"), "{}", got[0].1);
     }
 
     #[test]

@@ -44,33 +44,9 @@ pub async fn reconcile(rx: Arc<ReliabilityExperiment>, ctx: Arc<Context>) -> Res
     reconcile_experiment(&rx, &ctx).instrument(span).await
 }
 
-/// The validate step: every cross-field rule (the API server has checked
-/// the schema), plus the cluster's own: a database disruption with an
-/// external database needs the database's address, which is in a Secret
-/// the operator never reads (`relab run` can: it has the URL).
+/// The validate step: every cross-field rule (the API server has checked the schema).
 pub fn validate(rx: &ReliabilityExperiment) -> Result<ValidatedExperiment, Vec<FieldError>> {
-    let experiment = crate::crd::validated(rx)?;
-    if experiment.spec().database.external.is_none() {
-        return Ok(experiment);
-    }
-    let problems: Vec<FieldError> = experiment
-        .spec()
-        .disruptions
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| d.action.through_db_proxy())
-        .map(|(i, d)| FieldError {
-            path: format!("spec.disruptions[{i}].action"),
-            message: format!(
-                "{} with spec.database.external is not supported by the operator: the database's address is in its Secret, which the operator never reads (relab run supports it)",
-                d.action.as_str()
-            ),
-        })
-        .collect();
-    match problems.is_empty() {
-        true => Ok(experiment),
-        false => Err(problems),
-    }
+    crate::crd::validated(rx)
 }
 
 async fn reconcile_experiment(rx: &ReliabilityExperiment, ctx: &Context) -> Result<Action, Error> {

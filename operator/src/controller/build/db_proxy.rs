@@ -24,7 +24,7 @@ pub fn needed(experiment: &ValidatedExperiment) -> bool {
 /// upstream, its admin server on [`DB_PROXY_ADMIN_PORT`]. None without a
 /// proxy, or without the managed database's Service (an external
 /// database's address is in its Secret, which the operator never reads:
-/// `reconcile::validate` refuses that combination).
+/// the model refuses that combination, `relab_model::disruptions`).
 pub fn config(ips: &ServiceIps) -> Option<DbProxyConfig> {
     ips.db_proxy.as_ref()?;
     let postgres = ips.postgres.as_ref()?;
