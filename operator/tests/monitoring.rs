@@ -14,7 +14,7 @@ mod common;
 
 use common::free_port;
 use relab_operator::controller::children::{
-    lab_environment, LabDefaults, ServiceIps, API_PORT, MOCK_PORT, WORKER_ADMIN_PORT,
+    lab_environment, LabDefaults, ServiceIps, API_PORT, LOADGEN_PROGRESS_PORT, MOCK_PORT, WORKER_ADMIN_PORT,
 };
 use relab_operator::controller::metrics::OperatorMetrics;
 use relab_operator::crd::{LatencyObjective, Percentile, ReliabilityExperiment, ReliabilityExperimentStatus};
@@ -92,8 +92,19 @@ fn experiment() -> ReliabilityExperiment {
         max_ms: 5000.0,
         requests: Default::default(),
     }];
+    // a kill, which the operator (played here) carries out and reports
+    rx.spec.disruptions = vec![relab_model::disruptions::DisruptionSpec {
+        name: KILL.into(),
+        at_seconds: 3,
+        action: relab_model::disruptions::DisruptionAction::KillWorkers,
+        fraction: None,
+        added_ms: None,
+        duration_seconds: None,
+    }];
     rx
 }
+
+const KILL: &str = "crash-workers";
 
 async fn query(prometheus: &str, expr: &str, start: f64, end: f64) -> Value {
     let answer: Value = reqwest::Client::new()
@@ -151,13 +162,17 @@ async fn every_dashboard_query_and_rule_works_against_prometheus_scraping_a_real
     let db_url = lab_service::db::create_database(&admin, &db_name)
         .await
         .expect("scratch database");
-    let (api, admin_port, mock) = (free_port(), free_port(), free_port());
+    let (api, admin_port, mock, progress) = (free_port(), free_port(), free_port(), free_port());
     let local = |v: &str| {
         v.replace(&format!("127.0.0.1:{API_PORT}"), &format!("127.0.0.1:{api}"))
             .replace(&format!("127.0.0.1:{MOCK_PORT}"), &format!("127.0.0.1:{mock}"))
             .replace(
                 &format!("127.0.0.1:{WORKER_ADMIN_PORT}"),
                 &format!("127.0.0.1:{admin_port}"),
+            )
+            .replace(
+                &format!("0.0.0.0:{LOADGEN_PROGRESS_PORT}"),
+                &format!("127.0.0.1:{progress}"),
             )
     };
     let ips = ServiceIps {
@@ -258,6 +273,8 @@ scrape_configs:
         labels: {{namespace: {NS}, experiment: {NAME}, component: order-service, pod: order-0}}
       - targets: ["127.0.0.1:{mock}"]
         labels: {{namespace: {NS}, experiment: {NAME}, component: payment-mock, pod: mock-0}}
+      - targets: ["127.0.0.1:{progress}"]
+        labels: {{namespace: {NS}, experiment: {NAME}, component: loadgen, pod: loadgen-0}}
   - job_name: operator
     honor_labels: true
     static_configs:
@@ -286,9 +303,28 @@ scrape_configs:
     let loadgen = spawn(&["loadgen"], &[], "loadgen.log");
     procs.0.push(("loadgen".into(), loadgen));
     let deadline = Instant::now() + Duration::from_secs(120);
+    let at = rx.spec.disruptions[0].at_seconds as f64;
+    let mut reported = false;
     let status = loop {
         if let Some(s) = procs.0.last_mut().unwrap().1.try_wait().unwrap() {
             break s;
+        }
+        // the operator, played: the kill reported once it is due by the load's clock
+        if !reported {
+            let seen: Option<Value> = match reqwest::get(format!("http://127.0.0.1:{progress}/progress")).await {
+                Ok(r) => r.json().await.ok(),
+                Err(_) => None,
+            };
+            if seen.is_some_and(|p| p["stage"] == "load" && p["elapsedSeconds"].as_f64().unwrap_or(0.0) >= at) {
+                let answer = reqwest::Client::new()
+                    .post(format!("http://127.0.0.1:{progress}/disruptions/{KILL}"))
+                    .json(&serde_json::json!({"hit": ["order-0"]}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(answer.status(), 204, "the report is taken");
+                reported = true;
+            }
         }
         assert!(Instant::now() < deadline, "the load generator did not finish in 120 s");
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -298,6 +334,15 @@ scrape_configs:
         "loadgen failed: {}",
         std::fs::read_to_string(dir.join("loadgen.log")).unwrap_or_default()
     );
+    assert!(reported, "the load reached the kill's time");
+    let results: relab_model::results::RunResults =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("termination-log")).unwrap()).unwrap();
+    let kill = &results.disruptions[0];
+    assert_eq!(
+        (kill.name.as_str(), kill.hit.as_slice()),
+        (KILL, ["order-0".to_string()].as_slice())
+    );
+    assert!(kill.fired_at_seconds.is_some_and(|f| f >= at), "{kill:?}");
     // two more scrapes and rule evaluations after the end
     tokio::time::sleep(Duration::from_secs(3)).await;
     let finish = chrono::Utc::now();

@@ -69,8 +69,10 @@ pub struct DisruptionLog {
 #[derive(Debug, Default)]
 struct LogState {
     results: Vec<DisruptionResult>,
-    /// The load's start (fired times are seconds since).
+    /// The load's start (fired times are seconds since), and the wall
+    /// clock then.
     start: Option<Instant>,
+    start_wall: Option<std::time::SystemTime>,
 }
 
 impl DisruptionLog {
@@ -86,6 +88,7 @@ impl DisruptionLog {
         let mut state = self.inner.lock().expect("log lock");
         state.results = plans.iter().map(PlannedDisruption::unfired).collect();
         state.start = None;
+        state.start_wall = None;
     }
 
     /// Every disruption as recorded so far.
@@ -94,7 +97,9 @@ impl DisruptionLog {
     }
 
     fn started(&self, at: Instant) {
-        self.inner.lock().expect("log lock").start = Some(at);
+        let mut state = self.inner.lock().expect("log lock");
+        state.start = Some(at);
+        state.start_wall = Some(std::time::SystemTime::now() - at.elapsed());
     }
 
     fn seconds_since_start(&self) -> Option<f64> {
@@ -143,10 +148,11 @@ impl DisruptionLog {
 impl DisruptionLog {
     /// The disruptions as Prometheus text, for the load generator's
     /// `/metrics`: `relab_disruptions_fired_total{disruption,action}` (0,
-    /// then 1 once fired; every planned one from the start, so that
-    /// `increase()` sees the step) and `relab_disruption_active` (1 from
-    /// firing until its end: a window's, or until the killed processes or
-    /// the database are back). The dashboard's annotations read them.
+    /// then 1 once fired), `relab_disruption_fired_timestamp_seconds` (the
+    /// Unix time it fired, once it has: the dashboard's annotation takes its
+    /// time from this value, so any scrape after the firing places it
+    /// exactly) and `relab_disruption_active` (1 from firing until its end:
+    /// a window's, or until the killed processes or the database are back).
     pub fn render_metrics(&self) -> String {
         use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry};
         let registry = Registry::new();
@@ -163,14 +169,31 @@ impl DisruptionLog {
             &["disruption", "action"],
         )
         .expect("valid metric");
+        let fired_at = prometheus::GaugeVec::new(
+            Opts::new(
+                "relab_disruption_fired_timestamp_seconds",
+                "Unix time at which each disruption fired (absent until it has)",
+            ),
+            &["disruption", "action"],
+        )
+        .expect("valid metric");
         registry.register(Box::new(fired.clone())).expect("registered once");
+        registry.register(Box::new(fired_at.clone())).expect("registered once");
         registry.register(Box::new(active.clone())).expect("registered once");
         let now = self.seconds_since_start();
+        let start_wall = self.inner.lock().expect("log lock").start_wall;
         for d in self.results() {
             let labels = [d.name.as_str(), d.action.as_str()];
             let counter = fired.with_label_values(&labels);
-            if d.fired_at_seconds.is_some() {
+            if let Some(at) = d.fired_at_seconds {
                 counter.inc();
+                if let Some(start) = start_wall {
+                    let unix = start
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_secs_f64();
+                    fired_at.with_label_values(&labels).set(unix + at);
+                }
             }
             let in_force = match (d.fired_at_seconds, d.ended_at_seconds, now) {
                 (Some(_), None, _) => true,
@@ -555,6 +578,20 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
+        // the firing's wall-clock time: now, give or take the test's pace
+        let stamp: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(r#"relab_disruption_fired_timestamp_seconds{action="KillWorkers",disruption="crash"} "#)
+            })
+            .expect("the crash's firing time")
+            .parse()
+            .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!((now - 5.0..=now + 0.01).contains(&stamp), "fired at {stamp}, now {now}");
         log.update("slow", |d| d.ended_at_seconds = Some(0.1));
         assert!(log
             .render_metrics()

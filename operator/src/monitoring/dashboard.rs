@@ -458,10 +458,9 @@ pub fn experiment(
             "enable": true,
             "iconColor": "purple",
             "datasource": { "type": "prometheus", "uid": DATASOURCE },
-            "expr": format!(
-                "max by (disruption, action) (relab_disruption_active{{{sel}}}) == 1 \
-                 or max by (disruption, action) (increase(relab_disruptions_fired_total{{{sel}}}[1m])) > 0"
-            ),
+            // the value is the firing time: placed exactly, whatever the scrape interval
+            "expr": format!("max by (disruption, action) (relab_disruption_fired_timestamp_seconds{{{sel}}}) * 1000"),
+            "useValueForTime": true,
             "step": "5s",
             "titleFormat": "disruption: {{disruption}} ({{action}})",
             "textFormat": disruptions_text(spec, status),
