@@ -934,8 +934,11 @@ impl TestHost {
     }
 
     async fn create(port: u16, upstream_port: u16) -> Self {
-        let k = std::process::id() % 250 + 1;
-        let netns = format!("relab-ct-{}", std::process::id());
+        // unique per test host: this process's, and within it a count
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let k = (std::process::id() * 7 + n) % 250 + 1;
+        let netns = format!("relab-ct-{}-{n}", std::process::id());
         let (host_end, pod_end) = (format!("rct{k}h"), format!("rct{k}n"));
         let host_ip = std::net::Ipv4Addr::new(10, 251, k as u8, 1);
         let pod_ip = std::net::Ipv4Addr::new(10, 251, k as u8, 2);
@@ -1097,27 +1100,7 @@ async fn a_kill_deletes_order_service_pods_with_grace_0_reports_them_to_the_load
                 .unwrap();
             client.request_text(request).await.expect("bind the pod");
         }
-        // the load generator runs on a test host of the test's own, its load starts now
-        let loadgen = loadgen_pod(&client, &ns, "kill", 1).await;
-        let upstream = common::free_port();
-        let host = TestHost::create(
-            relab_operator::controller::build::LOADGEN_PROGRESS_PORT as u16,
-            upstream,
-        )
-        .await;
-        let played = PlayedLoadgen::serve(host.host_ip, upstream, &planned).await;
-        let ip = host.pod_ip;
-        let t = now();
-        let status = json!({ "status": {
-            "phase": "Running", "startTime": t, "podIP": ip.to_string(), "podIPs": [{"ip": ip.to_string()}],
-            "containerStatuses": [{
-                "name": "loadgen", "ready": true, "started": true, "restartCount": 0,
-                "image": LAB_IMAGE, "imageID": "", "state": { "running": { "startedAt": t } },
-            }],
-        }});
-        pods.patch_status(&loadgen.name_any(), &PatchParams::default(), &Patch::Merge(&status))
-            .await
-            .expect("pod status: running");
+        let (host, played) = loadgen_runs_on_a_test_host(&client, &ns, "kill", &planned).await;
 
         // the kill fires within about a second of its time, by the load generator's clock
         let (name, body) = eventually!(15, "the kill reported to the load generator", {
@@ -1139,15 +1122,7 @@ async fn a_kill_deletes_order_service_pods_with_grace_0_reports_them_to_the_load
         assert!(pods.get_opt(survivor).await.unwrap().is_some(), "the other pod lives");
         // one Event, once the record shows it fired
         let message = eventually!(15, "a DisruptionFired Event", {
-            let events: Vec<Event> = Api::<Event>::namespaced(client.clone(), &ns)
-                .list(&ListParams::default())
-                .await
-                .unwrap()
-                .items;
-            events
-                .into_iter()
-                .find(|e| e.reason.as_deref() == Some("DisruptionFired"))
-                .and_then(|e| e.note)
+            disruption_events(&client, &ns).await.into_iter().next()
         });
         assert!(message.contains("crash-workers (KillWorkers)"), "{message}");
         assert!(hit.iter().all(|p| message.contains(p.as_str())), "{message}");
@@ -1155,6 +1130,148 @@ async fn a_kill_deletes_order_service_pods_with_grace_0_reports_them_to_the_load
         assert_eq!(played.reports.lock().unwrap().len(), 1, "fired once");
         let reasons = event_reasons(&client, &ns, "kill").await;
         assert_eq!(reasons.iter().filter(|r| *r == "DisruptionFired").count(), 1, "{reasons:?}");
+        operator.kill().await;
+        drop(host);
+    })
+    .await;
+}
+
+/// The kubelet's part for a load generator the test plays: its pod runs
+/// on a test host of the test's own (the pod's IP), where the played
+/// progress server answers through the API server's pod proxy; its load
+/// starts now.
+async fn loadgen_runs_on_a_test_host(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    planned: &[relab_model::disruptions::PlannedDisruption],
+) -> (TestHost, PlayedLoadgen) {
+    let loadgen = loadgen_pod(client, ns, name, 1).await;
+    let upstream = common::free_port();
+    let host = TestHost::create(
+        relab_operator::controller::build::LOADGEN_PROGRESS_PORT as u16,
+        upstream,
+    )
+    .await;
+    let played = PlayedLoadgen::serve(host.host_ip, upstream, planned).await;
+    let (ip, t) = (host.pod_ip.to_string(), now());
+    let status = json!({ "status": {
+        "phase": "Running", "startTime": t, "podIP": ip, "podIPs": [{"ip": ip}],
+        "containerStatuses": [{
+            "name": "loadgen", "ready": true, "started": true, "restartCount": 0,
+            "image": LAB_IMAGE, "imageID": "", "state": { "running": { "startedAt": t } },
+        }],
+    }});
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .patch_status(&loadgen.name_any(), &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("pod status: running");
+    (host, played)
+}
+
+/// The `DisruptionFired` Events' notes.
+async fn disruption_events(client: &Client, ns: &str) -> Vec<String> {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("DisruptionFired"))
+        .filter_map(|e| e.note)
+        .collect()
+}
+
+#[tokio::test]
+async fn database_disruptions_put_the_proxy_in_the_order_services_path_and_what_the_load_generator_fires_is_an_event() {
+    in_namespace(|client, ns| async move {
+        let rx = relab_operator::crd::parse(
+            "apiVersion: relab.dev/v1alpha1\nkind: ReliabilityExperiment\nmetadata: {name: dbd}\nspec:\n  load: {ratePerSecond: 5, durationSeconds: 60}\n  orderService: {replicas: 2}\n  disruptions:\n    - {name: db-cut, atSeconds: 2, action: DatabaseOutage, durationSeconds: 3}\n    - {name: db-restart, atSeconds: 10, action: RestartDatabase}\n    - {name: crash-all, atSeconds: 3, action: KillOrderService}\n",
+        )
+        .expect("a valid manifest");
+        let planned = relab_operator::crd::validated(&rx).unwrap().disruptions();
+        let operator = Operator::start(&client, &ns).await;
+        Api::<ReliabilityExperiment>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &rx)
+            .await
+            .unwrap();
+        // the proxy's Deployment and Service, in the order service's path
+        let proxy: Service = eventually!(30, "the db proxy's Service", {
+            Api::<Service>::namespaced(client.clone(), &ns).get_opt("dbd-r1-db-proxy").await.unwrap()
+        });
+        let proxy_ip = proxy.spec.unwrap().cluster_ip.unwrap();
+        let proxy_deploy: Deployment = eventually!(30, "the db proxy's Deployment", {
+            Api::<Deployment>::namespaced(client.clone(), &ns).get_opt("dbd-r1-db-proxy").await.unwrap()
+        });
+        let proxy_pod = proxy_deploy.spec.unwrap().template.spec.unwrap();
+        assert_eq!(proxy_pod.containers[0].args.as_deref(), Some(["db-proxy".to_string()].as_slice()));
+        let order: Deployment = Api::<Deployment>::namespaced(client.clone(), &ns)
+            .get("dbd-r1-order-service")
+            .await
+            .unwrap();
+        for c in order.spec.unwrap().template.spec.unwrap().containers {
+            let url = c
+                .env
+                .unwrap_or_default()
+                .into_iter()
+                .find(|e| e.name == "RELAB_DATABASE_URL")
+                .and_then(|e| e.value)
+                .unwrap_or_default();
+            assert!(url.contains(&format!("@{proxy_ip}:")), "{}: {url}", c.name);
+        }
+        let config: ConfigMap = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .get("dbd-r1-config")
+            .await
+            .unwrap();
+        let env = config.data.unwrap();
+        assert!(!env["RELAB_DATABASE_URL"].contains(&proxy_ip), "the load generator's own URL is direct");
+        assert!(env["RELAB_DB_PROXY_URL"].contains(&proxy_ip), "{}", env["RELAB_DB_PROXY_URL"]);
+        let told: Vec<relab_model::disruptions::PlannedDisruption> =
+            serde_json::from_str(&env["RELAB_DISRUPTIONS"]).unwrap();
+        assert_eq!(told, planned, "the load generator gets the whole plan");
+
+        // the run: the kill is the operator's (both pods), the rest the load generator's
+        let order_selector = "relab.dev/experiment=dbd,relab.dev/run=1,relab.dev/component=order-service";
+        let before: Vec<String> = eventually!(30, "the order service's 2 pods", {
+            let names: Vec<String> = labelled::<Pod>(&client, &ns, order_selector)
+                .await
+                .iter()
+                .map(|p| p.name_any())
+                .collect();
+            (names.len() == 2).then_some(names)
+        });
+        let (host, played) = loadgen_runs_on_a_test_host(&client, &ns, "dbd", &planned).await;
+        let (name, body) = eventually!(15, "the kill reported", {
+            played.reports.lock().unwrap().first().cloned()
+        });
+        assert_eq!(name, "crash-all");
+        let mut hit: Vec<String> = serde_json::from_value(body["hit"].clone()).unwrap();
+        hit.sort();
+        let mut all = before.clone();
+        all.sort();
+        assert_eq!(hit, all, "every order-service pod");
+        assert_eq!(played.reports.lock().unwrap().len(), 1, "the database's are not the operator's to fire");
+        // the load generator fires the database ones itself (played)
+        let now = played.started.elapsed().as_secs_f64();
+        for d in played.record.lock().unwrap().iter_mut().filter(|d| d.name.starts_with("db-")) {
+            d.fired_at_seconds = Some(now);
+            d.hit = vec![format!("{} hit", d.name)];
+        }
+        let notes = eventually!(20, "three DisruptionFired Events", {
+            let notes = disruption_events(&client, &ns).await;
+            (notes.len() >= 3).then_some(notes)
+        });
+        for want in [
+            "db-cut (DatabaseOutage)",
+            "db-restart (RestartDatabase)",
+            "crash-all (KillOrderService)",
+        ] {
+            assert_eq!(
+                notes.iter().filter(|n| n.contains(want)).count(),
+                1,
+                "{want} once: {notes:?}"
+            );
+        }
         operator.kill().await;
         drop(host);
     })

@@ -93,7 +93,7 @@ pub async fn publish_events(ctx: &Context, rx: &ReliabilityExperiment, notes: &[
             },
             reason: note.reason.clone(),
             note: Some(note.message.chars().take(1000).collect()),
-            action: "Reconcile".into(),
+            action: note.action.clone().unwrap_or_else(|| "Reconcile".into()),
             secondary: None,
         };
         if let Err(e) = ctx.recorder.publish(&event, &reference).await {

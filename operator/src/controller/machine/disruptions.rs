@@ -93,6 +93,8 @@ pub fn fired_notes(seen_until: Option<f64>, records: &[DisruptionResult]) -> Vec
                         d.at_seconds
                     ),
                 )
+                // one Event each (the recorder would merge them otherwise)
+                .with_action(format!("Disrupt:{}", d.name))
             })
         })
         .collect()

@@ -86,6 +86,11 @@ pub struct Note {
     pub warning: bool,
     pub reason: String,
     pub message: String,
+    /// The Event's `action` (`Reconcile` unless set). kube's recorder
+    /// merges Events of one object with the same type, reason and action
+    /// into one series (the later ones' messages are lost): Events that
+    /// must each be read, like one per disruption, get an action of their own.
+    pub action: Option<String>,
 }
 
 impl Note {
@@ -94,6 +99,7 @@ impl Note {
             warning: false,
             reason: reason.into(),
             message,
+            action: None,
         }
     }
     pub(crate) fn warning(reason: &str, message: String) -> Self {
@@ -101,7 +107,13 @@ impl Note {
             warning: true,
             reason: reason.into(),
             message,
+            action: None,
         }
+    }
+    /// This note with an Event action of its own.
+    pub(crate) fn with_action(mut self, action: String) -> Self {
+        self.action = Some(action);
+        self
     }
 }
 
