@@ -482,7 +482,16 @@ async fn the_examples_and_drills_on_a_real_cluster() {
         "database-slow.yaml",
         "database-outage.yaml",
     ];
-    let scale = |file: &str| if file.starts_with("outage") { 0.5 } else { SCALE };
+    // the comparison and the disruptions need time to show: a crash's pods
+    // come back, a window lasts, recovery is measured after it
+    let scale = |file: &str| {
+        let longer = file.starts_with("outage") || file.starts_with("worker-crash") || file.starts_with("database-");
+        if longer {
+            0.5
+        } else {
+            SCALE
+        }
+    };
     let name = |file: &str| file.trim_end_matches(".yaml").to_string();
     let mut local = BTreeMap::new();
     for file in examples {

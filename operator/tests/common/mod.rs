@@ -240,6 +240,14 @@ pub fn shorten(spec: &mut relab_operator::crd::ReliabilityExperimentSpec, factor
         ph.start_seconds = (f64::from(ph.start_seconds) * factor).round() as u32;
         ph.end_seconds = ph.end_seconds.map(|e| scale(e).max(ph.start_seconds + 1));
     }
+    // disruptions: within the shortened load, windows at least 1 s
+    let load = spec.load.total_seconds() as u32;
+    for d in &mut spec.disruptions {
+        d.at_seconds = ((f64::from(d.at_seconds) * factor).round() as u32).min(load.saturating_sub(1));
+        d.duration_seconds = d
+            .duration_seconds
+            .map(|w| scale(w).min(load.saturating_sub(d.at_seconds)).max(1));
+    }
 }
 
 /// One variant of an example as an experiment of its own: the base spec
