@@ -43,12 +43,17 @@ fn manifest(file: &str, scale: f64, name: &str) -> ReliabilityExperiment {
 async fn local_run(rx: &ReliabilityExperiment) -> LocalRun {
     let admin = std::env::var("RELAB_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let experiment = relab_operator::crd::validated(rx).unwrap_or_else(|e| panic!("{}: {e:?}", rx.name_any()));
+    // a database restart needs relab run's own (ephemeral) Postgres
+    let restarts = experiment
+        .disruptions()
+        .iter()
+        .any(|d| d.action == relab_model::disruptions::DisruptionAction::RestartDatabase);
     let opts = RunOptions {
-        database_url: Some(admin),
+        database_url: (!restarts).then_some(admin),
         ..RunOptions::default()
     };
     let (tx, _rx) = tokio::sync::watch::channel(Default::default());
-    let experiment = relab_operator::crd::validated(rx).unwrap_or_else(|e| panic!("{}: {e:?}", rx.name_any()));
     runner::run_local(&experiment, &opts, tx, CancellationToken::new())
         .await
         .expect("the local run")
