@@ -639,6 +639,7 @@ pub fn worker_config(experiment: &ValidatedExperiment, payment_url: &str) -> Wor
         bulkhead_max_concurrent: os.bulkhead.max_concurrent as usize,
         bulkhead_max_wait: Duration::from_millis(os.bulkhead.max_wait_ms),
         send_idempotency_key: os.idempotency_keys,
+        lease: Duration::from_secs(u64::from(os.lease_seconds)),
         ..WorkerConfig::default()
     }
 }
@@ -686,6 +687,7 @@ spec:
         assert!(plan.validate().is_ok());
         let w = worker_config(&v, "http://127.0.0.1:1");
         assert_eq!((w.concurrency, w.retry_max_attempts), (3, 6));
+        assert_eq!(w.lease, Duration::from_secs(30), "the default lease");
         assert_eq!(
             w.breaker.mode,
             BreakerMode::FailureRatio {

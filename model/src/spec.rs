@@ -248,6 +248,12 @@ pub struct OrderServiceSpec {
     /// Send the order id as Idempotency-Key on charges (false only to demonstrate double charges).
     #[serde(default = "yes")]
     pub idempotency_keys: bool,
+    /// How long a claimed job stays a worker's without its heartbeat (it is
+    /// renewed every third of it while the worker lives): after a worker
+    /// crash, its jobs wait this long before another worker takes them.
+    #[serde(default = "default_lease_seconds")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub lease_seconds: u32,
     #[serde(default)]
     pub retry: RetrySpec,
     #[serde(default)]
@@ -274,6 +280,9 @@ fn default_max_job_attempts() -> u32 {
 fn default_max_queue_depth() -> u32 {
     10_000
 }
+fn default_lease_seconds() -> u32 {
+    30
+}
 
 impl Default for OrderServiceSpec {
     fn default() -> Self {
@@ -284,6 +293,7 @@ impl Default for OrderServiceSpec {
             max_job_attempts: default_max_job_attempts(),
             max_queue_depth: default_max_queue_depth(),
             idempotency_keys: true,
+            lease_seconds: default_lease_seconds(),
             retry: RetrySpec::default(),
             circuit_breaker: CircuitBreakerSpec::default(),
             bulkhead: BulkheadSpec::default(),

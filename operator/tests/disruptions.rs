@@ -20,7 +20,8 @@ fn test_database_url() -> String {
     std::env::var("RELAB_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-/// 20 s of load at 30 orders/s scaled 0.5 (10 s), the disruption `line`.
+/// 20 s of load at 30 orders/s scaled 0.5 (10 s), leases of 3 s (a killed
+/// worker's jobs are taken over within 3 s), the disruption `line`.
 fn manifest(name: &str, order_service: &str, payment: &str, disruption: &str, objectives: &str) -> String {
     format!(
         r#"apiVersion: relab.dev/v1alpha1
@@ -29,7 +30,7 @@ metadata: {{name: {name}}}
 spec:
   load: {{ratePerSecond: 30, durationSeconds: 20}}
   payment: {{seed: 9, latency: {{baseMs: 30, jitterMs: 30}}{payment}}}
-  orderService: {{workers: 4, paymentTimeoutMs: 1000{order_service}, retry: {{maxAttempts: 4, initialBackoffMs: 20, maxBackoffMs: 200}}}}
+  orderService: {{workers: 4, leaseSeconds: 3, paymentTimeoutMs: 1000{order_service}, retry: {{maxAttempts: 4, initialBackoffMs: 20, maxBackoffMs: 200}}}}
   disruptions:
     - {disruption}
   objectives:
