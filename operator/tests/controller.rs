@@ -1186,7 +1186,7 @@ async fn disruption_events(client: &Client, ns: &str) -> Vec<String> {
 async fn database_disruptions_put_the_proxy_in_the_order_services_path_and_what_the_load_generator_fires_is_an_event() {
     in_namespace(|client, ns| async move {
         let rx = relab_operator::crd::parse(
-            "apiVersion: relab.dev/v1alpha1\nkind: ReliabilityExperiment\nmetadata: {name: dbd}\nspec:\n  load: {ratePerSecond: 5, durationSeconds: 60}\n  orderService: {replicas: 2}\n  disruptions:\n    - {name: db-cut, atSeconds: 2, action: DatabaseOutage, durationSeconds: 3}\n    - {name: db-restart, atSeconds: 10, action: RestartDatabase}\n    - {name: crash-all, atSeconds: 3, action: KillOrderService}\n",
+            "apiVersion: relab.dev/v1alpha1\nkind: ReliabilityExperiment\nmetadata: {name: dbd}\nspec:\n  load: {ratePerSecond: 5, durationSeconds: 60}\n  orderService: {replicas: 2}\n  disruptions:\n    - {name: db-cut, atSeconds: 2, action: DatabaseOutage, durationSeconds: 3}\n    - {name: db-slow, atSeconds: 6, action: DatabaseLatency, addedMs: 50, durationSeconds: 2}\n    - {name: db-restart, atSeconds: 10, action: RestartDatabase}\n    - {name: crash-all, atSeconds: 3, action: KillOrderService}\n",
         )
         .expect("a valid manifest");
         let planned = relab_operator::crd::validated(&rx).unwrap().disruptions();
@@ -1257,12 +1257,13 @@ async fn database_disruptions_put_the_proxy_in_the_order_services_path_and_what_
             d.fired_at_seconds = Some(now);
             d.hit = vec![format!("{} hit", d.name)];
         }
-        let notes = eventually!(20, "three DisruptionFired Events", {
+        let notes = eventually!(20, "four DisruptionFired Events", {
             let notes = disruption_events(&client, &ns).await;
-            (notes.len() >= 3).then_some(notes)
+            (notes.len() >= 4).then_some(notes)
         });
         for want in [
             "db-cut (DatabaseOutage)",
+            "db-slow (DatabaseLatency)",
             "db-restart (RestartDatabase)",
             "crash-all (KillOrderService)",
         ] {

@@ -7,6 +7,10 @@ use relab_operator::crd::VerdictResult;
 use relab_operator::runner::{self, LocalRun, RunOptions};
 use tokio_util::sync::CancellationToken;
 
+#[path = "common/processes.rs"]
+mod processes;
+use processes::{is_running, pid_in};
+
 fn admin_url() -> String {
     std::env::var("RELAB_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
@@ -337,16 +341,25 @@ async fn a_worker_crash_loses_nothing_and_charges_nothing_twice() {
     let d = fired_and_recovered(&run);
     assert_eq!(d.hit.len(), 1, "half of 2 worker processes: {:?}", d.hit);
     assert!(d.hit[0].starts_with("worker pid "), "{:?}", d.hit);
+    assert!(!is_running(pid_in(&d.hit[0])), "the victim is dead: {:?}", d.hit);
     let r = results(&run);
     assert_eq!(r.orders.paid, r.orders.accepted, "{:?}", r.orders);
     invariants_hold(r);
     assert_eq!(verdict(&run), VerdictResult::Passed, "{:?}", run.status.verdict);
+    // the restarted process's counters continue (increases, not raw values)
+    assert!(
+        r.payment.calls >= r.orders.paid * 9 / 10,
+        "{:?} {:?}",
+        r.payment,
+        r.orders
+    );
 }
 
 #[tokio::test]
 async fn a_database_restart_is_ridden_out_without_losing_an_acknowledged_order() {
     let run = run_example_on("database-restart.yaml", 0.5, None).await;
     let d = fired_and_recovered(&run);
+    assert_eq!(d.hit.len(), 1, "{:?}", d.hit);
     assert!(d.hit[0].starts_with("postgres (ephemeral, pid "), "{:?}", d.hit);
     let r = results(&run);
     assert_eq!(r.orders.paid, r.orders.accepted, "{:?}", r.orders);
@@ -357,7 +370,8 @@ async fn a_database_restart_is_ridden_out_without_losing_an_acknowledged_order()
 #[tokio::test]
 async fn a_slow_database_fails_the_p95_honestly_and_loses_nothing() {
     let run = run_example("database-slow.yaml", 0.5).await;
-    fired_and_recovered(&run);
+    let d = fired_and_recovered(&run);
+    assert!(d.hit[0].ends_with("connections delayed"), "{:?}", d.hit);
     let r = results(&run);
     assert!(r.api_latency_ms.p95 > 100.0, "{:?}", r.api_latency_ms);
     assert_eq!(r.orders.paid, r.orders.accepted, "{:?}", r.orders);
@@ -381,8 +395,14 @@ async fn a_database_outage_refuses_orders_and_loses_none_it_accepted() {
     let run = run_example("database-outage.yaml", 0.5).await;
     let d = fired_and_recovered(&run);
     assert!(d.hit.iter().any(|h| h.ends_with("connections reset")), "{:?}", d.hit);
+    let reset: u64 = d.hit[0].split(' ').next().unwrap().parse().unwrap();
+    assert!(reset > 0, "open connections were reset: {:?}", d.hit);
     let r = results(&run);
-    assert!(r.orders.errors > 0, "{:?}", r.orders);
+    assert!(
+        r.orders.errors > 0,
+        "orders placed during the outage were refused: {:?}",
+        r.orders
+    );
     assert_eq!(r.orders.paid, r.orders.accepted, "{:?}", r.orders);
     invariants_hold(r);
     assert_eq!(verdict(&run), VerdictResult::Passed, "{:?}", run.status.verdict);
