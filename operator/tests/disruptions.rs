@@ -10,13 +10,12 @@
 
 use relab_model::disruptions::{DisruptionAction, DisruptionResult};
 use relab_operator::crd::VerdictResult;
-use relab_operator::runner::{self, LocalRun, RunOptions};
+use relab_operator::runner::LocalRun;
 use std::process::Command;
-use tokio_util::sync::CancellationToken;
 
-#[path = "common/processes.rs"]
-mod processes;
-use processes::{is_running, pid_in};
+#[path = "common/local.rs"]
+mod local;
+use local::{is_running, pid_in};
 
 /// One run at a time: two cores, real processes.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -49,18 +48,7 @@ const SAFE: &str = "    maxLostOrders: 0\n    maxDoubleCharges: 0\n    maxRecove
 /// `relab run` in-process (`ephemeral`: on its own Postgres, else on the
 /// test server), the order service's children run by the `relab` binary.
 async fn run(text: &str, ephemeral: bool) -> LocalRun {
-    runner::set_lab_program(env!("CARGO_BIN_EXE_relab"));
-    let (experiment, _) = runner::load_manifest(text, 0.5).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let opts = RunOptions {
-        database_url: (!ephemeral).then(test_database_url),
-        ..RunOptions::default()
-    };
-    let (tx, _rx) = tokio::sync::watch::channel(Default::default());
-    let run = runner::run_local(&experiment, &opts, tx, CancellationToken::new())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("{}", runner::table::render(&run.name, &run.status));
-    run
+    local::run_text(text, 0.5, (!ephemeral).then(test_database_url)).await
 }
 
 fn verdict(run: &LocalRun) -> VerdictResult {

@@ -648,10 +648,21 @@ fn disruption(rx: &ReliabilityExperiment, name: &str, action: &str) -> relab_mod
     serde_json::from_value(serde_json::json!({"name": name, "atSeconds": at, "action": action})).expect("a disruption")
 }
 
+/// The drills, two at a time like the examples (2 cores); the operator's
+/// restart alone, since it pauses every run's reconciles.
 async fn drills(client: &Client, ns: &str, api: &Api<ReliabilityExperiment>) {
-    // 1. the order service killed mid-run, as a manifest asks
-    // (KillOrderService: the operator deletes its pods with grace 0): a new
-    // one takes over
+    tokio::join!(
+        drill_order_service_killed(client, ns, api),
+        drill_postgres_restarted(client, ns, api)
+    );
+    tokio::join!(drill_mock_deleted(client, ns, api), drill_stopped(client, ns, api));
+    drill_operator_restarted(client, ns, api).await;
+}
+
+/// Drill: the order service killed mid-run, as a manifest asks
+/// (KillOrderService: the operator deletes its pods with grace 0): a new
+/// one takes over
+async fn drill_order_service_killed(client: &Client, ns: &str, api: &Api<ReliabilityExperiment>) {
     let mut rx = manifest("flaky-payments.yaml", 0.75, "drill-pod-delete");
     rx.spec.disruptions = vec![disruption(&rx, "kill-order-service", "KillOrderService")];
     api.create(&PostParams::default(), &rx).await.unwrap();
@@ -687,11 +698,13 @@ async fn drills(client: &Client, ns: &str, api: &Api<ReliabilityExperiment>) {
     );
 
     remove(client, ns, api, "drill-pod-delete").await;
+}
 
-    // 2. the payment-mock pod deleted mid-run (grace 0, like a node's loss of
-    // the process): the new pod mounts the run's ledger claim and comes back
-    // with every charge and idempotency key, so retried charges are replays
-    // and the audit stays exact
+/// Drill: the payment-mock pod deleted mid-run (grace 0, like a node's loss of
+/// the process): the new pod mounts the run's ledger claim and comes back
+/// with every charge and idempotency key, so retried charges are replays
+/// and the audit stays exact
+async fn drill_mock_deleted(client: &Client, ns: &str, api: &Api<ReliabilityExperiment>) {
     let rx = manifest("lost-responses.yaml", 0.75, "drill-mock-delete");
     api.create(&PostParams::default(), &rx).await.unwrap();
     wait_until(240, "drill-mock-delete running with paid orders", || async {
@@ -734,8 +747,10 @@ async fn drills(client: &Client, ns: &str, api: &Api<ReliabilityExperiment>) {
         r.orders.paid
     );
     remove(client, ns, api, "drill-mock-delete").await;
+}
 
-    // 3. the operator restarted mid-run: the run completes once
+/// Drill: the operator restarted mid-run: the run completes once
+async fn drill_operator_restarted(client: &Client, ns: &str, api: &Api<ReliabilityExperiment>) {
     let rx = manifest("baseline.yaml", 0.75, "drill-operator-restart");
     api.create(&PostParams::default(), &rx).await.unwrap();
     running_with_progress(api, "drill-operator-restart", 30).await;
@@ -772,11 +787,13 @@ async fn drills(client: &Client, ns: &str, api: &Api<ReliabilityExperiment>) {
     assert_eq!(jobs.items.len(), 1, "one load generator");
 
     remove(client, ns, api, "drill-operator-restart").await;
+}
 
-    // 4. Postgres restarted mid-run, as a manifest asks (RestartDatabase:
-    // the load generator's immediate shutdown over SQL; the container
-    // restarts in place on its volume): the lab recovers, and the audit
-    // says what happened
+/// Drill: Postgres restarted mid-run, as a manifest asks (RestartDatabase:
+/// the load generator's immediate shutdown over SQL; the container
+/// restarts in place on its volume): the lab recovers, and the audit
+/// says what happened
+async fn drill_postgres_restarted(client: &Client, ns: &str, api: &Api<ReliabilityExperiment>) {
     let mut rx = manifest("baseline.yaml", 0.75, "drill-postgres-restart");
     rx.spec.disruptions = vec![disruption(&rx, "restart-postgres", "RestartDatabase")];
     api.create(&PostParams::default(), &rx).await.unwrap();
@@ -822,10 +839,12 @@ async fn drills(client: &Client, ns: &str, api: &Api<ReliabilityExperiment>) {
     );
     assert_eq!(r.invariants.double_charges, 0, "{:?}", r.invariants);
     remove(client, ns, api, "drill-postgres-restart").await;
+}
 
-    // 5. a stop condition on the cluster: the load generator reads
-    // spec.stopWhen from the run's ConfigMap and stops its own load at the
-    // cap, the audit still runs, and the run ends Failed, reason Stopped
+/// Drill: a stop condition on the cluster: the load generator reads
+/// spec.stopWhen from the run's ConfigMap and stops its own load at the
+/// cap, the audit still runs, and the run ends Failed, reason Stopped
+async fn drill_stopped(client: &Client, ns: &str, api: &Api<ReliabilityExperiment>) {
     let mut rx = manifest("flaky-payments.yaml", 0.75, "drill-stop");
     rx.spec.stop_when = vec![relab_model::ops::StopCondition {
         max_duration_seconds: Some(8),

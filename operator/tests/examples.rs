@@ -4,12 +4,11 @@
 
 use lab_service::summary::RunResults;
 use relab_operator::crd::VerdictResult;
-use relab_operator::runner::{self, LocalRun, RunOptions};
-use tokio_util::sync::CancellationToken;
+use relab_operator::runner::{self, LocalRun};
 
-#[path = "common/processes.rs"]
-mod processes;
-use processes::{is_running, pid_in};
+#[path = "common/local.rs"]
+mod local;
+use local::{is_running, pid_in};
 
 fn admin_url() -> String {
     std::env::var("RELAB_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
@@ -22,23 +21,11 @@ async fn run_example(file: &str, time_scale: f64) -> LocalRun {
 /// `database_url: None`: on an ephemeral Postgres of its own (what a
 /// `RestartDatabase` disruption restarts).
 async fn run_example_on(file: &str, time_scale: f64, database_url: Option<String>) -> LocalRun {
-    // the order service's child processes (kill disruptions) are `relab lab-service ...`
-    runner::set_lab_program(env!("CARGO_BIN_EXE_relab"));
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../deploy/examples")
         .join(file);
     let text = std::fs::read_to_string(&path).unwrap();
-    let (experiment, _) = runner::load_manifest(&text, time_scale).unwrap_or_else(|e| panic!("{file}: {e}"));
-    let opts = RunOptions {
-        database_url,
-        ..RunOptions::default()
-    };
-    let (tx, _rx) = tokio::sync::watch::channel(Default::default());
-    let run = runner::run_local(&experiment, &opts, tx, CancellationToken::new())
-        .await
-        .unwrap_or_else(|e| panic!("{file}: {e}"));
-    eprintln!("{}", runner::table::render(&run.name, &run.status));
-    run
+    local::run_text(&text, time_scale, database_url).await
 }
 
 fn results(run: &LocalRun) -> &RunResults {
