@@ -267,10 +267,11 @@ async fn fire_one(
     over: &CancellationToken,
 ) {
     let since = |t: Instant| round_ms(t.duration_since(start).as_secs_f64());
-    let work = match (plan.action.through_db_proxy(), &proxy) {
-        (true, Some(_)) | (true, None) => None,
-        // the operator carries it out and reports it
-        (false, _) => match carrier.as_ref().and_then(|c| c.0.fire(plan)) {
+    // kills and restarts: this runner's carrier, or (None) the operator's,
+    // which reports them; the proxy's windows are the engine's own
+    let work = match plan.action.through_db_proxy() {
+        true => None,
+        false => match carrier.as_ref().and_then(|c| c.0.fire(plan)) {
             None => return,
             some => some,
         },
@@ -336,19 +337,11 @@ async fn proxy_window(
 }
 
 async fn set_proxy_faults(http: &reqwest::Client, url: &str, faults: &serde_json::Value) -> Result<(), String> {
-    let resp = http
+    let request = http
         .put(format!("{url}/faults"))
         .json(faults)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .map_err(|e| format!("PUT {url}/faults: {e}"))?;
-    if !resp.status().is_success() {
-        let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        return Err(format!("PUT {url}/faults: {status}: {body}"));
-    }
-    Ok(())
+        .timeout(Duration::from_secs(5));
+    super::put_faults(request, url).await
 }
 
 async fn proxy_stats(http: &reqwest::Client, url: &str) -> Result<crate::db_proxy::ProxyStats, String> {

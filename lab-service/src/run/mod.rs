@@ -304,11 +304,19 @@ pub async fn run_experiment(
 }
 
 async fn install_faults(http: &reqwest::Client, payment_url: &str, plan: &FaultPlan) -> Result<()> {
-    let resp = http.put(format!("{payment_url}/faults")).json(plan).send().await?;
+    put_faults(http.put(format!("{payment_url}/faults")).json(plan), payment_url)
+        .await
+        .map_err(Error::Other)
+}
+
+/// Send a `PUT {base}/faults` (the payment mock's or the database proxy's);
+/// the error names the call and, when it answered, the status and body.
+pub(crate) async fn put_faults(request: reqwest::RequestBuilder, base: &str) -> std::result::Result<(), String> {
+    let resp = request.send().await.map_err(|e| format!("PUT {base}/faults: {e}"))?;
     if !resp.status().is_success() {
         let status = resp.status();
         let body = resp.text().await.unwrap_or_default();
-        return Err(Error::Other(format!("PUT {payment_url}/faults: {status}: {body}")));
+        return Err(format!("PUT {base}/faults: {status}: {body}"));
     }
     Ok(())
 }
