@@ -375,10 +375,10 @@ mod tests {
                 api_url: "http://10.0.0.12:8080".into(),
                 database_url: database().database_url,
                 payment_url: "http://10.0.0.11:8081".into(),
-                metrics_urls: vec![
+                metrics: crate::run::targets::MetricsTargets::pushed(vec![
                     "http://10.0.0.12:8080/metrics".into(),
                     "http://10.0.0.12:9090/metrics".into(),
-                ],
+                ]),
                 faults: Some(plan()),
                 drain_timeout: std::time::Duration::from_secs(45),
                 wait_ready: std::time::Duration::from_secs(300),

@@ -1006,6 +1006,11 @@ struct PlayedLoadgen {
     started: std::time::Instant,
     record: std::sync::Arc<std::sync::Mutex<Vec<relab_model::disruptions::DisruptionResult>>>,
     reports: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+    /// When the operator read `/progress` (seconds of load): a kill is due
+    /// once its time has come *and* the operator has seen the load running
+    reads: std::sync::Arc<std::sync::Mutex<Vec<f64>>>,
+    /// Each list of `/metrics` URLs the operator posted, in order
+    targets: std::sync::Arc<std::sync::Mutex<Vec<Vec<String>>>>,
 }
 
 impl PlayedLoadgen {
@@ -1016,16 +1021,20 @@ impl PlayedLoadgen {
             started: std::time::Instant::now(),
             record: std::sync::Arc::new(std::sync::Mutex::new(planned.iter().map(|p| p.unfired()).collect())),
             reports: Default::default(),
+            reads: Default::default(),
+            targets: Default::default(),
         };
         let app = axum::Router::new()
             .route(
                 "/progress",
                 axum::routing::get(|State(p): State<PlayedLoadgen>| async move {
+                    p.reads.lock().unwrap().push(p.started.elapsed().as_secs_f64());
                     axum::Json(lab_service::run::RunProgress {
                         stage: lab_service::run::RunStage::Load,
                         elapsed: p.started.elapsed(),
                         planned: Duration::from_secs(60),
                         disruptions: p.record.lock().unwrap().clone(),
+                        metrics_targets: p.targets.lock().unwrap().last().cloned(),
                         ..Default::default()
                     })
                 }),
@@ -1052,6 +1061,16 @@ impl PlayedLoadgen {
                             }
                         }
                         p.reports.lock().unwrap().push((name, body));
+                        StatusCode::NO_CONTENT
+                    },
+                ),
+            )
+            .route(
+                "/metrics-targets",
+                axum::routing::post(
+                    |State(p): State<PlayedLoadgen>,
+                     axum::Json(list): axum::Json<lab_service::run::targets::TargetList>| async move {
+                        p.targets.lock().unwrap().push(list.metrics);
                         StatusCode::NO_CONTENT
                     },
                 ),
@@ -1100,15 +1119,43 @@ async fn a_kill_deletes_order_service_pods_with_grace_0_reports_them_to_the_load
                 .unwrap();
             client.request_text(request).await.expect("bind the pod");
         }
+        // running, each with an IP (played: nothing listens there; the
+        // operator only tells the load generator where to read)
+        let mut ips = std::collections::BTreeMap::new();
+        for (k, name) in before.iter().enumerate() {
+            let ip = format!("10.252.0.{}", k + 1);
+            let status = json!({ "status": { "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}] } });
+            pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .expect("pod status: running");
+            ips.insert(name.clone(), ip);
+        }
         let (host, played) = loadgen_runs_on_a_test_host(&client, &ns, "kill", &planned).await;
+        // the sampler reads each pod's API and workers, never the Service
+        let first = eventually!(15, "the pods' metrics posted to the load generator", {
+            played.targets.lock().unwrap().first().cloned()
+        });
+        let mut every: Vec<String> = ips
+            .values()
+            .flat_map(|ip| [format!("http://{ip}:8080/metrics"), format!("http://{ip}:9090/metrics")])
+            .collect();
+        every.sort();
+        assert_eq!(first, every);
 
-        // the kill fires within about a second of its time, by the load generator's clock
-        let (name, body) = eventually!(15, "the kill reported to the load generator", {
+        // the kill fires within about a second of its time by the load
+        // generator's clock, or of the operator's first look at the load if
+        // that came later (the pod's status is played after the load began)
+        let (name, body) = eventually!(20, "the kill reported to the load generator", {
             played.reports.lock().unwrap().first().cloned()
         });
         let fired_at = played.record.lock().unwrap()[0].fired_at_seconds.expect("fired");
+        let reads = played.reads.lock().unwrap().clone();
+        let due = reads.first().map_or(3.0, |first| first.max(3.0));
         assert_eq!(name, "crash-workers");
-        assert!((3.0..5.5).contains(&fired_at), "fired at {fired_at} s for 3 s");
+        assert!(
+            fired_at >= 3.0 && fired_at < due + 2.5,
+            "fired at {fired_at:.2} s for 3 s; the operator read the progress at {reads:.2?}"
+        );
         let hit: Vec<String> = serde_json::from_value(body["hit"].clone()).expect("hit, no error: {body}");
         assert_eq!(hit.len(), 2, "half of 3 pods, rounded up: {body}");
         for pod in &hit {
@@ -1126,8 +1173,17 @@ async fn a_kill_deletes_order_service_pods_with_grace_0_reports_them_to_the_load
         });
         assert!(message.contains("crash-workers (KillWorkers)"), "{message}");
         assert!(hit.iter().all(|p| message.contains(p.as_str())), "{message}");
+        // the killed pods leave the sampler's list (their replacements have no IP here)
+        let survivor_only = vec![
+            format!("http://{}:8080/metrics", ips[survivor]),
+            format!("http://{}:9090/metrics", ips[survivor]),
+        ];
+        eventually!(15, "the killed pods' metrics taken off the list", {
+            (played.targets.lock().unwrap().last() == Some(&survivor_only)).then_some(())
+        });
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(played.reports.lock().unwrap().len(), 1, "fired once");
+        assert_eq!(played.targets.lock().unwrap().len(), 2, "posted only when the list changed");
         let reasons = event_reasons(&client, &ns, "kill").await;
         assert_eq!(reasons.iter().filter(|r| *r == "DisruptionFired").count(), 1, "{reasons:?}");
         operator.kill().await;

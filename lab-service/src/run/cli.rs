@@ -3,6 +3,7 @@
 //! stderr and the results JSON to stdout, and optionally write the full
 //! output and a Kubernetes termination message.
 
+use super::targets::{MetricsTargets, TargetList};
 use super::{run_experiment, termination_message, ExperimentRun, RunOutput, RunProgress, RunStage};
 use crate::config::ConfigError;
 use crate::loadgen::schedule::{format_stages, parse_stages, stage};
@@ -29,6 +30,11 @@ pub struct LoadgenArgs {
     /// A Prometheus endpoint of the lab (repeat per process; default: {api-url}/metrics).
     #[arg(long = "metrics-url", env = "RELAB_METRICS_URLS", value_delimiter = ',')]
     pub metrics_urls: Vec<String>,
+    /// The lab's endpoints are posted during the run (`POST /metrics-targets`
+    /// on the progress server, by the operator as pods come and go); the
+    /// --metrics-url list is then read only if none ever arrives.
+    #[arg(long, env = "RELAB_METRICS_PUSHED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub metrics_pushed: bool,
     /// Orders per second (with --duration-secs; or use --stages).
     #[arg(long, env = "RELAB_LOAD_RATE")]
     pub rate: Option<f64>,
@@ -122,7 +128,8 @@ impl LoadgenConfig {
         let mut env = vec![
             ("RELAB_API_URL", run.api_url.clone()),
             ("RELAB_PAYMENT_URL", run.payment_url.clone()),
-            ("RELAB_METRICS_URLS", run.metrics_urls.join(",")),
+            ("RELAB_METRICS_URLS", run.metrics.fixed_urls().join(",")),
+            ("RELAB_METRICS_PUSHED", run.metrics.is_pushed().to_string()),
             ("RELAB_LOAD_STAGES", stages),
             ("RELAB_MAX_IN_FLIGHT", run.load.max_in_flight.to_string()),
             (
@@ -295,7 +302,10 @@ impl LoadgenArgs {
             api_url,
             database_url: self.database_url,
             payment_url,
-            metrics_urls,
+            metrics: match self.metrics_pushed {
+                true => MetricsTargets::pushed(metrics_urls),
+                false => MetricsTargets::fixed(metrics_urls),
+            },
             faults,
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
             wait_ready: Duration::from_secs(self.wait_ready_secs),
@@ -341,7 +351,9 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     let (progress, watcher) = watch::channel(RunProgress::default());
     let last = watcher.clone();
     let served = match progress_listen {
-        Some(addr) => Some(serve_progress(addr, watcher.clone(), run.disruption_log.clone()).await?),
+        Some(addr) => {
+            Some(serve_progress(addr, watcher.clone(), run.disruption_log.clone(), run.metrics.clone()).await?)
+        }
         None => None,
     };
     let printer = tokio::spawn(print_progress(watcher));
@@ -377,23 +389,44 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
 /// [`super::disrupt::DisruptionLog::render_metrics`]), and
 /// `POST /disruptions/{name}` ([`super::disrupt::Report`]): the operator
 /// reports a disruption it carried out (204; 409 when the name is unknown
-/// or already reported, 422 for a body that is not a report). Bound before
-/// the run starts, so a port in use fails the load generator at once.
+/// or already reported, 422 for a body that is not a report), and
+/// `POST /metrics-targets` ([`TargetList`]): the lab's `/metrics` endpoints
+/// the sampler reads from now on (204; 422 when a URL is bad or the run
+/// reads a fixed list; [`super::targets`]). Bound before the run starts,
+/// so a port in use fails the load generator at once.
 pub async fn serve_progress(
     addr: std::net::SocketAddr,
     watcher: watch::Receiver<RunProgress>,
     log: super::disrupt::DisruptionLog,
+    targets: MetricsTargets,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use axum::extract::Path;
     use axum::http::StatusCode;
     let (reports, metrics) = (log.clone(), log.clone());
+    let echoed = targets.clone();
     let app = axum::Router::new()
         .route(
             "/progress",
             axum::routing::get(move || {
                 let mut now = watcher.borrow().clone();
                 now.disruptions = log.results();
+                now.metrics_targets = echoed.pushed_list();
                 async move { axum::Json(now) }
+            }),
+        )
+        .route(
+            "/metrics-targets",
+            axum::routing::post(move |axum::Json(list): axum::Json<TargetList>| {
+                let taken = targets.push(list.clone());
+                async move {
+                    match taken {
+                        Ok(()) => {
+                            tracing::info!(targets = ?list.metrics, "metrics targets posted");
+                            StatusCode::NO_CONTENT.into_response()
+                        }
+                        Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, e).into_response(),
+                    }
+                }
             }),
         )
         .route(
@@ -522,7 +555,8 @@ mod tests {
         assert_eq!(run.load.max_in_flight, 256);
         assert_eq!(run.drain_timeout, Duration::from_secs(60));
         assert_eq!(run.api_url, "http://a:1");
-        assert_eq!(run.metrics_urls, ["http://a:1/metrics"]);
+        assert_eq!(run.metrics.current(), ["http://a:1/metrics"]);
+        assert!(!run.metrics.is_pushed());
         assert!(run.faults.is_none());
     }
 
@@ -540,7 +574,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(run.load.planned_duration(), Duration::from_secs(30));
-        assert_eq!(run.metrics_urls.len(), 2);
+        assert_eq!(run.metrics.current().len(), 2);
         assert_eq!(run.faults.unwrap().base.failure_rate, 0.3);
     }
 

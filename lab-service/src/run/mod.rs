@@ -37,10 +37,12 @@ pub mod disrupt;
 pub mod progress;
 pub mod sampler;
 pub mod stop;
+pub mod targets;
 
 pub use progress::{RunProgress, RunStage};
 use sampler::{Sampler, Snapshot};
 use stop::StopWatch;
+use targets::MetricsTargets;
 
 /// After a stop request the drain waits at most this long (or the drain timeout, if shorter).
 pub const STOPPED_DRAIN_LIMIT: Duration = Duration::from_secs(10);
@@ -57,8 +59,9 @@ pub struct ExperimentRun {
     pub database_url: String,
     /// Base URL of the payment mock (`/faults`, `/ledger`, `/stats`).
     pub payment_url: String,
-    /// Prometheus endpoints of the lab's processes (each once; summed).
-    pub metrics_urls: Vec<String>,
+    /// Prometheus endpoints of the lab's processes (each once; summed):
+    /// fixed, or posted during the run ([`targets`]).
+    pub metrics: MetricsTargets,
     /// Installed with `PUT /faults` right before the load.
     pub faults: Option<FaultPlan>,
     /// Longest wait for accepted orders to reach a final state.
@@ -151,7 +154,7 @@ pub async fn run_experiment(
         LoadMode::OpenLoop { stages } => crate::loadgen::schedule::total_sends(stages),
         LoadMode::ClosedLoop { .. } => 0,
     };
-    let mut lab_sampler = Sampler::new(pool.clone(), http.clone(), run.metrics_urls.clone());
+    let mut lab_sampler = Sampler::new(pool.clone(), http.clone(), run.metrics.clone());
 
     let baseline = lab_sampler.snapshot(Duration::ZERO).await?;
     if let Some(plan) = &run.faults {
@@ -265,6 +268,12 @@ pub async fn run_experiment(
     let drain_seconds = drain_started.elapsed().as_secs_f64();
     observing.cancel();
     let mut samples = sampling.await.map_err(|e| Error::Other(format!("sampler task: {e}")))?;
+    if run.metrics.fall_back_if_never_pushed() {
+        tracing::warn!(
+            fallback = ?run.metrics.fixed_urls(),
+            "no metrics targets were posted during the run: the lab's figures are read once, from the fallback"
+        );
+    }
     let last = lab_sampler
         .snapshot_or_previous(start.elapsed(), samples.last().unwrap_or(&baseline))
         .await;

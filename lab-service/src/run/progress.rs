@@ -60,6 +60,10 @@ pub struct RunProgress {
     /// reads which it has fired).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disruptions: Vec<relab_model::disruptions::DisruptionResult>,
+    /// The `/metrics` endpoints posted last (`POST /metrics-targets`; the
+    /// operator posts again when its list of the run's pods differs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_targets: Option<Vec<String>>,
 }
 
 mod secs_f64 {

@@ -12,9 +12,10 @@
 //! increase), so the run's calls, retries and breaker figures stay exact
 //! across kills ([`Increases`]).
 //!
-//! Point it at each process's endpoint once: in a single-process lab
-//! (`lab-service all`, the in-process test lab) the API's `/metrics`
-//! already holds the workers' series.
+//! Point it at each process's endpoint once, never through a Service
+//! ([`super::targets`]: fixed, or pushed by the operator as pods come and
+//! go): in a single-process lab (`lab-service all`, the in-process test
+//! lab) the API's `/metrics` already holds the workers' series.
 
 use super::RunProgress;
 use crate::error::Result;
@@ -28,7 +29,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::targets::MetricsTargets;
 pub use prom::{parse_text, ParseError, PromSample};
+
+/// How long one `/metrics` read may take (a pod that is gone does not answer).
+pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The lab's counters and gauges read from its `/metrics` endpoints.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -180,7 +185,7 @@ impl Snapshot {
 pub struct Sampler {
     pool: PgPool,
     http: reqwest::Client,
-    metrics_urls: Vec<String>,
+    targets: MetricsTargets,
     /// The payment mock's base URL, when its live double charges are watched.
     mock_url: Option<String>,
     /// The counters' increases so far (shared by the clones of this sampler).
@@ -188,11 +193,11 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    pub fn new(pool: PgPool, http: reqwest::Client, metrics_urls: Vec<String>) -> Self {
+    pub fn new(pool: PgPool, http: reqwest::Client, targets: MetricsTargets) -> Self {
         Self {
             pool,
             http,
-            metrics_urls,
+            targets,
             mock_url: None,
             increases: Arc::default(),
         }
@@ -215,6 +220,7 @@ impl Sampler {
         let text = self
             .http
             .get(url)
+            .timeout(SCRAPE_TIMEOUT)
             .send()
             .await
             .and_then(|r| r.error_for_status())
@@ -224,28 +230,34 @@ impl Sampler {
         parse_text(&text).map_err(|e| crate::Error::Other(format!("metrics endpoint {url}: {e}")))
     }
 
-    /// Read and sum every metrics endpoint, each counter as its increase
-    /// ([`Increases`]); an unreachable or unparsable endpoint is an error
-    /// (the endpoints that were read still count their increases).
-    pub async fn scrape(&self) -> Result<LabCounters> {
+    /// Read every metrics endpoint (at once, each within
+    /// [`SCRAPE_TIMEOUT`]) and sum them, each counter as its increase
+    /// ([`Increases`]): the totals, with an error per endpoint that could not
+    /// be read (a pod that is gone keeps what it had counted).
+    pub async fn scrape_all(&self) -> (LabCounters, Vec<crate::Error>) {
+        let urls = self.targets.current();
+        let reads = futures::future::join_all(urls.iter().map(|url| self.read_endpoint(url))).await;
         let mut counters = LabCounters::default();
-        let mut first_error = None;
-        for url in &self.metrics_urls {
-            match self.read_endpoint(url).await {
-                Ok(samples) => {
-                    let gauges = self.increases.lock().expect("increases lock").observe(url, &samples);
-                    counters.add(&gauges);
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
+        let mut errors = Vec::new();
+        let mut increases = self.increases.lock().expect("increases lock");
+        for (url, read) in urls.iter().zip(reads) {
+            match read {
+                Ok(samples) => counters.add(&increases.observe(url, &samples)),
+                Err(e) => errors.push(e),
             }
         }
-        if let Some(e) = first_error {
-            return Err(e);
+        counters.add(&increases.samples());
+        (counters, errors)
+    }
+
+    /// [`Sampler::scrape_all`], where an endpoint that cannot be read is an
+    /// error (the baseline's reading).
+    pub async fn scrape(&self) -> Result<LabCounters> {
+        let (counters, mut errors) = self.scrape_all().await;
+        match errors.is_empty() {
+            true => Ok(counters),
+            false => Err(errors.swap_remove(0)),
         }
-        counters.add(&self.increases.lock().expect("increases lock").samples());
-        Ok(counters)
     }
 
     /// Orders by status and the queue depth, from the database.
@@ -284,10 +296,11 @@ impl Sampler {
             }
             Err(e) => tracing::warn!(error = %e, "sampling the database failed"),
         }
-        match self.scrape().await {
-            Ok(counters) => next.counters = counters,
-            Err(e) => tracing::warn!(error = %e, "scraping metrics failed"),
+        let (counters, errors) = self.scrape_all().await;
+        for e in &errors {
+            tracing::warn!(error = %e, "scraping metrics failed");
         }
+        next.counters = counters;
         if let Some(n) = self.double_charged_orders().await {
             next.double_charged_orders = n;
         }

@@ -239,7 +239,7 @@ fn flaky_run(lab: &TestLab, rate: f64, secs: u64) -> ExperimentRun {
         api_url: lab.api_url.clone(),
         database_url: lab.db.url.clone(),
         payment_url: lab.mock_url.clone(),
-        metrics_urls: vec![format!("{}/metrics", lab.api_url)],
+        metrics: lab_service::run::targets::MetricsTargets::fixed(vec![format!("{}/metrics", lab.api_url)]),
         faults: Some(plan(json!({"seed": 7, "base": {"failureRate": 0.3}}))),
         drain_timeout: Duration::from_secs(15),
         wait_ready: Duration::ZERO,

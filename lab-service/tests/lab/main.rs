@@ -15,3 +15,4 @@ mod processes;
 mod restart;
 mod retry;
 mod shedding;
+mod targets;

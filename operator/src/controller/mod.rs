@@ -24,6 +24,7 @@ pub mod notify;
 pub mod observe;
 pub mod reconcile;
 pub mod status;
+pub mod targets;
 #[cfg(test)]
 mod tests;
 

@@ -23,7 +23,7 @@
 
 use super::build::{self, Owner};
 use super::machine::{self, schedule, Note};
-use super::{apply, disrupt, notify, observe, status, Context, Error};
+use super::{apply, disrupt, notify, observe, status, targets, Context, Error};
 use crate::crd::{Phase, ReliabilityExperiment, ReliabilityExperimentStatus};
 use chrono::Utc;
 use kube::runtime::controller::Action;
@@ -135,6 +135,10 @@ async fn reconcile_experiment(rx: &ReliabilityExperiment, ctx: &Context) -> Resu
     };
     for (plan, pod) in &due {
         disrupt::kill(ctx, &namespace, &owner.names, pod, plan).await;
+    }
+    // 5c. the lab's pods' /metrics, for the load generator's sampler
+    if let (Some(load), Some(pod)) = (&seen.load, &loadgen_pod) {
+        targets::push(ctx, &namespace, &owner.names, pod, load).await;
     }
     let seen = observe::live(ctx, &namespace, &owner.names, seen).await;
 

@@ -17,6 +17,7 @@ pub mod table;
 
 use crate::crd::{ReliabilityExperimentStatus, VerdictResult};
 use lab_service::lab::{self, Lab, LabPlan};
+use lab_service::run::targets::MetricsTargets;
 use lab_service::run::RunProgress;
 use lab_service::run::{run_experiment, ExperimentRun, RunOutput};
 use relab_model::compare;
@@ -328,7 +329,7 @@ async fn run_lab(
             api_url: running.api_url().to_string(),
             database_url: url.clone(),
             payment_url: running.payment_url.clone(),
-            metrics_urls: running.metrics_urls.clone(),
+            metrics: MetricsTargets::fixed(running.metrics_urls.clone()),
             faults: Some(experiment.fault_plan()),
             drain_timeout: experiment.drain_timeout(),
             wait_ready: std::time::Duration::ZERO,

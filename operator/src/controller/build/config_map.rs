@@ -11,6 +11,7 @@ use lab_service::cli::{admin_listen_env, MockConfig};
 use lab_service::config::{ApiConfig, DatabaseArgs};
 use lab_service::lab;
 use lab_service::run::cli::LoadgenConfig;
+use lab_service::run::targets::MetricsTargets;
 use lab_service::run::ExperimentRun;
 use lab_service::telemetry::LogFormat;
 use relab_model::ValidatedExperiment;
@@ -67,10 +68,12 @@ pub fn loadgen_config(
     LoadgenConfig {
         run: ExperimentRun {
             load: lab::load_config(experiment),
-            metrics_urls: vec![
+            // each pod's, posted by the operator (controller/targets.rs);
+            // the Service only if none ever arrives
+            metrics: MetricsTargets::pushed(vec![
                 format!("{api_url}/metrics"),
                 format!("http://{}:{WORKER_ADMIN_PORT}/metrics", ips.order_service),
-            ],
+            ]),
             api_url,
             database_url,
             payment_url: format!("http://{}:{MOCK_PORT}", ips.payment_mock),

@@ -72,3 +72,34 @@ pub fn deployment(owner: &Owner, experiment: &ValidatedExperiment, images: &Imag
     ]));
     deployment
 }
+
+/// The components whose pods serve the lab's counters on `/metrics`.
+pub const METRICS_COMPONENTS: [&str; 2] = ["order-service", "workers"];
+
+/// The container ports that serve `/metrics`: the API's and the workers'
+/// admin server.
+pub const METRICS_PORT_NAMES: [&str; 2] = ["http", "worker-metrics"];
+
+/// Each `/metrics` URL of one of the run's order-service (or workers) pods,
+/// read by the load generator's sampler pod by pod
+/// (`lab-service/src/run/targets.rs`): `http://<pod IP>:<port>/metrics` for
+/// each metrics port of its containers. None before the pod has an IP or
+/// once it has ended; a pod shutting down still counts (it finishes jobs).
+pub fn metrics_urls(pod: &k8s_openapi::api::core::v1::Pod) -> Vec<String> {
+    let status = pod.status.as_ref();
+    let ended = status
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|phase| matches!(phase, "Succeeded" | "Failed"));
+    let Some(ip) = status
+        .and_then(|s| s.pod_ip.as_deref())
+        .filter(|ip| !ip.is_empty() && !ended)
+    else {
+        return Vec::new();
+    };
+    let containers = pod.spec.iter().flat_map(|spec| &spec.containers);
+    containers
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.name.as_deref().is_some_and(|n| METRICS_PORT_NAMES.contains(&n)))
+        .map(|p| format!("http://{ip}:{}/metrics", p.container_port))
+        .collect()
+}
