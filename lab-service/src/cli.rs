@@ -398,10 +398,12 @@ mod tests {
                 db_proxy_url: Some("http://10.0.0.13:6433".into()),
                 carrier: None,
                 disruption_log: Default::default(),
+                shares: crate::run::shares::ShareBoard::new(3),
             },
             output: None,
             termination_log: Some("/dev/termination-log".into()),
             progress_listen: Some("0.0.0.0:9091".parse().unwrap()),
+            leader_url: Some("http://10.0.0.13:9091".into()),
         };
         let mut env = loadgen.to_env();
         env.push((crate::config::DATABASE_URL_ENV, database().database_url));

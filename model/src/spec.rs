@@ -154,8 +154,20 @@ pub struct LoadSpec {
     #[serde(default = "default_drain_timeout")]
     #[schemars(range(min = 1, max = 3600))]
     pub drain_timeout_seconds: u32,
+    /// Load generators that share the load (pods in a cluster, tasks
+    /// locally): generator k of N sends every N-th request of the one
+    /// schedule, starting with the k-th, so together they send exactly what
+    /// one would, each at 1/N of the rate. Their results merge exactly
+    /// (counts summed, latency histograms merged) into one verdict.
+    /// `maxInFlight` bounds each generator.
+    #[serde(default = "one_generator")]
+    #[schemars(range(min = 1, max = 16))]
+    pub parallelism: u32,
 }
 
+fn one_generator() -> u32 {
+    1
+}
 fn default_max_in_flight() -> u32 {
     256
 }
@@ -604,6 +616,11 @@ pub struct ImagesSpec {
 pub const PULL_POLICIES: [&str; 3] = ["Always", "IfNotPresent", "Never"];
 
 impl LoadSpec {
+    /// Load generators sharing the load (`parallelism`, at least one).
+    pub fn generators(&self) -> u32 {
+        self.parallelism.max(1)
+    }
+
     /// Total seconds of load (stages win over rate/duration).
     pub fn total_seconds(&self) -> u64 {
         if self.stages.is_empty() {

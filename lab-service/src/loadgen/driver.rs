@@ -108,9 +108,13 @@ async fn open_loop(
     stop: &CancellationToken,
 ) -> bool {
     let slots = Arc::new(Semaphore::new(config.max_in_flight));
-    let mut rng = StdRng::seed_from_u64(config.seed);
+    let share = config.share;
+    let mut rng = StdRng::seed_from_u64(config.seed.wrapping_add(u64::from(share.index)));
     let mut stopped = false;
-    for (seq, offset) in Schedule::new(stages).enumerate() {
+    let mine = Schedule::new(stages)
+        .enumerate()
+        .filter(|(seq, _)| share.takes(*seq as u64));
+    for (seq, offset) in mine {
         let intended = start + offset;
         if Instant::now() < intended {
             tokio::select! {

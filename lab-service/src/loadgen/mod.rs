@@ -65,10 +65,38 @@ pub enum Target {
     Get { url: String },
 }
 
+/// Which part of an open-loop schedule one load generator sends
+/// (`load.parallelism`): generator `index` of `of` sends every `of`-th
+/// request, starting with the `index`-th. The shares of `0..of` together
+/// are the whole schedule, each request once, at its intended time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    pub index: u32,
+    pub of: u32,
+}
+
+impl Share {
+    /// One generator sends everything.
+    pub const WHOLE: Share = Share { index: 0, of: 1 };
+
+    /// Whether request `seq` of the schedule is this share's.
+    pub fn takes(&self, seq: u64) -> bool {
+        seq % u64::from(self.of.max(1)) == u64::from(self.index)
+    }
+
+    /// How many of `total` requests are this share's.
+    pub fn of_total(&self, total: u64) -> u64 {
+        let of = u64::from(self.of.max(1));
+        total / of + u64::from(total % of > u64::from(self.index))
+    }
+}
+
 /// Load settings independent of the target.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadConfig {
     pub mode: LoadMode,
+    /// Open loop: the part of the schedule this generator sends.
+    pub share: Share,
     /// Open loop: requests outstanding at most (the next send waits for a slot).
     pub max_in_flight: usize,
     /// A request without a complete answer by then is an error.
@@ -82,6 +110,7 @@ impl LoadConfig {
     pub fn open_loop(stages: Vec<LoadStage>) -> Self {
         Self {
             mode: LoadMode::OpenLoop { stages },
+            share: Share::WHOLE,
             max_in_flight: 256,
             request_timeout: Duration::from_secs(10),
             seed: 1,
@@ -92,6 +121,7 @@ impl LoadConfig {
     pub fn closed_loop(concurrency: usize, duration: Duration) -> Self {
         Self {
             mode: LoadMode::ClosedLoop { concurrency, duration },
+            share: Share::WHOLE,
             max_in_flight: concurrency.max(1),
             request_timeout: Duration::from_secs(10),
             seed: 1,
@@ -140,6 +170,12 @@ impl LoadConfig {
                     return Err(problem("duration", "must be above 0".into()));
                 }
             }
+        }
+        if self.share.of == 0 || self.share.index >= self.share.of {
+            return Err(problem(
+                "share",
+                format!("generator {} of {} does not exist", self.share.index, self.share.of),
+            ));
         }
         if self.max_in_flight == 0 {
             return Err(problem("maxInFlight", "must be at least 1".into()));
@@ -210,5 +246,49 @@ impl LoadReport {
     /// Latency percentiles in milliseconds.
     pub fn latency_ms(&self) -> Percentiles {
         Percentiles::from_micros(&self.latency)
+    }
+}
+
+impl LoadReport {
+    /// The reports of the generators that shared one load, as one: counts
+    /// summed, accepted ids joined, latency histograms merged (never
+    /// percentiles averaged), each second's stats added, the longest
+    /// elapsed; stopped early if any was. None for no report.
+    pub fn merge(parts: Vec<LoadReport>) -> Option<LoadReport> {
+        let mut parts = parts.into_iter();
+        let mut total = parts.next()?;
+        for part in parts {
+            total.sent += part.sent;
+            total.accepted += part.accepted;
+            total.replayed += part.replayed;
+            total.shed += part.shed;
+            total.rejected += part.rejected;
+            total.errors += part.errors;
+            total.late_sends += part.late_sends;
+            total.accepted_ids.extend(part.accepted_ids);
+            add(&mut total.latency, &part.latency);
+            add(&mut total.accepted_latency, &part.accepted_latency);
+            add(&mut total.shed_latency, &part.shed_latency);
+            add(&mut total.send_lag, &part.send_lag);
+            if total.seconds.len() < part.seconds.len() {
+                total.seconds.resize_with(part.seconds.len(), SecondStats::default);
+            }
+            for (sum, second) in total.seconds.iter_mut().zip(&part.seconds) {
+                sum.add(second);
+            }
+            total.elapsed = total.elapsed.max(part.elapsed);
+            total.stopped_early |= part.stopped_early;
+        }
+        Some(total)
+    }
+}
+
+/// `into += from`; the load generator's histograms share their bounds, so
+/// no value can fall outside (saturated if one ever did).
+pub(crate) fn add(into: &mut Histogram<u64>, from: &Histogram<u64>) {
+    if into.add(from).is_err() {
+        for v in from.iter_recorded() {
+            into.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+        }
     }
 }

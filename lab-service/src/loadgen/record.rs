@@ -95,6 +95,17 @@ impl SecondStats {
         }
     }
 
+    /// Another generator's same second, added in.
+    pub fn add(&mut self, other: &SecondStats) {
+        self.sent += other.sent;
+        self.accepted += other.accepted;
+        self.replayed += other.replayed;
+        self.shed += other.shed;
+        self.rejected += other.rejected;
+        self.errors += other.errors;
+        super::add(&mut self.latency, &other.latency);
+    }
+
     /// A latency percentile (`0.0..=1.0`) in milliseconds; 0 when empty.
     pub fn latency_ms(&self, quantile: f64) -> f64 {
         if self.latency.is_empty() {

@@ -3,6 +3,7 @@
 //! stderr and the results JSON to stdout, and optionally write the full
 //! output and a Kubernetes termination message.
 
+use super::shares::ShareBoard;
 use super::targets::{MetricsTargets, TargetList};
 use super::{run_experiment, termination_message, ExperimentRun, RunOutput, RunProgress, RunStage};
 use crate::config::ConfigError;
@@ -80,6 +81,15 @@ pub struct LoadgenArgs {
     /// Admin URL of the database fault proxy in the order service's path.
     #[arg(long, env = "RELAB_DB_PROXY_URL")]
     pub db_proxy_url: Option<String>,
+    /// Load generators sharing the load (`load.parallelism`), this one
+    /// leading: it waits for the others to join its progress server.
+    #[arg(long, env = "RELAB_LOAD_PARALLELISM", default_value_t = 1)]
+    pub load_parallelism: u32,
+    /// Follow the leading load generator at this URL (its progress server):
+    /// send only the share it hands out, and report to it
+    /// (`lab-service/src/run/shares.rs`).
+    #[arg(long, env = LOAD_LEADER_URL_ENV)]
+    pub load_leader_url: Option<String>,
     /// Serve the run's progress as JSON at `GET /progress` on this address
     /// (the operator reads its stage: Draining starts when the load says so).
     #[arg(long, env = "RELAB_PROGRESS_LISTEN")]
@@ -113,7 +123,13 @@ pub struct LoadgenConfig {
     pub termination_log: Option<PathBuf>,
     /// Where `GET /progress` is served (None: not served).
     pub progress_listen: Option<std::net::SocketAddr>,
+    /// A follower of `load.parallelism`: the leading load generator's
+    /// progress server (None: this one leads, or runs alone).
+    pub leader_url: Option<String>,
 }
+
+/// The variable of [`LoadgenConfig::leader_url`] (set on the followers' pods only).
+pub const LOAD_LEADER_URL_ENV: &str = "RELAB_LOAD_LEADER_URL";
 
 impl LoadgenConfig {
     /// The `RELAB_*` variables `lab-service loadgen` reads back into this
@@ -139,6 +155,7 @@ impl LoadgenConfig {
             ("RELAB_LOAD_SEED", run.load.seed.to_string()),
             ("RELAB_DRAIN_TIMEOUT_SECS", run.drain_timeout.as_secs().to_string()),
             ("RELAB_WAIT_READY_SECS", run.wait_ready.as_secs().to_string()),
+            ("RELAB_LOAD_PARALLELISM", run.shares.generators().to_string()),
         ];
         if let Some(plan) = &run.faults {
             env.push((
@@ -173,6 +190,9 @@ impl LoadgenConfig {
         if let Some(addr) = self.progress_listen {
             env.push(("RELAB_PROGRESS_LISTEN", addr.to_string()));
         }
+        if let Some(url) = &self.leader_url {
+            env.push((LOAD_LEADER_URL_ENV, url.clone()));
+        }
         env
     }
 }
@@ -183,11 +203,24 @@ impl LoadgenArgs {
         let output = self.output.clone();
         let termination_log = self.termination_log.clone();
         let progress_listen = self.progress_listen;
+        let leader_url = self
+            .load_leader_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| check_url("--load-leader-url (RELAB_LOAD_LEADER_URL)", u.trim()))
+            .transpose()?;
+        if self.load_parallelism == 0 {
+            return Err(problem(
+                "--load-parallelism (RELAB_LOAD_PARALLELISM)",
+                "must be at least 1",
+            ));
+        }
         Ok(LoadgenConfig {
             run: self.into_run()?,
             output,
             termination_log,
             progress_listen,
+            leader_url,
         })
     }
 
@@ -312,6 +345,7 @@ impl LoadgenArgs {
             stop_when,
             success_target: self.success_target,
             disruption_log: Default::default(),
+            shares: ShareBoard::new(self.load_parallelism),
             disruptions,
             db_proxy_url,
             carrier,
@@ -347,13 +381,22 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         output,
         termination_log,
         progress_listen,
+        leader_url,
     } = args.into_config()?;
+    if let Some(leader) = leader_url {
+        // a follower: its share only; the leader reports the run
+        let target = crate::loadgen::Target::Orders {
+            api_url: run.api_url.clone(),
+        };
+        let ticket =
+            super::shares::follow(&leader, &target, &run.load, run.wait_ready, &crate::shutdown::signal()).await?;
+        eprintln!("share {} of {} sent and reported to {leader}", ticket.index, ticket.of);
+        return Ok(());
+    }
     let (progress, watcher) = watch::channel(RunProgress::default());
     let last = watcher.clone();
     let served = match progress_listen {
-        Some(addr) => {
-            Some(serve_progress(addr, watcher.clone(), run.disruption_log.clone(), run.metrics.clone()).await?)
-        }
+        Some(addr) => Some(serve_progress(addr, watcher.clone(), &run).await?.0),
         None => None,
     };
     let printer = tokio::spawn(print_progress(watcher));
@@ -392,16 +435,22 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
 /// or already reported, 422 for a body that is not a report), and
 /// `POST /metrics-targets` ([`TargetList`]): the lab's `/metrics` endpoints
 /// the sampler reads from now on (204; 422 when a URL is bad or the run
-/// reads a fixed list; [`super::targets`]). Bound before the run starts,
-/// so a port in use fails the load generator at once.
+/// reads a fixed list; [`super::targets`]), and `load.parallelism`'s
+/// `POST /load-shares` (join: 200 with the index, 409 when all have),
+/// `GET /load-shares` and `POST /load-shares/{index}` (a follower's report:
+/// 204, 409 when unknown or already in, 422 when it does not decode;
+/// [`super::shares`]). Bound before the run starts, so a port in use
+/// fails the load generator at once; returns the address bound.
 pub async fn serve_progress(
     addr: std::net::SocketAddr,
     watcher: watch::Receiver<RunProgress>,
-    log: super::disrupt::DisruptionLog,
-    targets: MetricsTargets,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    run: &ExperimentRun,
+) -> anyhow::Result<(tokio::task::JoinHandle<()>, std::net::SocketAddr)> {
     use axum::extract::Path;
     use axum::http::StatusCode;
+    let log = run.disruption_log.clone();
+    let targets = run.metrics.clone();
+    let (joins, board, reports_in) = (run.shares.clone(), run.shares.clone(), run.shares.clone());
     let (reports, metrics) = (log.clone(), log.clone());
     let echoed = targets.clone();
     let app = axum::Router::new()
@@ -413,6 +462,39 @@ pub async fn serve_progress(
                 now.metrics_targets = echoed.pushed_list();
                 async move { axum::Json(now) }
             }),
+        )
+        .route(
+            "/load-shares",
+            axum::routing::post(move || {
+                let joined = joins.join();
+                async move {
+                    match joined {
+                        Ok(ticket) => axum::Json(ticket).into_response(),
+                        Err(e) => (StatusCode::CONFLICT, e).into_response(),
+                    }
+                }
+            })
+            .get(move || {
+                let state = board.state();
+                async move { axum::Json(state) }
+            }),
+        )
+        .route(
+            "/load-shares/{index}",
+            axum::routing::post(
+                move |Path(index): Path<u32>, axum::Json(report): axum::Json<super::shares::ShareReport>| {
+                    let taken = match report.decode() {
+                        Ok(report) => reports_in.report(index, report).map_err(|e| (StatusCode::CONFLICT, e)),
+                        Err(e) => Err((StatusCode::UNPROCESSABLE_ENTITY, e)),
+                    };
+                    async move {
+                        match taken {
+                            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+                            Err(refused) => refused.into_response(),
+                        }
+                    }
+                },
+            ),
         )
         .route(
             "/metrics-targets",
@@ -456,12 +538,16 @@ pub async fn serve_progress(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("--progress-listen {addr}: {e}"))?;
-    Ok(tokio::spawn(async move {
-        // the lab's servers' own serve (a header read timeout); stopped by abort
-        if let Err(e) = crate::serve::serve(listener, app, std::future::pending()).await {
-            tracing::warn!(error = %e, "progress server stopped");
-        }
-    }))
+    let bound = listener.local_addr()?;
+    Ok((
+        tokio::spawn(async move {
+            // the lab's servers' own serve (a header read timeout); stopped by abort
+            if let Err(e) = crate::serve::serve(listener, app, std::future::pending()).await {
+                tracing::warn!(error = %e, "progress server stopped");
+            }
+        }),
+        bound,
+    ))
 }
 
 /// One line per second on a log (not a TTY); a redrawn bar on a terminal.

@@ -36,6 +36,7 @@ pub mod cli;
 pub mod disrupt;
 pub mod progress;
 pub mod sampler;
+pub mod shares;
 pub mod stop;
 pub mod targets;
 
@@ -84,6 +85,9 @@ pub struct ExperimentRun {
     /// The record of the disruptions (re-planned at the start of the run);
     /// shared with whoever takes outside reports (the progress server).
     pub disruption_log: disrupt::DisruptionLog,
+    /// `load.parallelism`: the generators sharing the load, this one the
+    /// leader ([`shares`]; one generator: nobody joins).
+    pub shares: shares::ShareBoard,
 }
 
 /// The results plus one timeline point per second.
@@ -157,6 +161,16 @@ pub async fn run_experiment(
     let mut lab_sampler = Sampler::new(pool.clone(), http.clone(), run.metrics.clone());
 
     let baseline = lab_sampler.snapshot(Duration::ZERO).await?;
+    // load.parallelism: everyone joins, then all start at once
+    let generators = run.shares.generators();
+    if generators > 1 {
+        let at = run
+            .shares
+            .start_when_all_joined(run.wait_ready.max(shares::JOIN_PATIENCE))
+            .await
+            .map_err(Error::Other)?;
+        shares::sleep_until(at).await;
+    }
     if let Some(plan) = &run.faults {
         install_faults(&http, &payment_url, plan).await?;
     }
@@ -224,10 +238,28 @@ pub async fn run_experiment(
                 }
             })
         };
-        let load = loadgen::run_load(&target, &run.load, &counts, &load_stop).await;
+        let share = loadgen::Share {
+            index: 0,
+            of: generators,
+        };
+        let own = loadgen::LoadConfig {
+            share,
+            ..run.load.clone()
+        };
+        let load = loadgen::run_load(&target, &own, &counts, &load_stop).await;
         drop(counts);
         let _ = forward.await;
-        load?
+        let load = load?;
+        if generators > 1 {
+            // the followers' shares: stopped with this one, merged into one report
+            if load.stopped_early {
+                run.shares.stop_all();
+            }
+            let patience = run.load.planned_duration() + run.load.request_timeout + Duration::from_secs(30);
+            run.shares.merge_with(load, patience).await.map_err(Error::Other)?
+        } else {
+            load
+        }
     };
     tracing::info!(
         sent = load.sent,
@@ -304,6 +336,9 @@ pub async fn run_experiment(
     relab_model::disruptions::measure_recovery(&mut results.disruptions, &timeline);
     progress.send_modify(|p| {
         p.stage = RunStage::Done;
+        // every generator's (load.parallelism: the live counts were this one's share)
+        p.sent = results.orders.sent;
+        p.accepted = results.orders.accepted;
         p.paid = results.orders.paid;
         p.failed = results.orders.failed;
         p.dead_lettered = results.orders.dead_lettered;

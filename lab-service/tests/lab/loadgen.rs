@@ -249,6 +249,7 @@ fn flaky_run(lab: &TestLab, rate: f64, secs: u64) -> ExperimentRun {
         db_proxy_url: None,
         carrier: None,
         disruption_log: Default::default(),
+        shares: Default::default(),
     }
 }
 
@@ -313,6 +314,57 @@ async fn a_run_against_a_flaky_lab_fills_consistent_results() {
     let message = termination_message(r);
     assert!(message.len() < TERMINATION_MESSAGE_LIMIT, "{} bytes", message.len());
     assert_eq!(&serde_json::from_str::<RunResults>(&message).unwrap(), r);
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_load_generators_share_one_schedule_and_their_results_merge_into_one_run() {
+    let lab = TestLab::start(LabOptions {
+        worker: Some(fast_worker()),
+        ..LabOptions::default()
+    })
+    .await;
+    let (progress, watcher) = watch::channel(RunProgress::default());
+    let run = ExperimentRun {
+        shares: lab_service::run::shares::ShareBoard::new(3),
+        ..flaky_run(&lab, 60.0, 3)
+    };
+
+    let out = lab_service::run::shares::run_with_local_followers(run, progress, CancellationToken::new())
+        .await
+        .expect("run completed");
+
+    // together they sent the one schedule: every request once
+    let r = &out.results;
+    let o = &r.orders;
+    assert_eq!((o.sent, o.accepted), (180, 180), "{o:?}");
+    assert_eq!(r.api_latency_ms.count, 180, "the three histograms merged");
+    assert_eq!(out.timeline.iter().map(|p| p.sent).sum::<u64>(), 180);
+    assert!(
+        out.timeline.iter().all(|p| (50..=70).contains(&p.sent)),
+        "about 60 a second, the shares interleaved: {:?}",
+        out.timeline.iter().map(|p| p.sent).collect::<Vec<_>>()
+    );
+    // one drain and one audit over every generator's orders
+    assert!(r.drained, "{o:?}");
+    assert_eq!(o.accepted, o.paid + o.failed + o.dead_lettered + o.pending, "{o:?}");
+    assert_eq!(r.invariants, Default::default(), "no order lost or double-charged");
+    assert_eq!(r.payment.charges, o.paid);
+    assert_eq!(r.end_to_end_latency_ms.count, o.paid + o.failed + o.dead_lettered);
+    let (orders,): (i64,) = sqlx::query_as("SELECT count(*) FROM orders")
+        .fetch_one(&lab.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        orders as u64, o.accepted,
+        "the database holds what the three were told it accepted"
+    );
+    let last = watcher.borrow().clone();
+    assert_eq!(
+        (last.stage, last.sent),
+        (RunStage::Done, 180),
+        "the final progress counts all"
+    );
     lab.stop().await;
 }
 

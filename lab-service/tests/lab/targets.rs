@@ -4,10 +4,8 @@
 //! process taken off the list keeps what it had counted.
 
 use axum::routing::get;
-use lab_service::run::cli::serve_progress;
-use lab_service::run::disrupt::DisruptionLog;
+use lab_service::run::cli::{serve_progress, LoadgenArgs};
 use lab_service::run::sampler::Sampler;
-use lab_service::run::targets::MetricsTargets;
 use lab_service::run::RunProgress;
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,7 +33,26 @@ async fn process() -> (String, Arc<AtomicU64>) {
 async fn posted_endpoints_are_summed_across_restarts_and_removals_and_echoed() {
     let (a, a_calls) = process().await;
     let (b, b_calls) = process().await;
-    let targets = MetricsTargets::pushed(vec!["http://127.0.0.1:9/metrics".into()]);
+    // a load generator told to take its endpoints from the operator
+    #[derive(clap::Parser)]
+    struct L {
+        #[command(flatten)]
+        args: LoadgenArgs,
+    }
+    let run = <L as clap::Parser>::try_parse_from([
+        "l",
+        "--database-url=postgres://postgres@127.0.0.1:1/unused",
+        "--rate=1",
+        "--duration-secs=1",
+        "--metrics-url=http://127.0.0.1:9/metrics",
+        "--metrics-pushed=true",
+    ])
+    .unwrap()
+    .args
+    .into_run()
+    .unwrap();
+    let targets = run.metrics.clone();
+    assert!(targets.is_pushed());
     let (_progress, watcher) = watch::channel(RunProgress::default());
     let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     // the progress server on a port of its own: find one, then serve there
@@ -45,9 +62,7 @@ async fn posted_endpoints_are_summed_across_restarts_and_removals_and_echoed() {
         .unwrap()
         .port();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let server = serve_progress(addr, watcher, DisruptionLog::default(), targets.clone())
-        .await
-        .unwrap();
+    let (server, _) = serve_progress(addr, watcher, &run).await.unwrap();
     let http = reqwest::Client::new();
     let base = format!("http://{addr}");
     let pool = sqlx::postgres::PgPoolOptions::new()

@@ -19,7 +19,7 @@ use crate::crd::{ReliabilityExperimentStatus, VerdictResult};
 use lab_service::lab::{self, Lab, LabPlan};
 use lab_service::run::targets::MetricsTargets;
 use lab_service::run::RunProgress;
-use lab_service::run::{run_experiment, ExperimentRun, RunOutput};
+use lab_service::run::{ExperimentRun, RunOutput};
 use relab_model::compare;
 use relab_model::disruptions::DisruptionAction;
 use relab_model::status::{self, condition};
@@ -339,8 +339,10 @@ async fn run_lab(
             db_proxy_url: proxy.as_ref().map(|p| format!("http://{}", p.admin)),
             carrier: Some(lab_service::run::disrupt::Carrier(std::sync::Arc::new(carrier))),
             disruption_log: Default::default(),
+            shares: lab_service::run::shares::ShareBoard::new(experiment.spec().load.generators()),
         };
-        let output = run_experiment(run, progress, stop.clone()).await;
+        // load.parallelism: the followers are tasks here
+        let output = lab_service::run::shares::run_with_local_followers(run, progress, stop.clone()).await;
         let stopped = running.shutdown().await;
         if let Some(p) = service_pool {
             p.close().await;

@@ -89,10 +89,13 @@ pub fn loadgen_config(
             db_proxy_url: super::db_proxy::admin_url(ips),
             carrier: None,
             disruption_log: Default::default(),
+            shares: lab_service::run::shares::ShareBoard::new(experiment.spec().load.generators()),
         },
         output: None,
         termination_log: Some(TERMINATION_LOG.into()),
         progress_listen: Some(std::net::SocketAddr::from(([0, 0, 0, 0], LOADGEN_PROGRESS_PORT as u16))),
+        // the followers' own (their pods' env): build/loadgen.rs
+        leader_url: None,
     }
 }
 
