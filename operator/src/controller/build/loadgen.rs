@@ -4,10 +4,11 @@
 
 use super::config_map::TERMINATION_LOG;
 use super::pod::{database_env, lab_container, lab_pod, resources, tcp_port, Images};
-use super::{LabDefaults, Owner, LOADGEN_PROGRESS_PORT};
+use super::{LabDefaults, Owner, ServiceIps, LOADGEN_PROGRESS_PORT};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use lab_service::run::cli::LOAD_LEADER_URL_ENV;
 use relab_model::ValidatedExperiment;
 
 /// Seconds the Job may run: the wait for the lab, the load, the drain, and
@@ -53,4 +54,54 @@ pub fn job(owner: &Owner, experiment: &ValidatedExperiment, images: &Images, def
         }),
         ..Job::default()
     }
+}
+
+/// `load.parallelism` > 1: the Job of the N-1 load generators that follow
+/// the first (`lab-service loadgen` with the leader's URL: each joins the
+/// first's progress server through its Service, sends the share it is
+/// handed and reports to it; `lab-service/src/run/shares.rs`). They finish
+/// with exit 0 once reported; the results are the first's.
+pub fn shares_job(
+    owner: &Owner,
+    experiment: &ValidatedExperiment,
+    images: &Images,
+    defaults: &LabDefaults,
+    ips: &ServiceIps,
+) -> Option<Job> {
+    let followers = experiment.spec().load.generators().checked_sub(1).filter(|n| *n > 0)?;
+    let leader = ips.loadgen.as_ref()?;
+    let deadline = deadline_seconds(experiment, defaults);
+    let mut env = database_env(experiment).unwrap_or_default();
+    env.push(EnvVar {
+        name: LOAD_LEADER_URL_ENV.into(),
+        value: Some(format!("http://{leader}:{LOADGEN_PROGRESS_PORT}")),
+        ..EnvVar::default()
+    });
+    let container = Container {
+        env: Some(env),
+        resources: Some(resources("100m", "64Mi", "1", "256Mi")),
+        ..lab_container(owner, images, "loadgen", &["loadgen"])
+    };
+    let mut pod = lab_pod(vec![container], "Never");
+    pod.active_deadline_seconds = Some(deadline);
+    let followers = i32::try_from(followers).expect("parallelism within the schema's bound");
+    Some(Job {
+        metadata: owner.metadata(owner.names.loadgen_shares(), "loadgen-share"),
+        spec: Some(JobSpec {
+            // a share sent twice would be two loads
+            backoff_limit: Some(0),
+            parallelism: Some(followers),
+            completions: Some(followers),
+            active_deadline_seconds: Some(deadline),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(owner.names.labels("loadgen-share")),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    })
 }

@@ -237,6 +237,9 @@ pub fn workloads(
     )));
     out.push(Child::new(&order_service::deployment(owner, experiment, &images, ips)));
     out.push(Child::new(&loadgen::job(owner, experiment, &images, defaults)));
+    if let Some(shares) = loadgen::shares_job(owner, experiment, &images, defaults, ips) {
+        out.push(Child::new(&shares));
+    }
     out
 }
 

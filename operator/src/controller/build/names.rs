@@ -104,8 +104,14 @@ impl Names {
     pub fn config(&self) -> String {
         format!("{}-config", self.base)
     }
+    /// The load generator's Job, and (`load.parallelism` > 1) the Service
+    /// its followers join it through.
     pub fn loadgen(&self) -> String {
         format!("{}-loadgen", self.base)
+    }
+    /// The Job of the load generators that follow the first (`load.parallelism` > 1).
+    pub fn loadgen_shares(&self) -> String {
+        format!("{}-loadgen-shares", self.base)
     }
     /// `relab.dev/experiment=<name>,relab.dev/run=<generation>`
     pub fn run_selector(&self) -> String {

@@ -2,7 +2,9 @@
 //! with their ClusterIPs) and the IPs the API server assigned them.
 
 use super::names::Names;
-use super::{Child, Owner, API_PORT, DB_PROXY_ADMIN_PORT, MOCK_PORT, POSTGRES_PORT, WORKER_ADMIN_PORT};
+use super::{
+    Child, Owner, API_PORT, DB_PROXY_ADMIN_PORT, LOADGEN_PROGRESS_PORT, MOCK_PORT, POSTGRES_PORT, WORKER_ADMIN_PORT,
+};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::DynamicObject;
@@ -69,6 +71,15 @@ pub fn services(owner: &Owner, experiment: &ValidatedExperiment) -> Vec<Child> {
         "order-service",
         vec![port("http", API_PORT), port("worker-metrics", WORKER_ADMIN_PORT)],
     ));
+    if experiment.spec().load.generators() > 1 {
+        // the first load generator's progress server, which the others join
+        out.push(service(
+            owner,
+            names.loadgen(),
+            "loadgen",
+            vec![port("progress", LOADGEN_PROGRESS_PORT)],
+        ));
+    }
     out.iter().map(Child::new).collect()
 }
 
@@ -81,6 +92,8 @@ pub struct ServiceIps {
     pub db_proxy: Option<String>,
     pub payment_mock: String,
     pub order_service: String,
+    /// The first load generator's (None: `load.parallelism` 1).
+    pub loadgen: Option<String>,
 }
 
 impl ServiceIps {
@@ -92,6 +105,7 @@ impl ServiceIps {
             db_proxy: None,
             payment_mock: String::new(),
             order_service: String::new(),
+            loadgen: None,
         };
         for service in applied {
             let name = service.name_any();
@@ -104,6 +118,8 @@ impl ServiceIps {
                 ips.postgres = Some(ip);
             } else if name == names.db_proxy() {
                 ips.db_proxy = Some(ip);
+            } else if name == names.loadgen() {
+                ips.loadgen = Some(ip);
             } else if name == names.payment_mock() {
                 ips.payment_mock = ip;
             } else {

@@ -33,6 +33,7 @@ fn ips(pg: bool) -> ServiceIps {
         db_proxy: None,
         payment_mock: "10.0.0.11".into(),
         order_service: "10.0.0.12".into(),
+        loadgen: None,
     }
 }
 
@@ -262,6 +263,7 @@ const DISRUPTIONS: &str = "  load: {ratePerSecond: 5, durationSeconds: 30}\n  di
 fn ips_of(rx: &ReliabilityExperiment, pg: bool) -> ServiceIps {
     ServiceIps {
         db_proxy: db_proxy::needed(&v(rx)).then(|| "10.0.0.13".to_string()),
+        loadgen: (v(rx).spec().load.generators() > 1).then(|| "10.0.0.14".to_string()),
         ..ips(pg)
     }
 }
@@ -404,4 +406,55 @@ fn the_ledger_lives_on_a_claim_of_its_own_unless_the_operator_says_empty_dir() {
     );
     assert!(find(&without, Kind::PersistentVolumeClaim).is_none());
     assert!(mock(&without)["volumes"][0]["emptyDir"].is_object());
+}
+
+#[test]
+fn parallel_load_generators_get_a_service_to_join_the_first_and_a_job_of_followers() {
+    let rx = experiment("  load: {ratePerSecond: 30, durationSeconds: 10, parallelism: 3}\n");
+    let owner = owner(&rx);
+    let applied = services(&owner, &v(&rx));
+    let loadgen = applied
+        .iter()
+        .find(|c| c.name == owner.names.loadgen())
+        .expect("the first load generator's Service");
+    assert_eq!(loadgen.body["spec"]["selector"]["relab.dev/component"], "loadgen");
+    assert_eq!(loadgen.body["spec"]["ports"][0]["port"], 9091);
+
+    let children = workloads(&owner, &v(&rx), &ips_of(&rx, true), &LabDefaults::default());
+    let shares = children
+        .iter()
+        .find(|c| c.name == owner.names.loadgen_shares())
+        .expect("the followers' Job");
+    let spec = &shares.body["spec"];
+    assert_eq!(
+        (spec["parallelism"].as_i64(), spec["completions"].as_i64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(spec["backoffLimit"], 0, "a share sent twice would be two loads");
+    let pod = &spec["template"];
+    assert_eq!(
+        pod["metadata"]["labels"]["relab.dev/component"], "loadgen-share",
+        "not the first's pods"
+    );
+    let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "RELAB_LOAD_LEADER_URL" && e["value"] == "http://10.0.0.14:9091"),
+        "{env:?}"
+    );
+    // the first one leads: it waits for two to join
+    let config = children.iter().find(|c| c.name == owner.names.config()).unwrap();
+    assert_eq!(config.body["data"]["RELAB_LOAD_PARALLELISM"], "3");
+
+    // one generator: neither the Service nor the Job
+    let one = experiment("  load: {ratePerSecond: 30, durationSeconds: 10}\n");
+    let owner = self::owner(&one);
+    assert!(services(&owner, &v(&one))
+        .iter()
+        .all(|c| c.name != owner.names.loadgen()));
+    assert!(
+        workloads(&owner, &v(&one), &ips_of(&one, true), &LabDefaults::default())
+            .iter()
+            .all(|c| c.name != owner.names.loadgen_shares())
+    );
 }
