@@ -342,7 +342,7 @@ mod tests {
         // as a cluster's container gets it: the shared part, then its own pool
         env.push((crate::config::DATABASE_URL_ENV, database().database_url));
         env.extend(database().to_env_without_url_and_pool());
-        env.extend(database().pool_env());
+        env.extend(DatabaseArgs::pool_env(database().database_max_connections));
         env.extend(admin_listen_env("0.0.0.0:9090".parse().unwrap()));
         let Command::Worker {
             db,

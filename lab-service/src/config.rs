@@ -461,18 +461,15 @@ impl DatabaseArgs {
     /// The `RELAB_*` variables these settings are read back from, but the
     /// URL (which may come from a Secret: [`DATABASE_URL_ENV`]).
     pub fn to_env_without_url(&self) -> Vec<(&'static str, String)> {
-        let mut env = self.pool_env();
+        let mut env = Self::pool_env(self.database_max_connections);
         env.extend(self.to_env_without_url_and_pool());
         env
     }
 
-    /// The pool's size alone: the setting that differs between the
-    /// processes of one lab (an API's pool and a worker's).
-    pub fn pool_env(&self) -> Vec<(&'static str, String)> {
-        vec![(
-            "RELAB_DATABASE_MAX_CONNECTIONS",
-            self.database_max_connections.to_string(),
-        )]
+    /// A pool of `max_connections` alone: the setting that differs between
+    /// the processes of one lab (an API's pool and a worker's).
+    pub fn pool_env(max_connections: u32) -> Vec<(&'static str, String)> {
+        vec![("RELAB_DATABASE_MAX_CONNECTIONS", max_connections.to_string())]
     }
 
     /// What the processes of one lab share: neither the URL nor the pool's size.
