@@ -690,14 +690,15 @@ spec:
 
     #[test]
     fn a_worker_pool_below_its_job_loops_is_refused_naming_the_field() {
-        let yaml = VALID.replace(
-            "retry: {",
-            "workers: 10\n    databasePool: {workers: 11}\n    retry: {",
-        );
+        let yaml = VALID.replace("retry: {", "workers: 10\n    databasePool: {workers: 11}\n    retry: {");
         let problems = ValidatedExperiment::from_manifest(&yaml).unwrap_err();
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].path, "spec.orderService.databasePool.workers");
-        assert!(problems[0].message.contains("at least workers + 2 (12)"), "{}", problems[0].message);
+        assert!(
+            problems[0].message.contains("at least workers + 2 (12)"),
+            "{}",
+            problems[0].message
+        );
         // a variant's pool derives from its own workers
         let yaml = VALID.to_string() + "  variants:\n    - {name: a}\n    - {name: b, orderService: {workers: 100}}\n";
         let (v, _) = ValidatedExperiment::from_manifest(&yaml).unwrap();

@@ -71,7 +71,11 @@ async fn separate_workers_pay_everything_and_their_counters_match_the_database_a
     // counted calls (their /metrics, each read once) are the mock's calls
     assert_eq!(r.payment.charges, r.orders.paid, "{:?}", r.payment);
     assert_eq!(r.payment.calls, r.payment.injected.calls, "{:?}", r.payment);
-    assert_eq!(r.payment.calls, r.orders.paid, "no faults: one call each: {:?}", r.payment);
+    assert_eq!(
+        r.payment.calls, r.orders.paid,
+        "no faults: one call each: {:?}",
+        r.payment
+    );
     assert_eq!(r.retries.succeeded, r.orders.paid, "{:?}", r.retries);
     assert_eq!(verdict(&run), VerdictResult::Passed, "{:?}", run.status.verdict);
 }

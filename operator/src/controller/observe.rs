@@ -183,9 +183,8 @@ pub fn pod_state(pod: &Pod) -> Loadgen {
 /// workers' own Service with `separate_workers`), through the API server's
 /// service proxy; `None` when they cannot be read (yet).
 pub async fn progress(client: &Client, namespace: &str, names: &Names, separate_workers: bool) -> Option<LiveProgress> {
-    let path = |service: String, port: &str| {
-        format!("/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/metrics")
-    };
+    let path =
+        |service: String, port: &str| format!("/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/metrics");
     let workers = match separate_workers {
         true => names.workers(),
         false => names.order_service(),

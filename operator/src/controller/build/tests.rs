@@ -302,7 +302,10 @@ fn worker_replicas_run_the_workers_in_a_deployment_of_their_own() {
     let rx = experiment(WORKER_REPLICAS);
     let ips = ips_of(&rx, true);
     let svcs = services(&owner(&rx), &v(&rx));
-    let workers_svc = svcs.iter().find(|c| c.name == "drill-r3-workers").expect("the workers' Service");
+    let workers_svc = svcs
+        .iter()
+        .find(|c| c.name == "drill-r3-workers")
+        .expect("the workers' Service");
     assert_eq!(workers_svc.body["spec"]["selector"][LABEL_COMPONENT], WORKERS);
     assert_eq!(workers_svc.body["spec"]["ports"][0]["name"], "worker-metrics");
     let all = workloads(&owner(&rx), &v(&rx), &ips, &LabDefaults::default());
@@ -327,7 +330,10 @@ fn worker_replicas_run_the_workers_in_a_deployment_of_their_own() {
     let worker = container(&workers, "worker");
     assert_eq!(worker.args, Some(vec!["worker".to_string()]));
     let port = &worker.ports.as_ref().unwrap()[0];
-    assert_eq!((port.name.as_deref(), port.container_port), (Some("worker-metrics"), WORKER_ADMIN_PORT));
+    assert_eq!(
+        (port.name.as_deref(), port.container_port),
+        (Some("worker-metrics"), WORKER_ADMIN_PORT)
+    );
     assert_eq!(env_of(worker)["RELAB_DATABASE_MAX_CONNECTIONS"], "20");
 
     // the sampler reads the workers' metrics through their Service; Postgres
@@ -337,7 +343,10 @@ fn worker_replicas_run_the_workers_in_a_deployment_of_their_own() {
         env["RELAB_METRICS_URLS"],
         "http://10.0.0.12:8080/metrics,http://10.0.0.14:9090/metrics"
     );
-    assert!(!env.contains_key("RELAB_DATABASE_MAX_CONNECTIONS"), "each container's own");
+    assert!(
+        !env.contains_key("RELAB_DATABASE_MAX_CONNECTIONS"),
+        "each container's own"
+    );
     let postgres = deployment("drill-r3-postgres");
     let args = container(&postgres, "postgres").args.clone().unwrap().join(" ");
     assert!(args.contains("max_connections=96"), "{args}");
@@ -346,11 +355,17 @@ fn worker_replicas_run_the_workers_in_a_deployment_of_their_own() {
 #[test]
 fn without_worker_replicas_each_order_service_pod_runs_the_api_and_the_workers_with_their_own_pools() {
     let rx = experiment("  load: {ratePerSecond: 5, durationSeconds: 10}\n  orderService: {workers: 30}\n");
-    assert!(services(&owner(&rx), &v(&rx)).iter().all(|c| !c.name.ends_with("-workers")));
+    assert!(services(&owner(&rx), &v(&rx))
+        .iter()
+        .all(|c| !c.name.ends_with("-workers")));
     let all = workloads(&owner(&rx), &v(&rx), &ips(true), &LabDefaults::default());
     assert!(all.iter().all(|c| !c.name.ends_with("-workers")));
     let order: Deployment = serde_json::from_value(
-        all.iter().find(|c| c.name == "drill-r3-order-service").unwrap().body.clone(),
+        all.iter()
+            .find(|c| c.name == "drill-r3-order-service")
+            .unwrap()
+            .body
+            .clone(),
     )
     .unwrap();
     assert_eq!(env_of(container(&order, "api"))["RELAB_DATABASE_MAX_CONNECTIONS"], "16");

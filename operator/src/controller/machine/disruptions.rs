@@ -12,8 +12,8 @@
 //! [`fired_notes`] turns that into one `DisruptionFired` Event.
 
 use super::Note;
-use lab_service::run::{RunProgress, RunStage};
 use crate::controller::build::{ORDER_SERVICE, WORKERS};
+use lab_service::run::{RunProgress, RunStage};
 use relab_model::disruptions::{DisruptionAction, DisruptionResult, PlannedDisruption};
 use std::time::Duration;
 
