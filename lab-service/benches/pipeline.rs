@@ -315,6 +315,8 @@ impl BenchLab {
                 bulkhead_max_concurrent: s.bulkhead,
                 ..WorkerConfig::default()
             }),
+            worker_replicas: None,
+            pools: None,
             mock_listen: "127.0.0.1:0".parse()?,
             faults: FaultPlan::default(),
             ledger_file: s.journal.then(|| lab_service::lab::default_ledger_file(url)),

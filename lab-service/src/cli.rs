@@ -237,6 +237,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 replicas: 1,
                 api,
                 worker: Some(worker),
+                worker_replicas: None,
+                pools: None,
                 mock_listen: mock.mock_listen,
                 faults: plan,
                 ledger_file: Some(ledger_file),
@@ -337,7 +339,10 @@ mod tests {
             ..WorkerConfig::default()
         };
         let mut env = worker.to_env();
-        env.extend(database().to_env());
+        // as a cluster's container gets it: the shared part, then its own pool
+        env.push((crate::config::DATABASE_URL_ENV, database().database_url));
+        env.extend(database().to_env_without_url_and_pool());
+        env.extend(DatabaseArgs::pool_env(database().database_max_connections));
         env.extend(admin_listen_env("0.0.0.0:9090".parse().unwrap()));
         let Command::Worker {
             db,

@@ -461,16 +461,23 @@ impl DatabaseArgs {
     /// The `RELAB_*` variables these settings are read back from, but the
     /// URL (which may come from a Secret: [`DATABASE_URL_ENV`]).
     pub fn to_env_without_url(&self) -> Vec<(&'static str, String)> {
-        vec![
-            (
-                "RELAB_DATABASE_MAX_CONNECTIONS",
-                self.database_max_connections.to_string(),
-            ),
-            (
-                "RELAB_DATABASE_CONNECT_TIMEOUT_SECS",
-                self.database_connect_timeout_secs.to_string(),
-            ),
-        ]
+        let mut env = Self::pool_env(self.database_max_connections);
+        env.extend(self.to_env_without_url_and_pool());
+        env
+    }
+
+    /// A pool of `max_connections` alone: the setting that differs between
+    /// the processes of one lab (an API's pool and a worker's).
+    pub fn pool_env(max_connections: u32) -> Vec<(&'static str, String)> {
+        vec![("RELAB_DATABASE_MAX_CONNECTIONS", max_connections.to_string())]
+    }
+
+    /// What the processes of one lab share: neither the URL nor the pool's size.
+    pub fn to_env_without_url_and_pool(&self) -> Vec<(&'static str, String)> {
+        vec![(
+            "RELAB_DATABASE_CONNECT_TIMEOUT_SECS",
+            self.database_connect_timeout_secs.to_string(),
+        )]
     }
 
     /// Every `RELAB_*` variable these settings are read back from.

@@ -41,6 +41,17 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<PgPo
     Ok(pool)
 }
 
+/// A pool of its own (of `max_connections`) on `pool`'s database, with
+/// its connect options: each API and worker server of an in-process lab
+/// gets one, as each process would (connections open on first use; the
+/// database is migrated already).
+pub fn pool_of(pool: &PgPool, max_connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(pool.connect_options().as_ref().clone())
+}
+
 /// The URL of database `name` on the server `server_url` points at: its
 /// database path is replaced, the rest (user, host, query) kept.
 pub fn database_url(server_url: &str, name: &str) -> Result<String> {

@@ -41,8 +41,17 @@ pub enum MetricsLayout {
 pub struct LabPlan {
     /// The order service's database (migrated).
     pub pool: PgPool,
-    /// Order-service replicas: an API and (with `worker`) its workers each.
+    /// Order-service replicas: an API and (with `worker`, without
+    /// `worker_replicas`) its workers each.
     pub replicas: usize,
+    /// Worker servers (processes) of their own, apart from the APIs, each
+    /// with its own registry and admin server (`/metrics`) in the
+    /// `PerReplica` layout; None: each replica's workers run beside its API.
+    pub worker_replicas: Option<usize>,
+    /// The connection pool of each API and of each worker server (made
+    /// with `pool`'s connect options; each child process opens its own);
+    /// None: they all share `pool`.
+    pub pools: Option<PoolSizes>,
     /// The API's settings; replica 0 listens on `api.listen`, the others on
     /// port 0 of the same address.
     pub api: ApiConfig,
@@ -82,6 +91,24 @@ pub fn default_ledger_file(database_url: &str) -> PathBuf {
         .join(format!("{name}-{hash}.jsonl"))
 }
 
+/// Connections of each API's and each worker server's own pool
+/// (`spec.orderService.databasePool`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSizes {
+    pub api: u32,
+    pub workers: u32,
+}
+
+impl PoolSizes {
+    /// The pool of a process of `role`.
+    pub fn of(&self, role: ProcessRole) -> u32 {
+        match role {
+            ProcessRole::Api => self.api,
+            ProcessRole::Worker => self.workers,
+        }
+    }
+}
+
 fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().expect("static address")
 }
@@ -92,9 +119,15 @@ impl LabPlan {
     pub fn for_experiment(experiment: &ValidatedExperiment, pool: PgPool) -> Self {
         let mut api = api_config(experiment);
         api.listen = loopback();
+        let os = &experiment.spec().order_service;
         Self {
             pool,
-            replicas: experiment.spec().order_service.replicas as usize,
+            replicas: os.replicas as usize,
+            worker_replicas: os.worker_replicas.map(|n| n as usize),
+            pools: Some(PoolSizes {
+                api: os.api_pool(),
+                workers: os.worker_pool(),
+            }),
             api,
             worker: Some(worker_config(experiment, "http://127.0.0.1:0")),
             mock_listen: loopback(),
@@ -104,8 +137,8 @@ impl LabPlan {
         }
     }
 
-    /// Connections the lab's pool needs: each replica's API and workers,
-    /// plus the run engine's observer.
+    /// Connections the lab's shared pool needs (each replica's API and
+    /// workers, plus the run engine's observer) when its servers share it.
     pub fn pool_size(replicas: u32) -> u32 {
         8 + 4 * replicas
     }
@@ -200,26 +233,47 @@ impl Lab {
             lab.children = Some(Arc::new(group));
             return Ok(lab);
         }
+        let pool_for = |role: ProcessRole| match plan.pools {
+            Some(sizes) => crate::db::pool_of(&plan.pool, sizes.of(role)),
+            None => plan.pool.clone(),
+        };
+        let registry = || match plan.metrics {
+            MetricsLayout::Shared => Ok(shared.clone()),
+            MetricsLayout::PerReplica => LabMetrics::new(),
+        };
         for replica in 0..plan.replicas.max(1) {
-            let metrics = match plan.metrics {
-                MetricsLayout::Shared => shared.clone(),
-                MetricsLayout::PerReplica => LabMetrics::new()?,
-            };
+            let metrics = registry()?;
             let mut api = plan.api.clone();
             if replica > 0 {
                 api.listen.set_port(0);
             }
-            let server = ApiServer::build(plan.pool.clone(), api, &metrics).await?;
+            let server = ApiServer::build(pool_for(ProcessRole::Api), api, &metrics).await?;
             let url = format!("http://{}", server.local_addr());
             lab.tasks.push(tokio::spawn(server.run_until_stopped(lab.stop.clone())));
-            if let Some(worker) = &plan.worker {
-                lab.start_workers(worker.clone(), &metrics).await?;
+            if let (Some(worker), None) = (&plan.worker, plan.worker_replicas) {
+                lab.spawn_workers(pool_for(ProcessRole::Worker), worker.clone(), None, &metrics)
+                    .await?;
             }
             if plan.metrics == MetricsLayout::PerReplica || replica == 0 {
                 lab.metrics_urls.push(format!("{url}/metrics"));
                 lab.metrics.push(metrics);
             }
             lab.api_urls.push(url);
+        }
+        if let (Some(worker), Some(n)) = (&plan.worker, plan.worker_replicas) {
+            for _ in 0..n.max(1) {
+                // apart from the APIs: its own registry on its own admin
+                // server, as a worker pod's (one registry: the API's /metrics)
+                let metrics = registry()?;
+                let admin = (plan.metrics == MetricsLayout::PerReplica).then(loopback);
+                let served = lab
+                    .spawn_workers(pool_for(ProcessRole::Worker), worker.clone(), admin, &metrics)
+                    .await?;
+                if let Some(addr) = served {
+                    lab.metrics_urls.push(format!("http://{addr}/metrics"));
+                    lab.metrics.push(metrics);
+                }
+            }
         }
         Ok(lab)
     }
@@ -238,12 +292,25 @@ impl RunningLab {
 
     /// Start (more) workers against this lab's database and mock, on
     /// `metrics` (e.g. `lab.metrics[0].clone()`).
-    pub async fn start_workers(&mut self, mut config: WorkerConfig, metrics: &LabMetrics) -> Result<()> {
+    pub async fn start_workers(&mut self, config: WorkerConfig, metrics: &LabMetrics) -> Result<()> {
+        self.spawn_workers(self.pool.clone(), config, None, metrics).await?;
+        Ok(())
+    }
+
+    /// Workers on `pool` (with an admin server on `admin`: its address).
+    async fn spawn_workers(
+        &mut self,
+        pool: PgPool,
+        mut config: WorkerConfig,
+        admin: Option<SocketAddr>,
+        metrics: &LabMetrics,
+    ) -> Result<Option<SocketAddr>> {
         config.payment_url = self.payment_url.clone();
-        let workers = WorkerServer::build(self.pool.clone(), config, None, metrics).await?;
+        let workers = WorkerServer::build(pool, config, admin, metrics).await?;
+        let served = workers.admin_addr();
         self.tasks
             .push(tokio::spawn(workers.run_until_stopped(self.stop.clone())));
-        Ok(())
+        Ok(served)
     }
 
     /// Stop gracefully: the APIs and workers first (in-flight work finishes
@@ -283,7 +350,8 @@ pub struct ChildProcesses {
     /// The arguments before the subcommand (`api`, `worker`).
     pub args: Vec<String>,
     /// The order service's database (already migrated); each process
-    /// opens its own pool of `database_max_connections`.
+    /// opens its own pool of `database_max_connections`, or of its role's
+    /// size in the plan's `pools`.
     pub database: DatabaseArgs,
 }
 
@@ -292,7 +360,8 @@ pub struct ChildProcesses {
 pub enum ProcessRole {
     /// `lab-service api`
     Api,
-    /// `lab-service worker` (all the workers of one replica)
+    /// `lab-service worker` (all the workers of one replica, or one of
+    /// the `worker_replicas`)
     Worker,
 }
 
@@ -398,8 +467,8 @@ fn free_loopback_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// The order service of a lab as child processes: an API process and a
-/// worker process per replica. They can be killed with SIGKILL and started
+/// The order service of a lab as child processes: an API process per
+/// replica, and a worker process per replica (or `worker_replicas` of them). They can be killed with SIGKILL and started
 /// again with the same settings ([`OrderServiceProcesses::kill_workers`],
 /// [`OrderServiceProcesses::kill_all`]); no lease is released, no in-flight
 /// request finishes, no shutdown hook runs: the database is left exactly as
@@ -424,6 +493,31 @@ impl OrderServiceProcesses {
             args.push(sub.to_string());
             args
         };
+        let database = |role: ProcessRole| match plan.pools {
+            Some(sizes) => DatabaseArgs {
+                database_max_connections: sizes.of(role),
+                ..children.database.clone()
+            },
+            None => children.database.clone(),
+        };
+        let worker_process = |name: String, worker: &WorkerConfig| -> Result<(LabProcess, String)> {
+            let mut worker = worker.clone();
+            worker.payment_url = payment_url.to_string();
+            let admin = SocketAddr::from(([127, 0, 0, 1], free_loopback_port()?));
+            let mut env = worker.to_env();
+            env.extend(database(ProcessRole::Worker).to_env());
+            env.extend(crate::cli::admin_listen_env(admin));
+            let process = LabProcess {
+                role: ProcessRole::Worker,
+                program: children.program.clone(),
+                args: command("worker"),
+                env,
+                ready_url: format!("http://{admin}/readyz"),
+                log: log_dir.join(format!("{name}.log")),
+                child: None,
+            };
+            Ok((process, format!("http://{admin}/metrics")))
+        };
         for replica in 0..plan.replicas.max(1) {
             let mut api = plan.api.clone();
             let port = match (replica, api.listen.port()) {
@@ -433,7 +527,7 @@ impl OrderServiceProcesses {
             api.listen = SocketAddr::new(api.listen.ip(), port);
             let url = format!("http://{}", api.listen);
             let mut env = api.to_env();
-            env.extend(children.database.to_env());
+            env.extend(database(ProcessRole::Api).to_env());
             procs.push(LabProcess {
                 role: ProcessRole::Api,
                 program: children.program.clone(),
@@ -445,23 +539,17 @@ impl OrderServiceProcesses {
             });
             metrics_urls.push(format!("{url}/metrics"));
             api_urls.push(url);
-            if let Some(worker) = &plan.worker {
-                let mut worker = worker.clone();
-                worker.payment_url = payment_url.to_string();
-                let admin = SocketAddr::from(([127, 0, 0, 1], free_loopback_port()?));
-                let mut env = worker.to_env();
-                env.extend(children.database.to_env());
-                env.extend(crate::cli::admin_listen_env(admin));
-                procs.push(LabProcess {
-                    role: ProcessRole::Worker,
-                    program: children.program.clone(),
-                    args: command("worker"),
-                    env,
-                    ready_url: format!("http://{admin}/readyz"),
-                    log: log_dir.join(format!("worker-{replica}.log")),
-                    child: None,
-                });
-                metrics_urls.push(format!("http://{admin}/metrics"));
+            if let (Some(worker), None) = (&plan.worker, plan.worker_replicas) {
+                let (process, metrics) = worker_process(format!("worker-{replica}"), worker)?;
+                procs.push(process);
+                metrics_urls.push(metrics);
+            }
+        }
+        if let (Some(worker), Some(n)) = (&plan.worker, plan.worker_replicas) {
+            for i in 0..n.max(1) {
+                let (process, metrics) = worker_process(format!("worker-{i}"), worker)?;
+                procs.push(process);
+                metrics_urls.push(metrics);
             }
         }
         let workers = procs.iter().filter(|p| p.role == ProcessRole::Worker).count();
@@ -489,7 +577,7 @@ impl OrderServiceProcesses {
         Ok(group)
     }
 
-    /// Worker processes (one per replica).
+    /// Worker processes (one per replica, or `worker_replicas`).
     pub fn worker_processes(&self) -> usize {
         self.workers
     }
@@ -699,5 +787,27 @@ spec:
         assert!(w.validate().is_ok());
         assert_eq!(api_config(&v).max_job_attempts, 2);
         assert_eq!(load_config(&v).planned_duration(), Duration::from_secs(30));
+    }
+
+    #[tokio::test]
+    async fn worker_replicas_and_pools_reach_the_plan() {
+        let manifest = |order_service: &str| {
+            ValidatedExperiment::from_manifest(&format!(
+                "apiVersion: relab.dev/v1alpha1\nkind: ReliabilityExperiment\nmetadata: {{name: t}}\nspec:\n  load: {{ratePerSecond: 5, durationSeconds: 3}}\n  orderService: {order_service}\n"
+            ))
+            .unwrap()
+            .0
+        };
+        let pool = PgPool::connect_lazy("postgres://postgres@127.0.0.1:1/none").unwrap();
+        let plan = LabPlan::for_experiment(&manifest("{replicas: 2}"), pool.clone());
+        assert_eq!((plan.replicas, plan.worker_replicas), (2, None), "today's layout");
+        assert_eq!(plan.pools, Some(PoolSizes { api: 16, workers: 16 }));
+        let plan = LabPlan::for_experiment(
+            &manifest("{replicas: 2, workerReplicas: 3, workers: 12, databasePool: {api: 5}}"),
+            pool,
+        );
+        assert_eq!((plan.replicas, plan.worker_replicas), (2, Some(3)));
+        assert_eq!(plan.pools, Some(PoolSizes { api: 5, workers: 20 }));
+        assert_eq!(plan.pools.unwrap().of(ProcessRole::Worker), 20);
     }
 }

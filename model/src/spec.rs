@@ -237,14 +237,27 @@ pub struct FaultPhaseSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrderServiceSpec {
-    /// Order service pods (each runs the API and workers).
+    /// Order service pods (processes locally): each runs the API, and its
+    /// payment workers unless `workerReplicas` is set.
     #[serde(default = "one")]
     #[schemars(range(min = 1, max = 20))]
     pub replicas: u32,
-    /// Concurrent job loops per replica.
+    /// Payment-worker pods (processes locally) of their own, each running
+    /// `workers` job loops; the order-service pods then run only the API.
+    /// Absent: each order-service pod runs the API and its workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 20))]
+    pub worker_replicas: Option<u32>,
+    /// Concurrent job loops per worker process (per replica without
+    /// `workerReplicas`).
     #[serde(default = "default_workers")]
     #[schemars(range(min = 1, max = 512))]
     pub workers: u32,
+    /// Database connections of each API process and of each worker
+    /// process: separate pools, so that a burst of orders cannot starve the
+    /// workers' claims and completions.
+    #[serde(default)]
+    pub database_pool: DatabasePoolSpec,
     /// Deadline of one payment call, in milliseconds.
     #[serde(default = "default_payment_timeout")]
     #[schemars(range(min = 1, max = 600000))]
@@ -300,7 +313,9 @@ impl Default for OrderServiceSpec {
     fn default() -> Self {
         Self {
             replicas: 1,
+            worker_replicas: None,
             workers: default_workers(),
+            database_pool: DatabasePoolSpec::default(),
             payment_timeout_ms: default_payment_timeout(),
             max_job_attempts: default_max_job_attempts(),
             max_queue_depth: default_max_queue_depth(),
@@ -309,6 +324,71 @@ impl Default for OrderServiceSpec {
             retry: RetrySpec::default(),
             circuit_breaker: CircuitBreakerSpec::default(),
             bulkhead: BulkheadSpec::default(),
+        }
+    }
+}
+
+impl OrderServiceSpec {
+    /// Whether the workers run apart from the API (`workerReplicas` set).
+    pub fn separate_workers(&self) -> bool {
+        self.worker_replicas.is_some()
+    }
+
+    /// Processes (pods) that run payment workers: `workerReplicas`, else
+    /// one per replica.
+    pub fn worker_processes(&self) -> u32 {
+        self.worker_replicas.unwrap_or(self.replicas)
+    }
+
+    /// The connection pool of each API process (`databasePool.api`).
+    pub fn api_pool(&self) -> u32 {
+        self.database_pool.api
+    }
+
+    /// The connection pool of each worker process: `databasePool.workers`,
+    /// else `workers` + [`WORKER_POOL_HEADROOM`], at least [`DEFAULT_API_POOL`].
+    pub fn worker_pool(&self) -> u32 {
+        self.database_pool
+            .workers
+            .unwrap_or((self.workers + WORKER_POOL_HEADROOM).max(DEFAULT_API_POOL))
+    }
+}
+
+/// Default connections of each API process.
+pub const DEFAULT_API_POOL: u32 = 16;
+/// Connections a worker process gets beyond one per job loop by default
+/// (heartbeats, completions, the lease reaper, readiness).
+pub const WORKER_POOL_HEADROOM: u32 = 8;
+/// Connections a worker process needs beyond one per job loop at least
+/// (`databasePool.workers` >= `workers` + this): one for the lease reaper
+/// and one for a heartbeat while every job loop holds one.
+pub const WORKER_POOL_MIN_HEADROOM: u32 = 2;
+
+/// Connection pools of the order service's processes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DatabasePoolSpec {
+    /// Connections of each API process (default 16).
+    #[serde(default = "default_api_pool")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub api: u32,
+    /// Connections of each worker process. Default: `workers` + 8 (one per
+    /// job loop, plus headroom for lease heartbeats, completions and the
+    /// reaper), at least 16. Must be at least `workers` + 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 3, max = 1000))]
+    pub workers: Option<u32>,
+}
+
+fn default_api_pool() -> u32 {
+    DEFAULT_API_POOL
+}
+
+impl Default for DatabasePoolSpec {
+    fn default() -> Self {
+        Self {
+            api: DEFAULT_API_POOL,
+            workers: None,
         }
     }
 }

@@ -200,6 +200,18 @@ pub fn cross_field(spec: &ReliabilityExperimentSpec) -> Vec<FieldError> {
             ),
         );
     }
+    if let Some(pool) = os.database_pool.workers {
+        let least = os.workers + crate::spec::WORKER_POOL_MIN_HEADROOM;
+        if pool < least {
+            p.add(
+                "spec.orderService.databasePool.workers",
+                format!(
+                    "must be at least workers + {} ({least}): one connection per job loop, and room for the lease heartbeats and reaper; got {pool}",
+                    crate::spec::WORKER_POOL_MIN_HEADROOM
+                ),
+            );
+        }
+    }
     if spec.order_service.circuit_breaker.failure_ratio <= 0.0 {
         p.add(
             "spec.orderService.circuitBreaker.failureRatio",
@@ -650,6 +662,54 @@ spec:
     }
 
     #[test]
+    fn worker_replicas_and_pools_default_to_todays_layout_and_derive_from_workers() {
+        let (v, _) = ValidatedExperiment::from_manifest(VALID).unwrap();
+        let os = &v.spec().order_service;
+        assert!(!os.separate_workers());
+        assert_eq!((os.worker_processes(), os.api_pool(), os.worker_pool()), (1, 16, 16));
+        let yaml = VALID.replace(
+            "retry: {",
+            "replicas: 2\n    workerReplicas: 3\n    workers: 40\n    retry: {",
+        );
+        let (v, _) = ValidatedExperiment::from_manifest(&yaml).unwrap();
+        let os = &v.spec().order_service;
+        assert!(os.separate_workers());
+        assert_eq!(
+            (os.worker_processes(), os.api_pool(), os.worker_pool()),
+            (3, 16, 48),
+            "workers + 8"
+        );
+        let yaml = VALID.replace(
+            "retry: {",
+            "workers: 10\n    databasePool: {api: 4, workers: 12}\n    retry: {",
+        );
+        let (v, _) = ValidatedExperiment::from_manifest(&yaml).unwrap();
+        let os = &v.spec().order_service;
+        assert_eq!((os.api_pool(), os.worker_pool()), (4, 12), "workers + 2 is enough");
+    }
+
+    #[test]
+    fn a_worker_pool_below_its_job_loops_is_refused_naming_the_field() {
+        let yaml = VALID.replace("retry: {", "workers: 10\n    databasePool: {workers: 11}\n    retry: {");
+        let problems = ValidatedExperiment::from_manifest(&yaml).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "spec.orderService.databasePool.workers");
+        assert!(
+            problems[0].message.contains("at least workers + 2 (12)"),
+            "{}",
+            problems[0].message
+        );
+        // a variant's pool derives from its own workers
+        let yaml = VALID.to_string() + "  variants:\n    - {name: a}\n    - {name: b, orderService: {workers: 100}}\n";
+        let (v, _) = ValidatedExperiment::from_manifest(&yaml).unwrap();
+        assert_eq!(v.variants()[1].experiment.spec().order_service.worker_pool(), 108);
+        // a variant that raises workers past a pool the base states is refused
+        let yaml = VALID.replace("retry: {", "databasePool: {workers: 10}\n    retry: {")
+            + "  variants:\n    - {name: a}\n    - {name: b, orderService: {workers: 9}}\n";
+        assert_eq!(paths(&yaml), ["spec.orderService.databasePool.workers"]);
+    }
+
+    #[test]
     fn unknown_fields_and_wrong_types_name_the_field() {
         let got = paths(&VALID.replace("maxAttempts: 4", "maxAttempts: 4, maxAttempt: 3"));
         assert_eq!(got, vec!["spec.orderService.retry.maxAttempt"], "{got:?}");
@@ -687,6 +747,16 @@ spec:
                 "spec.orderService.workers",
             ),
             ("retry: {", "replicas: 100\n    retry: {", "spec.orderService.replicas"),
+            (
+                "retry: {",
+                "workerReplicas: 0\n    retry: {",
+                "spec.orderService.workerReplicas",
+            ),
+            (
+                "retry: {",
+                "databasePool: {api: 1001}\n    retry: {",
+                "spec.orderService.databasePool.api",
+            ),
             (
                 "maxAttempts: 4",
                 "maxAttempts: 1000",

@@ -96,8 +96,13 @@ fn values_inclusive(b: &Bound, step: f64, num: impl Fn(f64) -> Value) -> (Value,
 /// What the cross-field rules need around a bound (its siblings), so that
 /// the value at the bound is valid as a whole: a stop condition has exactly
 /// one kind, and `afterSeconds` belongs to an objective, which needs its
-/// target.
+/// target; the workers' pool is at least their job loops + 2.
 fn cross_field_fixups(spec: &mut Value, field: &str) {
+    if field == "spec.orderService.databasePool.workers" {
+        // the workers' pool holds at least one connection per job loop + 2
+        spec["orderService"]["workers"] = json!(1);
+        return;
+    }
     if !field.starts_with("spec.stopWhen[0].") {
         return;
     }

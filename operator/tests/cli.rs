@@ -72,6 +72,24 @@ fn invalid_manifests_exit_2_and_name_the_field() {
             "spec.orderService.replicas",
         ),
         (
+            "too many worker replicas",
+            "retry: {",
+            "workerReplicas: 21\n    retry: {",
+            "spec.orderService.workerReplicas",
+        ),
+        (
+            "an API pool of none",
+            "retry: {",
+            "databasePool: {api: 0}\n    retry: {",
+            "spec.orderService.databasePool.api",
+        ),
+        (
+            "a worker pool below its job loops",
+            "retry: {",
+            "workers: 32\n    databasePool: {workers: 32}\n    retry: {",
+            "spec.orderService.databasePool.workers",
+        ),
+        (
             "too many retry attempts",
             "maxAttempts: 4,",
             "maxAttempts: 1000,",

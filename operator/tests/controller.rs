@@ -1105,20 +1105,7 @@ async fn a_kill_deletes_order_service_pods_with_grace_0_reports_them_to_the_load
                 .collect();
             (names.len() == 3).then_some(names)
         });
-        // bound to a node (the scheduler's part): a pod deleted with any grace
-        // but 0 would now wait for a kubelet that never comes
-        for name in &before {
-            let binding = json!({
-                "apiVersion": "v1", "kind": "Binding",
-                "metadata": {"name": name},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": "played-node"},
-            });
-            let request = http::Request::post(format!("/api/v1/namespaces/{ns}/pods/{name}/binding"))
-                .header("content-type", "application/json")
-                .body(serde_json::to_vec(&binding).unwrap())
-                .unwrap();
-            client.request_text(request).await.expect("bind the pod");
-        }
+        bind_to_a_node(&client, &ns, &before).await;
         // running, each with an IP (played: nothing listens there; the
         // operator only tells the load generator where to read)
         let mut ips = std::collections::BTreeMap::new();
@@ -1186,6 +1173,65 @@ async fn a_kill_deletes_order_service_pods_with_grace_0_reports_them_to_the_load
         assert_eq!(played.targets.lock().unwrap().len(), 2, "posted only when the list changed");
         let reasons = event_reasons(&client, &ns, "kill").await;
         assert_eq!(reasons.iter().filter(|r| *r == "DisruptionFired").count(), 1, "{reasons:?}");
+        operator.kill().await;
+        drop(host);
+    })
+    .await;
+}
+
+/// Bind `pods` to a node (the scheduler's part): a pod deleted with any
+/// grace but 0 would then wait for a kubelet that never comes.
+async fn bind_to_a_node(client: &Client, ns: &str, pods: &[String]) {
+    for name in pods {
+        let binding = json!({
+            "apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": name},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": "played-node"},
+        });
+        let request = http::Request::post(format!("/api/v1/namespaces/{ns}/pods/{name}/binding"))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&binding).unwrap())
+            .unwrap();
+        client.request_text(request).await.expect("bind the pod");
+    }
+}
+
+#[tokio::test]
+async fn with_worker_replicas_a_kill_workers_deletes_worker_pods_only() {
+    in_namespace(|client, ns| async move {
+        let rx = relab_operator::crd::parse(
+            "apiVersion: relab.dev/v1alpha1\nkind: ReliabilityExperiment\nmetadata: {name: kill-workers}\nspec:\n  load: {ratePerSecond: 5, durationSeconds: 60}\n  orderService: {replicas: 1, workerReplicas: 3}\n  disruptions:\n    - {name: crash-workers, atSeconds: 2, action: KillWorkers, fraction: 0.5}\n",
+        )
+        .expect("a valid manifest");
+        let planned = relab_operator::crd::validated(&rx).unwrap().disruptions();
+        let operator = Operator::start(&client, &ns).await;
+        let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), &ns);
+        api.create(&PostParams::default(), &rx).await.unwrap();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let run = "relab.dev/experiment=kill-workers,relab.dev/run=1";
+        let names_of = |component: &'static str| {
+            let (client, ns) = (client.clone(), ns.clone());
+            async move {
+                labelled::<Pod>(&client, &ns, &format!("{run},relab.dev/component={component}"))
+                    .await
+                    .iter()
+                    .map(|p| p.name_any())
+                    .collect::<Vec<String>>()
+            }
+        };
+        let (api_pods, workers) = eventually!(30, "1 API pod and 3 worker pods", {
+            let (a, w) = (names_of("order-service").await, names_of("workers").await);
+            (a.len() == 1 && w.len() == 3).then_some((a, w))
+        });
+        bind_to_a_node(&client, &ns, &[api_pods.clone(), workers.clone()].concat()).await;
+        let (host, played) = loadgen_runs_on_a_test_host(&client, &ns, "kill-workers", &planned).await;
+        let (_, body) = eventually!(15, "the kill reported to the load generator", {
+            played.reports.lock().unwrap().first().cloned()
+        });
+        let hit: Vec<String> = serde_json::from_value(body["hit"].clone()).expect("hit, no error: {body}");
+        assert_eq!(hit.len(), 2, "half of 3 worker pods, rounded up: {body}");
+        assert!(hit.iter().all(|p| workers.contains(p)), "worker pods only: {hit:?} of {workers:?}");
+        assert!(pods.get_opt(&api_pods[0]).await.unwrap().is_some(), "the API pod lives");
         operator.kill().await;
         drop(host);
     })

@@ -181,6 +181,7 @@ async fn every_dashboard_query_and_rule_works_against_prometheus_scraping_a_real
         payment_mock: "127.0.0.1".into(),
         order_service: "127.0.0.1".into(),
         loadgen: None,
+        workers: None,
     };
     let dir = std::env::temp_dir().join(format!(
         "relab-monitoring-{}",

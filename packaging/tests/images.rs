@@ -383,6 +383,8 @@ fn operator_postgres_container() -> (Value, String) {
         db_proxy: None,
         payment_mock: "127.0.0.2".into(),
         order_service: "127.0.0.3".into(),
+        workers: None,
+        loadgen: None,
     };
     let children = workloads(&rx, &validated(&rx).expect("valid"), &ips, &LabDefaults::default());
     let postgres = Names::new(&rx).postgres();

@@ -125,6 +125,8 @@ impl TestLab {
             replicas: 1,
             api: opts.api,
             worker: opts.worker,
+            worker_replicas: None,
+            pools: None,
             mock_listen: "127.0.0.1:0".parse().unwrap(),
             faults: opts.faults,
             // journaled, as every real lab's: the tests exercise the fsync path

@@ -1,6 +1,6 @@
 //! The disrupt step (acts; the decision is [`machine::disruptions`], pure):
 //! a kill that is due deletes its victims among the run's order-service
-//! pods with grace 0 (ungraceful: no shutdown hook, no lease released; the
+//! and worker pods (`kill_components`) with grace 0 (ungraceful: no shutdown hook, no lease released; the
 //! Deployment brings new pods) and reports them to the load generator,
 //! `POST /disruptions/{name}` on its progress server through the API
 //! server's pod proxy, which stamps the time and measures the recovery. A
@@ -8,7 +8,7 @@
 //! then Inconclusive).
 
 use super::build::{Names, LABEL_COMPONENT, LOADGEN_PROGRESS_PORT};
-use super::machine::disruptions::victims;
+use super::machine::disruptions::{kill_components, victims};
 use super::Context;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
@@ -16,11 +16,19 @@ use kube::ResourceExt;
 use relab_model::disruptions::PlannedDisruption;
 use std::time::Duration;
 
-/// Carry out the kill `plan` on this run's order-service pods and report it
-/// to the load generator's pod `loadgen`. Failures are reported (and logged),
-/// never returned: the run goes on.
-pub async fn kill(ctx: &Context, namespace: &str, names: &Names, loadgen: &str, plan: &PlannedDisruption) {
-    let report = match delete_victims(ctx, namespace, names, plan).await {
+/// Carry out the kill `plan` on this run's order-service pods (and worker
+/// pods, `separate_workers`: `workerReplicas`) and report it to the load
+/// generator's pod `loadgen`. Failures are reported (and logged), never
+/// returned: the run goes on.
+pub async fn kill(
+    ctx: &Context,
+    namespace: &str,
+    names: &Names,
+    separate_workers: bool,
+    loadgen: &str,
+    plan: &PlannedDisruption,
+) {
+    let report = match delete_victims(ctx, namespace, names, separate_workers, plan).await {
         Ok(hit) => {
             tracing::warn!(disruption = %plan.name, action = plan.action.as_str(), ?hit, "pods deleted (grace 0)");
             serde_json::json!({ "hit": hit })
@@ -43,14 +51,16 @@ async fn delete_victims(
     ctx: &Context,
     namespace: &str,
     names: &Names,
+    separate_workers: bool,
     plan: &PlannedDisruption,
 ) -> Result<Vec<String>, String> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = format!("{},{LABEL_COMPONENT}=order-service", names.run_selector());
+    let components = kill_components(plan.action, separate_workers).join(",");
+    let selector = format!("{},{LABEL_COMPONENT} in ({components})", names.run_selector());
     let live: Vec<String> = pods
         .list(&ListParams::default().labels(&selector))
         .await
-        .map_err(|e| format!("listing the order-service pods: {e}"))?
+        .map_err(|e| format!("listing the {components} pods: {e}"))?
         .items
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
@@ -58,7 +68,7 @@ async fn delete_victims(
         .collect();
     let chosen = victims(plan, live);
     if chosen.is_empty() {
-        return Err("no order-service pod to kill".into());
+        return Err(format!("no {components} pod to kill"));
     }
     let params = DeleteParams {
         grace_period_seconds: Some(0),

@@ -58,9 +58,9 @@ pub async fn run(
 
 /// `seen` with the live figures of the order service's metrics, while the
 /// load generator runs and the operator reads progress.
-pub async fn live(ctx: &Context, namespace: &str, names: &Names, seen: Observed) -> Observed {
+pub async fn live(ctx: &Context, namespace: &str, names: &Names, separate_workers: bool, seen: Observed) -> Observed {
     let progress = match (&seen.loadgen, ctx.options.read_progress) {
-        (Loadgen::Running { .. }, true) => progress(&ctx.client, namespace, names).await,
+        (Loadgen::Running { .. }, true) => progress(&ctx.client, namespace, names, separate_workers).await,
         _ => None,
     };
     Observed { progress, ..seen }
@@ -179,16 +179,21 @@ pub fn pod_state(pod: &Pod) -> Loadgen {
     }
 }
 
-/// Live figures from the order service's API and worker metrics, through
-/// the API server's service proxy; `None` when they cannot be read (yet).
-pub async fn progress(client: &Client, namespace: &str, names: &Names) -> Option<LiveProgress> {
-    let service = names.order_service();
-    let path = |port: &str| format!("/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/metrics");
+/// Live figures from the order service's API and worker metrics (the
+/// workers' own Service with `separate_workers`), through the API server's
+/// service proxy; `None` when they cannot be read (yet).
+pub async fn progress(client: &Client, namespace: &str, names: &Names, separate_workers: bool) -> Option<LiveProgress> {
+    let path =
+        |service: String, port: &str| format!("/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/metrics");
+    let workers = match separate_workers {
+        true => names.workers(),
+        false => names.order_service(),
+    };
     // side by side: a Service without endpoints (its pods just killed) answers
     // 503 after the client's retries, and the kills wait for this reconcile
     let (api, worker) = tokio::join!(
-        proxied_get(client, path("http")),
-        proxied_get(client, path("worker-metrics"))
+        proxied_get(client, path(names.order_service(), "http")),
+        proxied_get(client, path(workers, "worker-metrics"))
     );
     let mut samples = parse_text(&api?).ok()?;
     samples.extend(parse_text(&worker?).ok()?);

@@ -126,6 +126,7 @@ async fn reconcile_experiment(rx: &ReliabilityExperiment, ctx: &Context) -> Resu
 
     // 5b. disrupt: the kills that are due (the load generator fires the rest)
     let planned = lab_spec.disruptions();
+    let separate_workers = lab_spec.spec().order_service.separate_workers();
     let due = match (&seen.load, &loadgen_pod) {
         (Some(load), Some(pod)) => machine::disruptions::due_kills(&planned, load)
             .into_iter()
@@ -134,13 +135,13 @@ async fn reconcile_experiment(rx: &ReliabilityExperiment, ctx: &Context) -> Resu
         _ => Vec::new(),
     };
     for (plan, pod) in &due {
-        disrupt::kill(ctx, &namespace, &owner.names, pod, plan).await;
+        disrupt::kill(ctx, &namespace, &owner.names, separate_workers, pod, plan).await;
     }
     // 5c. the lab's pods' /metrics, for the load generator's sampler
     if let (Some(load), Some(pod)) = (&seen.load, &loadgen_pod) {
         targets::push(ctx, &namespace, &owner.names, pod, load).await;
     }
-    let seen = observe::live(ctx, &namespace, &owner.names, seen).await;
+    let seen = observe::live(ctx, &namespace, &owner.names, separate_workers, seen).await;
 
     // 6. update status
     let (status, more) = match lab_run {

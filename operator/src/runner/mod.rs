@@ -305,7 +305,8 @@ async fn run_lab(
                 args,
                 database: lab_service::config::DatabaseArgs {
                     database_url: service_url.clone(),
-                    database_max_connections: (os.workers + 8).max(16),
+                    // each process's own: the plan's pools (databasePool)
+                    database_max_connections: os.worker_pool(),
                     database_connect_timeout_secs: 30,
                 },
             };

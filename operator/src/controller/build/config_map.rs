@@ -8,7 +8,7 @@ use super::LabDefaults;
 use super::{Owner, ServiceIps, API_PORT, LOADGEN_PROGRESS_PORT, MOCK_PORT, POSTGRES_PORT, WORKER_ADMIN_PORT};
 use k8s_openapi::api::core::v1::ConfigMap;
 use lab_service::cli::{admin_listen_env, MockConfig};
-use lab_service::config::{ApiConfig, DatabaseArgs};
+use lab_service::config::{ApiConfig, DatabaseArgs, DATABASE_URL_ENV};
 use lab_service::lab;
 use lab_service::run::cli::LoadgenConfig;
 use lab_service::run::targets::MetricsTargets;
@@ -22,10 +22,6 @@ use std::time::Duration;
 /// Where the load generator writes its results for the kubelet (the
 /// container's `terminationMessagePath`): the status reads them from there.
 pub const TERMINATION_LOG: &str = "/dev/termination-log";
-
-/// Connections of each API's and each worker's database pool (the lab
-/// processes' default, stated so Postgres can be sized from it).
-pub const POOL_PER_PROCESS: u32 = 16;
 
 /// The managed database's URL (trust auth inside the lab, see docs/operator.md).
 pub fn managed_database_url(postgres_ip: &str) -> String {
@@ -72,7 +68,7 @@ pub fn loadgen_config(
             // the Service only if none ever arrives
             metrics: MetricsTargets::pushed(vec![
                 format!("{api_url}/metrics"),
-                format!("http://{}:{WORKER_ADMIN_PORT}/metrics", ips.order_service),
+                format!("http://{}:{WORKER_ADMIN_PORT}/metrics", ips.worker_metrics()),
             ]),
             api_url,
             database_url,
@@ -101,8 +97,10 @@ pub fn loadgen_config(
 
 /// The lab's `RELAB_*` environment: the API's, the workers', the payment
 /// mock's, the load generator's, the database fault proxy's (database
-/// disruptions only) and the database settings (the URL only
-/// with the managed database; an external one comes from its Secret).
+/// disruptions only) and the database settings the processes share (the
+/// URL only with the managed database; an external one comes from its
+/// Secret; each container's pool size is its own `env`, see
+/// `order_service.rs`).
 pub fn lab_environment(
     experiment: &ValidatedExperiment,
     ips: &ServiceIps,
@@ -110,7 +108,8 @@ pub fn lab_environment(
 ) -> BTreeMap<String, String> {
     let database = DatabaseArgs {
         database_url: ips.postgres.as_deref().map(managed_database_url).unwrap_or_default(),
-        database_max_connections: POOL_PER_PROCESS,
+        // not in the map: each container's pool is its own env (databasePool)
+        database_max_connections: experiment.spec().order_service.api_pool(),
         // the order service may start before its database
         database_connect_timeout_secs: defaults.wait_ready_secs,
     };
@@ -138,10 +137,10 @@ pub fn lab_environment(
     if let Some(proxy) = super::db_proxy::config(ips) {
         env.add(proxy.to_env());
     }
-    env.add(match ips.postgres {
-        Some(_) => database.to_env(),
-        None => database.to_env_without_url(),
-    });
+    if ips.postgres.is_some() {
+        env.add(vec![(DATABASE_URL_ENV, database.database_url.clone())]);
+    }
+    env.add(database.to_env_without_url_and_pool());
     env.0
 }
 

@@ -23,6 +23,7 @@ pub mod payment_mock;
 pub mod pod;
 pub mod postgres;
 pub mod services;
+pub mod workers;
 
 use crate::crd::ReliabilityExperiment;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -37,7 +38,9 @@ use serde_json::Value;
 
 pub use config_map::{lab_environment, managed_database_url};
 pub use dashboard::{dashboard, DashboardOptions, DASHBOARD};
-pub use names::{Names, LABEL_COMPONENT, LABEL_EXPERIMENT, LABEL_RUN, LABEL_VARIANT, MANAGED_BY};
+pub use names::{
+    Names, LABEL_COMPONENT, LABEL_EXPERIMENT, LABEL_RUN, LABEL_VARIANT, MANAGED_BY, ORDER_SERVICE, WORKERS,
+};
 pub use pod::LAB_GRACE_SECONDS;
 pub use services::{services, ServiceIps};
 
@@ -212,8 +215,8 @@ impl Child {
 
 /// Everything but the Services: the lab's ConfigMap, the Deployments of
 /// Postgres (managed only), the database fault proxy (database disruptions
-/// only), the payment mock (and its ledger's claim) and the order service,
-/// and the load generator's Job.
+/// only), the payment mock (and its ledger's claim), the order service and
+/// the workers (`workerReplicas` only), and the load generator's Job.
 pub fn workloads(
     owner: &Owner,
     experiment: &ValidatedExperiment,
@@ -236,6 +239,9 @@ pub fn workloads(
         owner, experiment, &images, defaults,
     )));
     out.push(Child::new(&order_service::deployment(owner, experiment, &images, ips)));
+    if let Some(workers) = workers::deployment(owner, experiment, &images, ips) {
+        out.push(Child::new(&workers));
+    }
     out.push(Child::new(&loadgen::job(owner, experiment, &images, defaults)));
     if let Some(shares) = loadgen::shares_job(owner, experiment, &images, defaults, ips) {
         out.push(Child::new(&shares));

@@ -11,6 +11,11 @@ pub const LABEL_COMPONENT: &str = "relab.dev/component";
 /// The variant a lab run's pods run (comparisons only).
 pub const LABEL_VARIANT: &str = "relab.dev/variant";
 pub const MANAGED_BY: &str = "relab-operator";
+/// The component of the order-service pods (the API, and the workers
+/// without `workerReplicas`).
+pub const ORDER_SERVICE: &str = "order-service";
+/// The component of the worker pods of their own (`workerReplicas`).
+pub const WORKERS: &str = "workers";
 
 /// Names of one run's children. An experiment of several lab runs
 /// (variants, repeats) gives each its own children, one lab at a time:
@@ -96,6 +101,10 @@ impl Names {
     }
     pub fn order_service(&self) -> String {
         format!("{}-order-service", self.base)
+    }
+    /// The payment workers apart from the API (`workerReplicas` only).
+    pub fn workers(&self) -> String {
+        format!("{}-workers", self.base)
     }
     /// The database fault proxy (database disruptions only).
     pub fn db_proxy(&self) -> String {

@@ -1,34 +1,45 @@
 //! The order service: `spec.orderService.replicas` pods, each with the order
-//! API and its payment workers (whose admin server exposes their metrics),
-//! scraped by Prometheus through the pod annotations.
+//! API and (without `workerReplicas`) its payment workers, whose admin
+//! server exposes their metrics; scraped by Prometheus through the pod
+//! annotations. With `workerReplicas` the workers are pods of their own
+//! ([`super::workers`]) and these run only the API.
 
+use super::names::ORDER_SERVICE;
 use super::pod::{self, database_env, http_probe, lab_container, lab_pod, resources, tcp_port, Images};
 use super::{db_proxy, Owner, ServiceIps, API_PORT, WORKER_ADMIN_PORT};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, EnvVar};
-use lab_service::config::DATABASE_URL_ENV;
+use lab_service::config::{DatabaseArgs, DATABASE_URL_ENV};
 use relab_model::ValidatedExperiment;
 use std::collections::BTreeMap;
 
-/// The order service's own database URL: through the database fault proxy
-/// when there is one (a container's `env` wins over the ConfigMap's direct
-/// URL, which the load generator keeps), else the run's (the ConfigMap's,
-/// or an external database's Secret).
-fn order_service_database_env(experiment: &ValidatedExperiment, ips: &ServiceIps) -> Option<Vec<EnvVar>> {
-    match db_proxy::order_service_database_url(ips) {
-        Some(url) => Some(vec![EnvVar {
+/// A container of the order service's own database settings (a
+/// container's `env` wins over the ConfigMap's): its pool of `pool`
+/// connections (`databasePool`: an API's and a worker's differ), and the
+/// URL through the database fault proxy when there is one (the ConfigMap's
+/// direct URL is the load generator's), or an external database's Secret.
+fn order_service_env(experiment: &ValidatedExperiment, ips: &ServiceIps, pool: u32) -> Vec<EnvVar> {
+    let url = match db_proxy::order_service_database_url(ips) {
+        Some(url) => vec![EnvVar {
             name: DATABASE_URL_ENV.into(),
             value: Some(url),
             ..EnvVar::default()
-        }]),
-        None => database_env(experiment),
-    }
+        }],
+        None => database_env(experiment).unwrap_or_default(),
+    };
+    let pool = DatabaseArgs::pool_env(pool).into_iter().map(|(name, value)| EnvVar {
+        name: name.into(),
+        value: Some(value),
+        ..EnvVar::default()
+    });
+    url.into_iter().chain(pool).collect()
 }
 
 /// The `api` container: `lab-service api` on [`API_PORT`].
 pub fn api(owner: &Owner, experiment: &ValidatedExperiment, images: &Images, ips: &ServiceIps) -> Container {
+    let pool = experiment.spec().order_service.api_pool();
     Container {
-        env: order_service_database_env(experiment, ips),
+        env: Some(order_service_env(experiment, ips, pool)),
         ports: Some(vec![tcp_port("http", API_PORT)]),
         readiness_probe: Some(http_probe("/readyz", "http", 2)),
         liveness_probe: Some(http_probe("/healthz", "http", 10)),
@@ -37,10 +48,12 @@ pub fn api(owner: &Owner, experiment: &ValidatedExperiment, images: &Images, ips
     }
 }
 
-/// The `worker` container: `lab-service worker`, its admin server on [`WORKER_ADMIN_PORT`].
+/// The `worker` container: `lab-service worker`, its admin server (metrics,
+/// probes) on [`WORKER_ADMIN_PORT`], named `worker-metrics`.
 pub fn worker(owner: &Owner, experiment: &ValidatedExperiment, images: &Images, ips: &ServiceIps) -> Container {
+    let pool = experiment.spec().order_service.worker_pool();
     Container {
-        env: order_service_database_env(experiment, ips),
+        env: Some(order_service_env(experiment, ips, pool)),
         ports: Some(vec![tcp_port("worker-metrics", WORKER_ADMIN_PORT)]),
         readiness_probe: Some(http_probe("/readyz", "worker-metrics", 2)),
         liveness_probe: Some(http_probe("/healthz", "worker-metrics", 10)),
@@ -49,27 +62,33 @@ pub fn worker(owner: &Owner, experiment: &ValidatedExperiment, images: &Images, 
     }
 }
 
-/// The order service's Deployment.
+/// Prometheus' pod annotations: scrape `/metrics` on `port`.
+pub fn scrape_annotations(port: i32) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("prometheus.io/scrape".into(), "true".into()),
+        ("prometheus.io/port".into(), port.to_string()),
+        ("prometheus.io/path".into(), "/metrics".into()),
+    ])
+}
+
+/// The order service's Deployment: the API and, without `workerReplicas`,
+/// the workers in each pod.
 pub fn deployment(owner: &Owner, experiment: &ValidatedExperiment, images: &Images, ips: &ServiceIps) -> Deployment {
-    let containers = vec![
-        api(owner, experiment, images, ips),
-        worker(owner, experiment, images, ips),
-    ];
+    let os = &experiment.spec().order_service;
+    let mut containers = vec![api(owner, experiment, images, ips)];
+    if !os.separate_workers() {
+        containers.push(worker(owner, experiment, images, ips));
+    }
     let mut deployment = pod::deployment(
         owner,
         owner.names.order_service(),
-        "order-service",
+        ORDER_SERVICE,
         lab_pod(containers, "Always"),
     );
     let spec = deployment.spec.as_mut().expect("a Deployment has a spec");
-    spec.replicas =
-        Some(i32::try_from(experiment.spec().order_service.replicas).expect("replicas within the schema's bound"));
+    spec.replicas = Some(i32::try_from(os.replicas).expect("replicas within the schema's bound"));
     let template = spec.template.metadata.get_or_insert_with(Default::default);
-    template.annotations = Some(BTreeMap::from([
-        ("prometheus.io/scrape".into(), "true".into()),
-        ("prometheus.io/port".into(), API_PORT.to_string()),
-        ("prometheus.io/path".into(), "/metrics".into()),
-    ]));
+    template.annotations = Some(scrape_annotations(API_PORT));
     deployment
 }
 

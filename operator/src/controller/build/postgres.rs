@@ -1,7 +1,6 @@
 //! The managed database: one Postgres pod on disposable storage (none with
 //! an external database).
 
-use super::config_map::POOL_PER_PROCESS;
 use super::pod::{self, pod_security_context, resources, security_context, tcp_port, Images, POSTGRES_USER};
 use super::{Owner, LAB_GRACE_SECONDS, POSTGRES_PORT};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -9,6 +8,7 @@ use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, EnvVar, ExecAction, PodSpec, Probe, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use relab_model::spec::OrderServiceSpec;
 use relab_model::ValidatedExperiment;
 
 /// The volumes of the Postgres pod (all `emptyDir`) and where they are mounted.
@@ -18,10 +18,12 @@ const VOLUMES: [(&str, &str); 3] = [
     ("tmp", "/tmp"),
 ];
 
-/// Connections Postgres accepts: the API's and the workers' pools of every
-/// order-service pod, the load generator's and psql's headroom.
-pub fn max_connections(replicas: u32) -> i64 {
-    2 * i64::from(POOL_PER_PROCESS) * i64::from(replicas) + 20
+/// Connections Postgres accepts: the pool of every API and every worker
+/// process (`databasePool`), the load generator's and psql's headroom.
+pub fn max_connections(os: &OrderServiceSpec) -> i64 {
+    i64::from(os.api_pool()) * i64::from(os.replicas)
+        + i64::from(os.worker_pool()) * i64::from(os.worker_processes())
+        + 20
 }
 
 fn env(name: &str, value: &str) -> EnvVar {
@@ -38,7 +40,7 @@ pub fn deployment(owner: &Owner, experiment: &ValidatedExperiment, images: &Imag
     if spec.database.external.is_some() {
         return None;
     }
-    let container = container(images, max_connections(spec.order_service.replicas));
+    let container = container(images, max_connections(&spec.order_service));
     let pod = PodSpec {
         automount_service_account_token: Some(false),
         // the lab's data is disposable once the run is judged: Postgres'

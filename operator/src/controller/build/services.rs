@@ -1,7 +1,7 @@
 //! The run's Services (applied first: the other children are configured
 //! with their ClusterIPs) and the IPs the API server assigned them.
 
-use super::names::Names;
+use super::names::{Names, ORDER_SERVICE, WORKERS};
 use super::{
     Child, Owner, API_PORT, DB_PROXY_ADMIN_PORT, LOADGEN_PROGRESS_PORT, MOCK_PORT, POSTGRES_PORT, WORKER_ADMIN_PORT,
 };
@@ -38,8 +38,8 @@ fn service(owner: &Owner, name: String, component: &str, ports: Vec<ServicePort>
 }
 
 /// Postgres' (managed database only), the database fault proxy's (database
-/// disruptions only), the payment mock's and the order service's (API and
-/// worker metrics).
+/// disruptions only), the payment mock's, the order service's (API and
+/// worker metrics) and, with `workerReplicas`, the workers' (their metrics).
 pub fn services(owner: &Owner, experiment: &ValidatedExperiment) -> Vec<Child> {
     let names = &owner.names;
     let mut out = Vec::new();
@@ -65,10 +65,12 @@ pub fn services(owner: &Owner, experiment: &ValidatedExperiment) -> Vec<Child> {
         "payment-mock",
         vec![port("http", MOCK_PORT)],
     ));
+    // the same ports with or without the workers in these pods: the
+    // Service's shape does not change with workerReplicas
     out.push(service(
         owner,
         names.order_service(),
-        "order-service",
+        ORDER_SERVICE,
         vec![port("http", API_PORT), port("worker-metrics", WORKER_ADMIN_PORT)],
     ));
     if experiment.spec().load.generators() > 1 {
@@ -78,6 +80,14 @@ pub fn services(owner: &Owner, experiment: &ValidatedExperiment) -> Vec<Child> {
             names.loadgen(),
             "loadgen",
             vec![port("progress", LOADGEN_PROGRESS_PORT)],
+        ));
+    }
+    if experiment.spec().order_service.separate_workers() {
+        out.push(service(
+            owner,
+            names.workers(),
+            WORKERS,
+            vec![port("worker-metrics", WORKER_ADMIN_PORT)],
         ));
     }
     out.iter().map(Child::new).collect()
@@ -94,6 +104,16 @@ pub struct ServiceIps {
     pub order_service: String,
     /// The first load generator's (None: `load.parallelism` 1).
     pub loadgen: Option<String>,
+    /// The workers' (None: they share the order-service pods).
+    pub workers: Option<String>,
+}
+
+impl ServiceIps {
+    /// The IP of the Service in front of the workers' admin servers
+    /// (`worker-metrics`): the workers' own, else the order service's.
+    pub fn worker_metrics(&self) -> &str {
+        self.workers.as_deref().unwrap_or(&self.order_service)
+    }
 }
 
 impl ServiceIps {
@@ -106,6 +126,7 @@ impl ServiceIps {
             payment_mock: String::new(),
             order_service: String::new(),
             loadgen: None,
+            workers: None,
         };
         for service in applied {
             let name = service.name_any();
@@ -120,6 +141,8 @@ impl ServiceIps {
                 ips.db_proxy = Some(ip);
             } else if name == names.loadgen() {
                 ips.loadgen = Some(ip);
+            } else if name == names.workers() {
+                ips.workers = Some(ip);
             } else if name == names.payment_mock() {
                 ips.payment_mock = ip;
             } else {

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::DynamicObject;
 use relab_model::validate::parse_manifest;
 use serde_json::json;
+use std::collections::BTreeMap;
 
 fn v(rx: &ReliabilityExperiment) -> ValidatedExperiment {
     validated(rx).expect("a valid experiment")
@@ -34,6 +35,7 @@ fn ips(pg: bool) -> ServiceIps {
         payment_mock: "10.0.0.11".into(),
         order_service: "10.0.0.12".into(),
         loadgen: None,
+        workers: None,
     }
 }
 
@@ -223,6 +225,18 @@ fn service_ips_come_from_the_applied_services_by_name() {
         applied(names.order_service(), "10.0.0.12"),
     ];
     assert_eq!(ServiceIps::from_applied(&names, &all).unwrap(), ips(true));
+    let with_workers = [
+        applied(names.order_service(), "10.0.0.12"),
+        applied(names.workers(), "10.0.0.14"),
+        applied(names.payment_mock(), "10.0.0.11"),
+    ];
+    let found = ServiceIps::from_applied(&names, &with_workers).unwrap();
+    assert_eq!(
+        (found.order_service.as_str(), found.workers.as_deref()),
+        ("10.0.0.12", Some("10.0.0.14"))
+    );
+    assert_eq!(found.worker_metrics(), "10.0.0.14");
+    assert_eq!(ips(true).worker_metrics(), "10.0.0.12");
     let pending = [applied(names.payment_mock(), "")];
     let e = ServiceIps::from_applied(&names, &pending).unwrap_err();
     assert!(e.contains("drill-r3-payment-mock"), "{e}");
@@ -242,7 +256,7 @@ fn building_twice_gives_the_same_objects() {
 /// The fixtures of the golden files: a managed database with stages,
 /// a fault schedule and two replicas; an external database and own images;
 /// database disruptions (the fault proxy in the order service's path).
-const GOLDEN: [(&str, &str, bool); 3] = [
+const GOLDEN: [(&str, &str, bool); 4] = [
     (
         "managed",
         "  load: {stages: [{ratePerSecond: 5, durationSeconds: 10}, {ratePerSecond: 20, durationSeconds: 5}], maxInFlight: 64, drainTimeoutSeconds: 45}\n  payment:\n    seed: 9\n    failureRate: 0.3\n    faultsSchedule: [{name: outage, startSeconds: 2, endSeconds: 8, failureRate: 1.0}]\n  orderService:\n    replicas: 2\n    workers: 3\n    circuitBreaker: {failureThreshold: 7, openTimeoutMs: 1500}\n",
@@ -254,18 +268,114 @@ const GOLDEN: [(&str, &str, bool); 3] = [
         false,
     ),
     ("database-disruptions", DISRUPTIONS, true),
+    ("worker-replicas", WORKER_REPLICAS, true),
 ];
+
+/// Workers apart from the API, each side with its own pool.
+const WORKER_REPLICAS: &str = "  load: {ratePerSecond: 5, durationSeconds: 10}\n  orderService:\n    replicas: 2\n    workerReplicas: 3\n    workers: 12\n    databasePool: {api: 8, workers: 20}\n";
 
 /// A database latency window and a worker kill.
 const DISRUPTIONS: &str = "  load: {ratePerSecond: 5, durationSeconds: 30}\n  disruptions:\n    - {name: db-slow, atSeconds: 5, action: DatabaseLatency, addedMs: 200, durationSeconds: 5}\n    - {name: crash-workers, atSeconds: 12, action: KillWorkers, fraction: 0.5}\n";
 
-/// The Service IPs of `rx`'s run (the proxy's when it has one).
+/// The Service IPs of `rx`'s run (the proxy's and the workers' when it has them).
 fn ips_of(rx: &ReliabilityExperiment, pg: bool) -> ServiceIps {
     ServiceIps {
         db_proxy: db_proxy::needed(&v(rx)).then(|| "10.0.0.13".to_string()),
-        loadgen: (v(rx).spec().load.generators() > 1).then(|| "10.0.0.14".to_string()),
+        loadgen: (v(rx).spec().load.generators() > 1).then(|| "10.0.0.15".to_string()),
+        workers: v(rx)
+            .spec()
+            .order_service
+            .separate_workers()
+            .then(|| "10.0.0.14".to_string()),
         ..ips(pg)
     }
+}
+
+fn env_of(c: &Container) -> BTreeMap<String, String> {
+    c.env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect()
+}
+
+#[test]
+fn worker_replicas_run_the_workers_in_a_deployment_of_their_own() {
+    let rx = experiment(WORKER_REPLICAS);
+    let ips = ips_of(&rx, true);
+    let svcs = services(&owner(&rx), &v(&rx));
+    let workers_svc = svcs
+        .iter()
+        .find(|c| c.name == "drill-r3-workers")
+        .expect("the workers' Service");
+    assert_eq!(workers_svc.body["spec"]["selector"][LABEL_COMPONENT], WORKERS);
+    assert_eq!(workers_svc.body["spec"]["ports"][0]["name"], "worker-metrics");
+    let all = workloads(&owner(&rx), &v(&rx), &ips, &LabDefaults::default());
+    let deployment = |name: &str| -> Deployment {
+        serde_json::from_value(all.iter().find(|c| c.name == name).unwrap().body.clone()).unwrap()
+    };
+    let order = deployment("drill-r3-order-service");
+    let pod = order.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let names: Vec<_> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["api"], "the API alone");
+    assert_eq!(order.spec.as_ref().unwrap().replicas, Some(2));
+    assert_eq!(env_of(container(&order, "api"))["RELAB_DATABASE_MAX_CONNECTIONS"], "8");
+
+    let workers = deployment("drill-r3-workers");
+    let spec = workers.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(3));
+    let labels = spec.template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+    assert_eq!(labels[LABEL_COMPONENT], "workers");
+    assert_eq!(spec.selector.match_labels.as_ref().unwrap()[LABEL_COMPONENT], "workers");
+    let pod = spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.containers.len(), 1);
+    let worker = container(&workers, "worker");
+    assert_eq!(worker.args, Some(vec!["worker".to_string()]));
+    let port = &worker.ports.as_ref().unwrap()[0];
+    assert_eq!(
+        (port.name.as_deref(), port.container_port),
+        (Some("worker-metrics"), WORKER_ADMIN_PORT)
+    );
+    assert_eq!(env_of(worker)["RELAB_DATABASE_MAX_CONNECTIONS"], "20");
+
+    // the sampler reads the workers' metrics through their Service; Postgres
+    // takes every pool: 2 APIs x 8 + 3 workers x 20 + 20
+    let env = lab_environment(&v(&rx), &ips, &LabDefaults::default());
+    assert_eq!(
+        env["RELAB_METRICS_URLS"],
+        "http://10.0.0.12:8080/metrics,http://10.0.0.14:9090/metrics"
+    );
+    assert!(
+        !env.contains_key("RELAB_DATABASE_MAX_CONNECTIONS"),
+        "each container's own"
+    );
+    let postgres = deployment("drill-r3-postgres");
+    let args = container(&postgres, "postgres").args.clone().unwrap().join(" ");
+    assert!(args.contains("max_connections=96"), "{args}");
+}
+
+#[test]
+fn without_worker_replicas_each_order_service_pod_runs_the_api_and_the_workers_with_their_own_pools() {
+    let rx = experiment("  load: {ratePerSecond: 5, durationSeconds: 10}\n  orderService: {workers: 30}\n");
+    assert!(services(&owner(&rx), &v(&rx))
+        .iter()
+        .all(|c| !c.name.ends_with("-workers")));
+    let all = workloads(&owner(&rx), &v(&rx), &ips(true), &LabDefaults::default());
+    assert!(all.iter().all(|c| !c.name.ends_with("-workers")));
+    let order: Deployment = serde_json::from_value(
+        all.iter()
+            .find(|c| c.name == "drill-r3-order-service")
+            .unwrap()
+            .body
+            .clone(),
+    )
+    .unwrap();
+    assert_eq!(env_of(container(&order, "api"))["RELAB_DATABASE_MAX_CONNECTIONS"], "16");
+    assert_eq!(
+        env_of(container(&order, "worker"))["RELAB_DATABASE_MAX_CONNECTIONS"],
+        "38",
+        "workers + 8"
+    );
 }
 
 #[test]
@@ -439,7 +549,7 @@ fn parallel_load_generators_get_a_service_to_join_the_first_and_a_job_of_followe
     let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
     assert!(
         env.iter()
-            .any(|e| e["name"] == "RELAB_LOAD_LEADER_URL" && e["value"] == "http://10.0.0.14:9091"),
+            .any(|e| e["name"] == "RELAB_LOAD_LEADER_URL" && e["value"] == "http://10.0.0.15:9091"),
         "{env:?}"
     );
     // the first one leads: it waits for two to join

@@ -12,8 +12,9 @@
 //! [`fired_notes`] turns that into one `DisruptionFired` Event.
 
 use super::Note;
+use crate::controller::build::{ORDER_SERVICE, WORKERS};
 use lab_service::run::{RunProgress, RunStage};
-use relab_model::disruptions::{DisruptionResult, PlannedDisruption};
+use relab_model::disruptions::{DisruptionAction, DisruptionResult, PlannedDisruption};
 use std::time::Duration;
 
 /// The kills of `planned` that are due by `load`: the load runs, their time
@@ -58,10 +59,22 @@ fn pending_kills<'a>(
     })
 }
 
-/// The pods a kill takes of `pods` (the run's order-service pods that are
-/// not already going): `fraction` of them rounded up, at least one
-/// (`KillWorkers`; every pod runs workers and the API, which dies too), or
-/// all (`KillOrderService`), in name order.
+/// The components whose pods a kill takes: `KillWorkers` the workers'
+/// pods when they have their own (`workerReplicas`), else the order
+/// service's (each runs workers and the API, which dies too);
+/// `KillOrderService` the order service's and the workers'.
+pub fn kill_components(action: DisruptionAction, separate_workers: bool) -> &'static [&'static str] {
+    match (action, separate_workers) {
+        (DisruptionAction::KillWorkers, true) => &[WORKERS],
+        (DisruptionAction::KillOrderService, true) => &[ORDER_SERVICE, WORKERS],
+        _ => &[ORDER_SERVICE],
+    }
+}
+
+/// The pods a kill takes of `pods` (the run's pods of its
+/// [`kill_components`] that are not already going): `fraction` of them
+/// rounded up, at least one (`KillWorkers`), or all (`KillOrderService`),
+/// in name order.
 pub fn victims(plan: &PlannedDisruption, mut pods: Vec<String>) -> Vec<String> {
     pods.sort();
     pods.dedup();

@@ -470,6 +470,19 @@ fn a_kill_takes_a_fraction_of_the_pods_rounded_up_or_all_of_them() {
 }
 
 #[test]
+fn with_worker_pods_of_their_own_kill_workers_takes_only_them_and_kill_order_service_both() {
+    use crate::controller::build::{ORDER_SERVICE, WORKERS};
+    use disruptions::kill_components;
+    use relab_model::disruptions::DisruptionAction::{KillOrderService, KillWorkers};
+    // today's layout: the order-service pods run the workers
+    assert_eq!(kill_components(KillWorkers, false), [ORDER_SERVICE]);
+    assert_eq!(kill_components(KillOrderService, false), [ORDER_SERVICE]);
+    // workerReplicas: the workers are pods of their own
+    assert_eq!(kill_components(KillWorkers, true), [WORKERS]);
+    assert_eq!(kill_components(KillOrderService, true), [ORDER_SERVICE, WORKERS]);
+}
+
+#[test]
 fn each_disruption_gets_one_event_the_first_time_it_shows_fired() {
     use lab_service::run::RunStage;
     let spec = spec(DISRUPTIONS);
