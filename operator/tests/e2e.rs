@@ -391,6 +391,20 @@ fn demonstrates(file: &str, rx: &ReliabilityExperiment) {
                 assert!(d.fired_at_seconds.is_some(), "{file}: {d:?}");
             }
         }
+        "scale-out.yaml" => {
+            // each of the two worker pods read once (not through the
+            // Service): their calls are what the mock saw
+            assert_eq!(
+                r.payment.calls, r.payment.injected.calls,
+                "every worker pod's calls counted once: {:?}",
+                r.payment
+            );
+            assert!(r.retries.retries > 0, "{:?}", r.retries);
+            assert_eq!(r.payment.charges, r.orders.paid, "{:?}", r.payment);
+            assert_eq!(r.orders.paid, r.orders.accepted, "{:?}", r.orders);
+            // three generators' histograms merged into one
+            assert_eq!(r.api_latency_ms.count, r.orders.sent, "{:?}", r.api_latency_ms);
+        }
         other => panic!("no expectations for {other}"),
     }
 }
@@ -486,6 +500,8 @@ async fn the_examples_and_drills_on_a_real_cluster() {
         "database-restart.yaml",
         "database-slow.yaml",
         "database-outage.yaml",
+        // replicas 3, workerReplicas 2, load.parallelism 3: exact when scaled out
+        "scale-out.yaml",
     ];
     // the comparison and the disruptions need time to show: a crash's pods
     // come back, a window lasts, recovery is measured after it
@@ -547,6 +563,19 @@ async fn the_examples_and_drills_on_a_real_cluster() {
                 .get(&board)
                 .await
                 .expect("the dashboard ConfigMap");
+        }
+        if refs.contains(&"scale-out") {
+            // the two load generators that followed the first sent their shares and reported
+            let selector = "relab.dev/experiment=scale-out,relab.dev/component=loadgen-share";
+            wait_until(60, "the followers' Job: 2 succeeded", || async {
+                let jobs = Api::<k8s_openapi::api::batch::v1::Job>::namespaced(client.clone(), ns)
+                    .list(&ListParams::default().labels(selector))
+                    .await
+                    .unwrap()
+                    .items;
+                jobs.len() == 1 && jobs[0].status.as_ref().and_then(|s| s.succeeded) == Some(2)
+            })
+            .await;
         }
         // deleting an experiment removes every pod it made (and frees the
         // node for the next pair)

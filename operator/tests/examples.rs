@@ -394,3 +394,22 @@ async fn a_database_outage_refuses_orders_and_loses_none_it_accepted() {
     invariants_hold(r);
     assert_eq!(verdict(&run), VerdictResult::Passed, "{:?}", run.status.verdict);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaled_out_the_figures_are_exact_every_process_counted_once_and_three_generators_merged() {
+    let run = run_example("scale-out.yaml", 0.25).await;
+    let r = results(&run);
+    invariants_hold(r);
+    // 60/s for 7.5 s, sent by three generators together
+    assert_eq!(r.orders.sent, 450, "{:?}", r.orders);
+    assert_eq!(r.api_latency_ms.count, r.orders.sent, "the three histograms merged");
+    // the workers' calls, summed over both worker processes, are the mock's
+    assert!(r.retries.retries > 0, "20% failures retried: {:?}", r.retries);
+    assert_eq!(
+        r.payment.calls, r.payment.injected.calls,
+        "every worker's calls counted once: {:?}",
+        r.payment
+    );
+    assert_eq!(r.payment.charges, r.orders.paid, "{:?}", r.payment);
+    assert_eq!(verdict(&run), VerdictResult::Passed, "{:?}", run.status.verdict);
+}
