@@ -543,9 +543,14 @@ cmd_down() {
   if [ -n "${NETNS:-}" ] && [ -e "/run/netns/$NETNS" ]; then
     ip netns del "$NETNS" || { say "cannot delete netns $NETNS"; rc=1; }
   fi
-  # normally gone with the netns (its peer lives there)
+  # normally gone with the netns (its peer lives there); the kernel removes
+  # the pair asynchronously, so it may vanish between the look and the
+  # delete: only a veth still there after a failed delete is an error
   if [ -n "${HOST_VETH:-}" ] && ip link show "$HOST_VETH" >/dev/null 2>&1; then
-    ip link del "$HOST_VETH" || { say "cannot delete $HOST_VETH"; rc=1; }
+    if ! ip link del "$HOST_VETH" 2>/dev/null && ip link show "$HOST_VETH" >/dev/null 2>&1; then
+      say "cannot delete $HOST_VETH"
+      rc=1
+    fi
   fi
   if [ -f "$STATE/host/existed" ]; then
     for p in "${HOST_PATHS[@]}"; do
