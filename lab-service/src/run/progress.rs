@@ -53,6 +53,10 @@ pub struct RunProgress {
     pub paid: u64,
     pub failed: u64,
     pub dead_lettered: u64,
+    /// Orders the database holds since the load began: every load
+    /// generator's (`accepted` counts this generator's share only).
+    #[serde(default)]
+    pub orders: u64,
     /// 0 closed, 1 open, 2 half-open.
     pub breaker_state: i64,
     pub queue_depth: i64,

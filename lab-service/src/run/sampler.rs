@@ -346,6 +346,8 @@ pub fn publish(progress: &watch::Sender<RunProgress>, baseline: &Snapshot, now: 
         p.paid = since("paid");
         p.failed = since("failed");
         p.dead_lettered = since("dead_lettered");
+        let all = |s: &Snapshot| s.orders_by_status.values().sum::<i64>();
+        p.orders = (all(now) - all(baseline)).max(0) as u64;
         p.breaker_state = now.counters.breaker_state;
         p.queue_depth = now.queue_depth;
     });

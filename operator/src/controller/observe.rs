@@ -2,7 +2,8 @@
 //! the phase machine ([`Observed`]): the load generator's pod and Job (where
 //! the results arrive, as the container's termination message), the load
 //! generator's own stage (`GET /progress` on its pod), and live progress
-//! from the order service's `/metrics`.
+//! from that same account (its sampler's database counts), else from the
+//! order service's `/metrics`.
 //!
 //! Progress is read through the API server's service proxy
 //! (`/api/v1/namespaces/<ns>/services/<svc>:<port>/proxy/metrics`): it works
@@ -56,9 +57,18 @@ pub async fn run(
     Ok((seen, pod))
 }
 
-/// `seen` with the live figures of the order service's metrics, while the
-/// load generator runs and the operator reads progress.
+/// `seen` with the live figures while the load generator runs and the
+/// operator reads progress: the load generator's own account (database
+/// counts, every pod's breaker; [`progress_from_load`]), or, when it cannot
+/// be read, the order service's metrics through its Services (one pod's
+/// each when there are several).
 pub async fn live(ctx: &Context, namespace: &str, names: &Names, separate_workers: bool, seen: Observed) -> Observed {
+    // the load generator's own account first: the database's counts and
+    // every pod's breaker, exact however many pods and generators
+    if let (Loadgen::Running { .. }, true, Some(load)) = (&seen.loadgen, ctx.options.read_progress, &seen.load) {
+        let progress = Some(progress_from_load(load));
+        return Observed { progress, ..seen };
+    }
     let progress = match (&seen.loadgen, ctx.options.read_progress) {
         (Loadgen::Running { .. }, true) => progress(&ctx.client, namespace, names, separate_workers).await,
         _ => None,
@@ -200,6 +210,19 @@ pub async fn progress(client: &Client, namespace: &str, names: &Names, separate_
     Some(progress_from_metrics(&samples))
 }
 
+/// Live figures from the load generator's progress (`GET /progress`): orders
+/// in the database since the load began (every generator's), paid, failed
+/// or dead-lettered, the breaker (the most open of any pod), seconds of load.
+pub fn progress_from_load(load: &RunProgress) -> LiveProgress {
+    LiveProgress {
+        elapsed_seconds: load.elapsed.as_secs_f64(),
+        sent: load.orders.max(load.accepted),
+        paid: load.paid,
+        failed: load.failed + load.dead_lettered,
+        breaker_state: relab_model::results::BreakerState::name_of_gauge(load.breaker_state).into(),
+    }
+}
+
 /// `relab_orders_created_total` is sent (accepted), `relab_worker_jobs_total`
 /// by outcome gives paid and failed, `relab_breaker_state` the breaker.
 pub fn progress_from_metrics(samples: &[lab_service::run::sampler::PromSample]) -> LiveProgress {
@@ -242,6 +265,23 @@ relab_breaker_state 1
         let p = progress_from_metrics(&parse_text(text).unwrap());
         assert_eq!((p.sent, p.paid, p.failed), (120, 100, 5));
         assert_eq!(p.breaker_state, "open");
+    }
+
+    #[test]
+    fn live_figures_come_from_the_load_generators_account_of_every_generator() {
+        let load = RunProgress {
+            elapsed: Duration::from_millis(12_500),
+            accepted: 40, // this generator's share
+            orders: 120,  // the database: every generator's
+            paid: 100,
+            failed: 3,
+            dead_lettered: 2,
+            breaker_state: 2,
+            ..RunProgress::default()
+        };
+        let p = progress_from_load(&load);
+        assert_eq!((p.sent, p.paid, p.failed), (120, 100, 5));
+        assert_eq!((p.elapsed_seconds, p.breaker_state.as_str()), (12.5, "half_open"));
     }
 
     #[test]
