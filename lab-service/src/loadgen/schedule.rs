@@ -99,7 +99,7 @@ impl Cursor {
     }
 
     /// How many sends this share has in all.
-    pub fn len(&self) -> u64 {
+    pub fn sends(&self) -> u64 {
         self.share.of_total(self.total)
     }
 
@@ -238,7 +238,7 @@ mod tests {
         let claimed: Vec<(u64, Duration)> = std::iter::from_fn(|| cursor.claim()).collect();
         let expected: Vec<(u64, Duration)> = (0..).zip(Schedule::new(&stages)).collect();
         assert_eq!(claimed, expected);
-        assert_eq!(cursor.len(), 7);
+        assert_eq!(cursor.sends(), 7);
         assert_eq!(cursor.claim(), None, "exhausted stays exhausted");
         assert_eq!(cursor.peak_rate(), 4.0);
     }
@@ -257,7 +257,7 @@ mod tests {
                     .collect();
                 takers.into_iter().flat_map(|t| t.join().unwrap()).collect()
             });
-            assert_eq!(claimed.len() as u64, cursor.len(), "share {index}");
+            assert_eq!(claimed.len() as u64, cursor.sends(), "share {index}");
             assert!(claimed.iter().all(|&(seq, _)| share.takes(seq)), "share {index}");
             for &(seq, offset) in &claimed {
                 assert_eq!(Some(offset), cursor.offset(seq));

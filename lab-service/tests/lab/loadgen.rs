@@ -265,7 +265,10 @@ async fn a_stalled_server_shows_in_the_latency_of_every_send_it_delayed() {
     assert!(p99 > 700.0, "p99 {p99} ms must show the 1 s stall");
     // the stall delayed the sends, not the schedule: the second after it is
     // still the intended second of its requests
-    assert_eq!(report.seconds.iter().map(|s| s.sent).collect::<Vec<_>>(), [200, 200, 200]);
+    assert_eq!(
+        report.seconds.iter().map(|s| s.sent).collect::<Vec<_>>(),
+        [200, 200, 200]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
