@@ -7,9 +7,13 @@
 //! cargo bench -p lab-service --bench loadgen         # or: scripts/bench.sh loadgen
 //! ```
 //!
-//! (a) Open loop: hold `RELAB_BENCH_RATE` (5000) requests/s for
-//!     `RELAB_BENCH_OPEN_SECS` (30) s. Target: the achieved rate (answers /
-//!     wall time of the load phase) within 1% of the requested one.
+//! (a) Open loop: hold each rate of `RELAB_BENCH_RATE` (30000; a list such
+//!     as `10000,20000,30000` steps through them to find the ceiling) for
+//!     `RELAB_BENCH_OPEN_SECS` (30) s. Target: every planned send made, the
+//!     achieved rate (answers / wall time of the load phase) within 0.5% of
+//!     the asked one, and the send lag (actual - intended send time) p99
+//!     under 2 ms. Client and server CPU per request and the load average
+//!     before and after are printed for each rate.
 //! (b) Closed loop: `wrk -t2 -c<N> -d<S>s` and the load generator's closed
 //!     loop with N loops for S s, alternating, `RELAB_BENCH_ROUNDS` (5) rounds
 //!     each; N = `RELAB_BENCH_CONNECTIONS` (64), S = `RELAB_BENCH_CLOSED_SECS`
@@ -17,7 +21,8 @@
 //!     best wrk round (medians shown too: the machine is shared). CPU time of client and server per request is shown, as
 //!     it explains the ratio on a small machine.
 //!
-//! Other knobs: `RELAB_BENCH_MAX_IN_FLIGHT` (1024, open loop), `RELAB_WRK`
+//! Other knobs: `RELAB_BENCH_MAX_IN_FLIGHT` (1024, open loop), `RELAB_BENCH_ROUNDS=0`
+//! (open loop only), `RELAB_WRK`
 //! (the wrk binary). Run by `cargo test --all-targets` (no `--bench`
 //! argument) it only says that it is skipped.
 
@@ -34,7 +39,8 @@ use tokio_util::sync::CancellationToken;
 const CLOCK_TICKS: f64 = 100.0;
 
 struct Settings {
-    rate: f64,
+    /// Open-loop rates, run one after the other (steps to find the ceiling).
+    rates: Vec<f64>,
     open_secs: u64,
     max_in_flight: usize,
     connections: usize,
@@ -46,7 +52,7 @@ struct Settings {
 impl Settings {
     fn from_env() -> Result<Self> {
         let s = Self {
-            rate: env_or("RELAB_BENCH_RATE", 5_000.0)?,
+            rates: rates(&std::env::var("RELAB_BENCH_RATE").unwrap_or_else(|_| "30000".into()))?,
             open_secs: env_or("RELAB_BENCH_OPEN_SECS", 30)?,
             max_in_flight: env_or("RELAB_BENCH_MAX_IN_FLIGHT", 1_024)?,
             connections: env_or("RELAB_BENCH_CONNECTIONS", 64)?,
@@ -54,14 +60,24 @@ impl Settings {
             rounds: env_or("RELAB_BENCH_ROUNDS", 5)?,
             wrk: std::env::var("RELAB_WRK").unwrap_or_else(|_| "wrk".into()),
         };
-        if !s.rate.is_finite() || s.rate <= 0.0 || s.open_secs == 0 || s.max_in_flight == 0 {
-            bail!("rate, open seconds and max in flight must be above 0");
+        if s.open_secs == 0 || s.max_in_flight == 0 {
+            bail!("open seconds and max in flight must be above 0");
         }
-        if s.connections < 2 || s.closed_secs == 0 || s.rounds == 0 {
-            bail!("connections (at least 2: wrk -t2), closed seconds and rounds must be above 0");
+        if s.connections < 2 || s.closed_secs == 0 {
+            bail!("connections (at least 2: wrk -t2) and closed seconds must be above 0");
         }
         Ok(s)
     }
+}
+
+/// `30000` or `10000,20000,30000`: requests per second, each above 0.
+fn rates(raw: &str) -> Result<Vec<f64>> {
+    raw.split(',')
+        .map(|r| match r.trim().parse::<f64>() {
+            Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+            _ => bail!("RELAB_BENCH_RATE={raw:?}: {r:?} is not a rate above 0"),
+        })
+        .collect()
 }
 
 /// User + system CPU seconds of a process (a zombie still reports its own).
@@ -255,49 +271,128 @@ async fn wrk(s: &Settings, server: &Server, secs: u64, connections: usize) -> Re
     })
 }
 
-async fn open_loop(s: &Settings, server: &Server) -> Result<()> {
-    let mut config = LoadConfig::open_loop(vec![LoadStage {
-        rate_per_sec: s.rate,
+/// Open-loop targets: the achieved rate within this many percent of the asked one...
+const RATE_TOLERANCE_PCT: f64 = 0.5;
+/// ...and 99% of sends within this many milliseconds of their intended time.
+const SEND_LAG_P99_MS: f64 = 2.0;
+
+/// One open-loop run at one rate.
+struct OpenRun {
+    rate: f64,
+    report: LoadReport,
+    planned: u64,
+    client_cpu: f64,
+    server_cpu: f64,
+    load_before: String,
+    load_after: String,
+}
+
+impl OpenRun {
+    fn achieved(&self) -> f64 {
+        self.report.achieved_rate()
+    }
+
+    fn error_pct(&self) -> f64 {
+        (self.achieved() - self.rate) / self.rate * 100.0
+    }
+
+    fn lag_ms(&self, q: f64) -> f64 {
+        self.report.send_lag.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    fn per_request(&self, cpu: f64) -> f64 {
+        cpu * 1e6 / self.report.sent.max(1) as f64
+    }
+
+    /// Every planned send made, the rate within the tolerance, the send lag p99 under the bound.
+    fn met(&self) -> bool {
+        self.report.sent == self.planned
+            && self.error_pct().abs() <= RATE_TOLERANCE_PCT
+            && self.lag_ms(0.99) < SEND_LAG_P99_MS
+    }
+
+    fn row(&self) -> String {
+        let r = &self.report;
+        let latency = r.latency_ms();
+        format!(
+            "| {:.0}/s | {:.1}/s | {:+.3}% | {} / {} | {} | {} | {:.2} / {:.2} / {:.2} ms | {:.2} / {:.2} / {:.2} ms | {:.1} µs | {:.1} µs | {} → {} | {} |",
+            self.rate,
+            self.achieved(),
+            self.error_pct(),
+            r.sent,
+            self.planned,
+            r.errors + r.shed + r.rejected,
+            r.late_sends,
+            self.lag_ms(0.5),
+            self.lag_ms(0.99),
+            r.send_lag.max() as f64 / 1000.0,
+            latency.p50,
+            latency.p99,
+            latency.max,
+            self.per_request(self.client_cpu),
+            self.per_request(self.server_cpu),
+            self.load_before,
+            self.load_after,
+            if self.met() { "met" } else { "MISSED" },
+        )
+    }
+}
+
+async fn open_loop(s: &Settings, server: &Server, rate: f64) -> Result<OpenRun> {
+    let stages = vec![LoadStage {
+        rate_per_sec: rate,
         duration: Duration::from_secs(s.open_secs),
-    }]);
+    }];
+    let planned = lab_service::loadgen::schedule::total_sends(&stages);
+    let mut config = LoadConfig::open_loop(stages);
     config.max_in_flight = s.max_in_flight;
+    let load_before = loadavg();
     let (report, client_cpu, server_cpu) = loadgen(server, config).await?;
-    let planned = (s.rate * s.open_secs as f64).round() as u64;
-    let achieved = report.achieved_rate();
-    let error = (achieved - s.rate) / s.rate * 100.0;
-    let lag = |q: f64| report.send_lag.value_at_quantile(q) as f64 / 1000.0;
-    let latency = report.latency_ms();
-    let per_second: Vec<u64> = report.seconds.iter().map(|x| x.sent).collect();
-    println!("\n### (a) open loop: {} req/s for {} s", s.rate, s.open_secs);
+    Ok(OpenRun {
+        rate,
+        report,
+        planned,
+        client_cpu,
+        server_cpu,
+        load_before,
+        load_after: loadavg(),
+    })
+}
+
+async fn open_loops(s: &Settings, server: &Server, cores: usize) -> Result<()> {
+    let mut runs = Vec::new();
+    for &rate in &s.rates {
+        eprintln!("[bench] open loop: {rate}/s for {} s", s.open_secs);
+        runs.push(open_loop(s, server, rate).await?);
+    }
+    println!(
+        "\n### (a) open loop: {} s per rate, max in flight {}; target: achieved within {RATE_TOLERANCE_PCT}% of asked, send lag p99 < {SEND_LAG_P99_MS} ms",
+        s.open_secs, s.max_in_flight
+    );
     println!();
-    println!("| requested | achieved | error | sent / planned | errors | late sends (>5 ms) | send lag p50 / p99 / max | latency p50 / p99 / max (from intended time) | client CPU | server CPU |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    println!(
-        "| {:.0}/s | {achieved:.1}/s | {error:+.3}% | {} / {planned} | {} | {} | {:.2} / {:.2} / {:.2} ms | {:.2} / {:.2} / {:.2} ms | {:.1} µs/req | {:.1} µs/req |",
-        s.rate,
-        report.sent,
-        report.errors + report.shed + report.rejected,
-        report.late_sends,
-        lag(0.5),
-        lag(0.99),
-        report.send_lag.max() as f64 / 1000.0,
-        latency.p50,
-        latency.p99,
-        latency.max,
-        client_cpu * 1e6 / report.sent.max(1) as f64,
-        server_cpu * 1e6 / report.sent.max(1) as f64,
-    );
-    println!(
-        "\nload phase {:.3} s; sends per intended second: min {} max {}; target within 1%: {}",
-        report.elapsed.as_secs_f64(),
-        per_second.iter().min().unwrap_or(&0),
-        per_second.iter().max().unwrap_or(&0),
-        if error.abs() <= 1.0 && report.sent == planned {
-            "MET"
-        } else {
-            "MISSED"
-        }
-    );
+    println!("| asked | achieved | error | sent / planned | errors | late sends (>5 ms) | send lag p50 / p99 / max | latency p50 / p99 / max (from intended time) | client CPU/req | server CPU/req | load avg (1 min) before → after | target |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for run in &runs {
+        println!("{}", run.row());
+    }
+    println!();
+    for run in &runs {
+        let per_second: Vec<u64> = run.report.seconds.iter().map(|x| x.sent).collect();
+        let (client, server) = (run.per_request(run.client_cpu), run.per_request(run.server_cpu));
+        println!(
+            "{:.0}/s: load phase {:.3} s, sends per intended second min {} max {}; CPU (client {client:.1} + server {server:.1} µs/req) × {:.0}/s = {:.2} of {cores} cores",
+            run.rate,
+            run.report.elapsed.as_secs_f64(),
+            per_second.iter().min().unwrap_or(&0),
+            per_second.iter().max().unwrap_or(&0),
+            run.achieved(),
+            (client + server) * run.achieved() / 1e6,
+        );
+    }
+    match runs.iter().filter(|r| r.met()).map(|r| r.rate).max_by(f64::total_cmp) {
+        Some(ceiling) => println!("\nhighest asked rate that met the target in this run: {ceiling:.0}/s"),
+        None => println!("\nno asked rate met the target in this run"),
+    }
     Ok(())
 }
 
@@ -369,8 +464,10 @@ async fn main() -> Result<()> {
     wrk(&s, &server, 2, s.connections).await?;
     loadgen(&server, LoadConfig::closed_loop(s.connections, Duration::from_secs(2))).await?;
 
-    open_loop(&s, &server).await?;
-    closed_loops(&s, &server).await?;
+    open_loops(&s, &server, cores).await?;
+    if s.rounds > 0 {
+        closed_loops(&s, &server).await?;
+    }
     println!("\nload average after: {}", loadavg());
     Ok(())
 }

@@ -1,19 +1,20 @@
-//! Running the load: the open-loop dispatcher and the closed loops. Every
-//! finished request records itself into one shared [`Recorder`] (a short,
-//! rarely contended lock); a publisher task copies its totals into the
-//! progress channel a few times a second.
+//! Running the load: the open loop (its senders are in `open_loop`) and
+//! the closed loops. Every finished request records itself into one shared
+//! [`Recorder`] (a short, rarely contended lock); a publisher task copies
+//! its totals into the progress channel a few times a second.
 
+use super::http1::ConnectionSlot;
+use super::open_loop::open_loop;
 use super::record::{Recorder, Sample};
 use super::request::Requester;
-use super::schedule::Schedule;
-use super::{LoadConfig, LoadMode, LoadProgress, LoadReport, LoadStage, Target, LATE_SEND_THRESHOLD};
+use super::{LoadConfig, LoadMode, LoadProgress, LoadReport, Target, LATE_SEND_THRESHOLD};
 use crate::error::Result;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -81,10 +82,10 @@ pub async fn run_load(
 }
 
 /// What every request of a run writes to.
-struct Shared {
+pub(super) struct Shared {
     recorder: Mutex<Recorder>,
     /// Requests that have left (the recorder only sees finished ones).
-    sent: AtomicU64,
+    pub sent: AtomicU64,
 }
 
 impl Shared {
@@ -92,64 +93,9 @@ impl Shared {
         self.recorder.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn record(&self, sample: Sample) {
+    pub fn record(&self, sample: Sample) {
         self.lock().record(sample);
     }
-}
-
-/// Dispatch every scheduled request at its intended time, at most
-/// `max_in_flight` outstanding. Returns whether `stop` cut it short.
-async fn open_loop(
-    stages: &[LoadStage],
-    config: &LoadConfig,
-    requester: Arc<Requester>,
-    shared: &Arc<Shared>,
-    start: Instant,
-    stop: &CancellationToken,
-) -> bool {
-    let slots = Arc::new(Semaphore::new(config.max_in_flight));
-    let share = config.share;
-    let mut rng = StdRng::seed_from_u64(config.seed.wrapping_add(u64::from(share.index)));
-    let mut stopped = false;
-    let mine = Schedule::new(stages)
-        .enumerate()
-        .filter(|(seq, _)| share.takes(*seq as u64));
-    for (seq, offset) in mine {
-        let intended = start + offset;
-        if Instant::now() < intended {
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => { stopped = true; break; }
-                _ = tokio::time::sleep_until(intended) => {}
-            }
-        }
-        let slot = tokio::select! {
-            biased;
-            _ = stop.cancelled() => { stopped = true; break; }
-            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
-        };
-        let body = requester.draw_body(&mut rng);
-        let (requester, shared) = (requester.clone(), shared.clone());
-        let second = offset.as_secs() as u32;
-        tokio::spawn(async move {
-            let left = Instant::now();
-            shared.sent.fetch_add(1, Ordering::Relaxed);
-            let (class, order_id) = requester.send(seq as u64, body).await;
-            let done = Instant::now();
-            shared.record(Sample {
-                second,
-                latency: done.saturating_duration_since(intended),
-                send_lag: left.saturating_duration_since(intended),
-                class,
-                order_id,
-            });
-            drop(slot);
-        });
-    }
-    // every slot back: every request has finished and recorded itself
-    let all = u32::try_from(config.max_in_flight).unwrap_or(u32::MAX);
-    let _ = slots.acquire_many(all).await;
-    stopped
 }
 
 /// `concurrency` loops sending back to back until `duration` is over.
@@ -169,6 +115,8 @@ async fn closed_loop(
         let (requester, shared, seq, stop) = (requester.clone(), shared.clone(), seq.clone(), stop.clone());
         loops.spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed.wrapping_add(n as u64));
+            let mut connection = ConnectionSlot::default();
+            let mut timeout = requester.timeout_timer();
             loop {
                 let left = Instant::now();
                 if left >= deadline || stop.is_cancelled() {
@@ -176,7 +124,9 @@ async fn closed_loop(
                 }
                 let body = requester.draw_body(&mut rng);
                 shared.sent.fetch_add(1, Ordering::Relaxed);
-                let (class, order_id) = requester.send(seq.fetch_add(1, Ordering::Relaxed), body).await;
+                let (class, order_id) = requester
+                    .send(&mut connection, &mut timeout, seq.fetch_add(1, Ordering::Relaxed), body)
+                    .await;
                 shared.record(Sample {
                     second: left.duration_since(start).as_secs() as u32,
                     latency: left.elapsed(),

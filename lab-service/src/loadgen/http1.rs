@@ -1,6 +1,8 @@
 //! A minimal HTTP/1.1 keep-alive client, all the load generator needs and
 //! no more: plain `http://`, one request at a time per connection,
-//! `Content-Length` or chunked bodies, connections pooled for reuse.
+//! `Content-Length` or chunked bodies. Each sender (a closed loop, an
+//! open-loop sender task) keeps its own connection in a [`ConnectionSlot`]:
+//! no pool, no lock.
 //!
 //! Why not a general client: the calling task writes the request and reads
 //! the answer on the socket itself (no connection task, no channels, no
@@ -11,7 +13,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -82,19 +83,28 @@ struct Connection {
     scratch: Box<[u8]>,
 }
 
-/// Keep-alive connections to one endpoint. Each request takes an idle
-/// connection (or opens one) and gives it back after a complete response.
+/// One sender's keep-alive connection to the endpoint: empty until its
+/// first request, and again after the server closed it or a request on it
+/// failed or was abandoned (a timeout).
+#[derive(Default)]
+pub struct ConnectionSlot(Option<Connection>);
+
+impl ConnectionSlot {
+    /// Whether a connection is open for the next request.
+    #[cfg(test)]
+    pub fn is_open(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+/// Requests to one endpoint, each on the caller's own connection.
 pub struct Client {
     endpoint: Endpoint,
-    idle: Mutex<Vec<Connection>>,
 }
 
 impl Client {
     pub fn new(endpoint: Endpoint) -> Self {
-        Self {
-            endpoint,
-            idle: Mutex::new(Vec::new()),
-        }
+        Self { endpoint }
     }
 
     /// The request head and body for `method` with extra `headers`.
@@ -113,12 +123,14 @@ impl Client {
         out
     }
 
-    /// Send an encoded request and read the whole response. A reused
-    /// connection the server closed while idle is replaced once, but only
-    /// when not a byte of the response had arrived.
-    pub async fn send(&self, request: &[u8]) -> Result<Response, HttpError> {
-        let reused = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
-        let (mut conn, mut retry) = match reused {
+    /// Send an encoded request on the connection in `slot` (opening one
+    /// if it is empty) and read the whole response; the connection goes
+    /// back into the slot if it may be reused. A reused connection the
+    /// server closed while idle is replaced once, but only when not a byte
+    /// of the response had arrived. Dropped mid-request (a timeout), the
+    /// future leaves the slot empty.
+    pub async fn send(&self, slot: &mut ConnectionSlot, request: &[u8]) -> Result<Response, HttpError> {
+        let (mut conn, mut retry) = match slot.0.take() {
             Some(c) => (c, true),
             None => (self.connect().await?, false),
         };
@@ -126,7 +138,7 @@ impl Client {
             match exchange(&mut conn, request).await {
                 Ok((response, keep_alive)) => {
                     if keep_alive {
-                        self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
+                        slot.0 = Some(conn);
                     }
                     return Ok(response);
                 }
@@ -345,6 +357,7 @@ async fn take_line(conn: &mut Connection) -> Result<String, HttpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
     use tokio::net::TcpListener;
 
     #[test]
@@ -377,15 +390,19 @@ mod tests {
     }
 
     /// A server that answers each connection's requests with `replies`, in
-    /// order (one reply per request), then closes it.
-    async fn scripted(replies: Vec<&'static str>) -> String {
+    /// order (one reply per request), then closes it. Also returns how
+    /// many connections it accepted.
+    async fn scripted(replies: Vec<&'static str>) -> (String, Arc<Mutex<usize>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/x?y=1", listener.local_addr().unwrap());
+        let accepted = Arc::new(Mutex::new(0));
+        let counter = accepted.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut socket, _)) = listener.accept().await else {
                     return;
                 };
+                *counter.lock().unwrap() += 1;
                 let replies = replies.clone();
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 4096];
@@ -403,12 +420,12 @@ mod tests {
                 });
             }
         });
-        url
+        (url, accepted)
     }
 
     #[tokio::test]
     async fn reads_length_and_chunked_bodies_on_one_kept_alive_connection() {
-        let url = scripted(vec![
+        let (url, accepted) = scripted(vec![
             "HTTP/1.1 201 Created\r\ncontent-length: 5\r\n\r\nhello",
             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3;x=1\r\nabc\r\n2\r\nde\r\n0\r\ntrailer: t\r\n\r\n",
             "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 503 Busy\r\ncontent-length: 0\r\n\r\n",
@@ -418,29 +435,33 @@ mod tests {
         let get = client.encode("GET", &[], b"");
         assert!(String::from_utf8_lossy(&get).starts_with("GET /x?y=1 HTTP/1.1\r\nhost: 127.0.0.1:"));
 
-        let first = client.send(&get).await.unwrap();
-        let second = client.send(&get).await.unwrap();
+        let mut slot = ConnectionSlot::default();
+        let first = client.send(&mut slot, &get).await.unwrap();
+        let second = client.send(&mut slot, &get).await.unwrap();
         let third = client
-            .send(&client.encode("POST", &[("idempotency-key", "k")], b"{}"))
+            .send(&mut slot, &client.encode("POST", &[("idempotency-key", "k")], b"{}"))
             .await
             .unwrap();
 
         assert_eq!((first.status, first.body.as_slice()), (201, &b"hello"[..]));
         assert_eq!((second.status, second.body.as_slice()), (200, &b"abcde"[..]));
         assert_eq!((third.status, third.body.len()), (503, 0));
-        assert_eq!(client.idle.lock().unwrap().len(), 1, "one connection served all three");
+        assert!(slot.is_open(), "the connection is kept for the next request");
+        assert_eq!(*accepted.lock().unwrap(), 1, "one connection served all three");
     }
 
     #[tokio::test]
     async fn a_connection_closed_while_idle_is_replaced_once() {
         // each connection answers one request, then the server closes it
-        let url = scripted(vec!["HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]).await;
+        let (url, accepted) = scripted(vec!["HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]).await;
         let client = Client::new(Endpoint::resolve(&url).await.unwrap());
         let get = client.encode("GET", &[], b"");
+        let mut slot = ConnectionSlot::default();
         for _ in 0..3 {
-            let r = client.send(&get).await.unwrap();
+            let r = client.send(&mut slot, &get).await.unwrap();
             assert_eq!(r.body, b"ok");
         }
+        assert_eq!(*accepted.lock().unwrap(), 3, "a fresh connection for each request");
     }
 
     #[tokio::test]

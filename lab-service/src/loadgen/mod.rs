@@ -9,6 +9,16 @@
 //! shows up in its latency, so a slow server cannot hide its slowness by
 //! slowing the client down.
 //!
+//! The open loop is a pool of long-lived sender tasks (`open_loop`), not a
+//! task per request: each takes the next send of the schedule from a shared
+//! [`schedule::Cursor`] (one atomic add), sleeps until its intended time
+//! (tokio's timer resolution is 1 ms: sends due in the same millisecond
+//! leave together), sends on its own keep-alive connection, records and
+//! takes the next. The pool keeps about 2 ms worth of sends waiting and
+//! grows up to `max_in_flight` senders (one request each) when the server
+//! holds them. With `load.parallelism`, generator k of N takes only every
+//! N-th send of the schedule ([`Share`]).
+//!
 //! **Closed loop.** `concurrency` loops send back to back for a duration;
 //! latency is measured from the actual send (there is no schedule to fall
 //! behind). This is what `wrk` does; it measures capacity, not latency.
@@ -18,8 +28,9 @@
 //! rejected, everything else an error), or any `GET` URL (2xx accepted).
 //!
 //! Requests go out through a small keep-alive HTTP/1.1 client of its own
-//! (`http1`: plain `http://`, the calling task does the socket I/O), cheap
-//! enough per request to keep up with `wrk` on the same cores.
+//! (`http1`: plain `http://`, the calling task does the socket I/O on its
+//! own connection), cheap enough per request to keep up with `wrk` on the
+//! same cores.
 //!
 //! Live counts go to a [`tokio::sync::watch`] channel of [`LoadProgress`]
 //! (about five times a second). This is the HTTP load driver only; the
@@ -27,6 +38,7 @@
 
 mod driver;
 mod http1;
+mod open_loop;
 mod record;
 mod request;
 pub mod schedule;

@@ -1,14 +1,16 @@
 //! Sending one request to the target and classifying the answer.
 
-use super::http1::{Client, Endpoint};
+use super::http1::{Client, ConnectionSlot, Endpoint};
 use super::record::ResponseClass;
 use super::Target;
 use crate::orders::routes::IDEMPOTENCY_KEY;
 use crate::orders::NewOrder;
 use rand::rngs::StdRng;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use serde::Deserialize;
+use std::pin::Pin;
 use std::time::Duration;
+use tokio::time::{Instant, Sleep};
 use uuid::Uuid;
 
 /// Number of distinct customers the generated orders spread over.
@@ -61,8 +63,32 @@ impl Requester {
         })
     }
 
-    /// Send request `seq` and read the whole answer (bounded by the timeout).
-    pub async fn send(&self, seq: u64, body: Option<Vec<u8>>) -> (ResponseClass, Option<Uuid>) {
+    /// The body of request `seq` of a run seeded with `seed` (orders only):
+    /// the same whichever sender or generator sends it.
+    pub fn body_of(&self, seed: u64, seq: u64) -> Option<Vec<u8>> {
+        if !self.orders {
+            return None;
+        }
+        let mut rng = StdRng::seed_from_u64(seed ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        self.draw_body(&mut rng)
+    }
+
+    /// A timer for [`Requester::send`]'s timeout, to be kept by one sender
+    /// for all its requests: moving a pending timer later costs no lock
+    /// on tokio's timer wheel, a new timer per request does.
+    pub fn timeout_timer(&self) -> Pin<Box<Sleep>> {
+        Box::pin(tokio::time::sleep(self.timeout))
+    }
+
+    /// Send request `seq` on the connection in `slot` and read the whole
+    /// answer, bounded by the timeout (`timer`, from [`Requester::timeout_timer`]).
+    pub async fn send(
+        &self,
+        slot: &mut ConnectionSlot,
+        timer: &mut Pin<Box<Sleep>>,
+        seq: u64,
+        body: Option<Vec<u8>>,
+    ) -> (ResponseClass, Option<Uuid>) {
         let posted;
         let request = match &body {
             Some(body) => {
@@ -76,13 +102,17 @@ impl Requester {
             }
             None => &self.get,
         };
-        let response = match tokio::time::timeout(self.timeout, self.client.send(request)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, seq, "load request failed");
-                return (ResponseClass::Error, None);
-            }
-            Err(_) => {
+        timer.as_mut().reset(Instant::now() + self.timeout);
+        let response = tokio::select! {
+            biased;
+            answer = self.client.send(slot, request) => match answer {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, seq, "load request failed");
+                    return (ResponseClass::Error, None);
+                }
+            },
+            _ = timer.as_mut() => {
                 tracing::debug!(seq, timeout = ?self.timeout, "load request timed out");
                 return (ResponseClass::Error, None);
             }

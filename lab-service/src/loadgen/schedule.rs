@@ -2,7 +2,8 @@
 //! from the stages alone (never from how fast earlier requests came back),
 //! and the `rate:seconds,...` form of stages used on the command line.
 
-use super::LoadStage;
+use super::{LoadStage, Share};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Number of sends a stage makes: every `i >= 0` with `i / rate < duration`.
@@ -61,6 +62,81 @@ impl Iterator for Schedule {
             self.stage += 1;
             self.index = 0;
         }
+    }
+}
+
+/// One share of a schedule handed out to any number of senders: each call
+/// of [`Cursor::claim`] gives the next send of the share (its sequence
+/// number in the whole schedule and its intended offset), in schedule
+/// order, each send exactly once, without a lock (one atomic add).
+#[derive(Debug)]
+pub struct Cursor {
+    /// Per stage: first sequence number, number of sends, start offset, rate.
+    stages: Vec<(u64, u64, Duration, f64)>,
+    total: u64,
+    share: Share,
+    /// The next send of this share, counted within the share.
+    next: AtomicU64,
+}
+
+impl Cursor {
+    pub fn new(stages: &[LoadStage], share: Share) -> Self {
+        let mut first = 0;
+        let mut start = Duration::ZERO;
+        let mut table = Vec::with_capacity(stages.len());
+        for stage in stages {
+            let sends = sends_in(stage);
+            table.push((first, sends, start, stage.rate_per_sec));
+            first += sends;
+            start += stage.duration;
+        }
+        Self {
+            stages: table,
+            total: first,
+            share,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// How many sends this share has in all.
+    pub fn sends(&self) -> u64 {
+        self.share.of_total(self.total)
+    }
+
+    /// The next unclaimed send of the share: `(seq, intended offset)`, or
+    /// None when every send has been handed out (or the cursor was closed).
+    pub fn claim(&self) -> Option<(u64, Duration)> {
+        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        let of = u64::from(self.share.of.max(1));
+        let seq = k.checked_mul(of)?.checked_add(u64::from(self.share.index))?;
+        Some((seq, self.offset(seq)?))
+    }
+
+    /// Hand out nothing more (the load was stopped).
+    pub fn close(&self) {
+        self.next.store(u64::MAX / 2, Ordering::Relaxed);
+    }
+
+    /// The intended offset of send `seq` of the whole schedule: the same
+    /// value the [`Schedule`] iterator yields for it.
+    pub fn offset(&self, seq: u64) -> Option<Duration> {
+        if seq >= self.total {
+            return None;
+        }
+        let i = self.stages.partition_point(|&(first, ..)| first <= seq) - 1;
+        let (first, _, start, rate) = self.stages[i];
+        Some(start + Duration::from_secs_f64((seq - first) as f64 / rate))
+    }
+
+    /// The highest rate of any stage, per second, of this share.
+    pub fn peak_rate(&self) -> f64 {
+        let peak = self
+            .stages
+            .iter()
+            .filter(|&&(_, sends, ..)| sends > 0)
+            .map(|&(.., rate)| rate)
+            .fold(0.0, f64::max);
+        peak / f64::from(self.share.of.max(1))
     }
 }
 
@@ -153,6 +229,51 @@ mod tests {
         assert_eq!(sends_in(&st(0.5, 3.0)), 2); // at 0 s and 2 s
         assert_eq!(sends_in(&st(3.0, 0.1)), 1);
         assert_eq!(sends_in(&st(0.1, 30.0)), 3);
+    }
+
+    #[test]
+    fn the_cursor_gives_the_schedules_offsets_by_sequence_number() {
+        let stages = [st(2.0, 1.0), st(0.0, 1.0), st(4.0, 1.0), st(3.0, 0.1)];
+        let cursor = Cursor::new(&stages, Share::WHOLE);
+        let claimed: Vec<(u64, Duration)> = std::iter::from_fn(|| cursor.claim()).collect();
+        let expected: Vec<(u64, Duration)> = (0..).zip(Schedule::new(&stages)).collect();
+        assert_eq!(claimed, expected);
+        assert_eq!(cursor.sends(), 7);
+        assert_eq!(cursor.claim(), None, "exhausted stays exhausted");
+        assert_eq!(cursor.peak_rate(), 4.0);
+    }
+
+    #[test]
+    fn threads_claiming_at_once_get_every_send_of_their_share_exactly_once() {
+        let stages = [st(5_000.0, 2.0), st(1_000.0, 1.0)];
+        let total = total_sends(&stages);
+        let mut all = Vec::new();
+        for index in 0..3 {
+            let share = Share { index, of: 3 };
+            let cursor = Cursor::new(&stages, share);
+            let claimed: Vec<(u64, Duration)> = std::thread::scope(|scope| {
+                let takers: Vec<_> = (0..4)
+                    .map(|_| scope.spawn(|| std::iter::from_fn(|| cursor.claim()).collect::<Vec<_>>()))
+                    .collect();
+                takers.into_iter().flat_map(|t| t.join().unwrap()).collect()
+            });
+            assert_eq!(claimed.len() as u64, cursor.sends(), "share {index}");
+            assert!(claimed.iter().all(|&(seq, _)| share.takes(seq)), "share {index}");
+            for &(seq, offset) in &claimed {
+                assert_eq!(Some(offset), cursor.offset(seq));
+            }
+            all.extend(claimed.into_iter().map(|(seq, _)| seq));
+        }
+        all.sort_unstable();
+        assert_eq!(all, (0..total).collect::<Vec<_>>(), "the shares partition the schedule");
+    }
+
+    #[test]
+    fn a_closed_cursor_hands_out_nothing_more() {
+        let cursor = Cursor::new(&[st(100.0, 1.0)], Share::WHOLE);
+        assert_eq!(cursor.claim(), Some((0, Duration::ZERO)));
+        cursor.close();
+        assert_eq!(cursor.claim(), None);
     }
 
     #[test]

@@ -193,6 +193,84 @@ async fn a_slow_server_with_few_slots_shows_in_latency_from_the_intended_time() 
     );
 }
 
+/// A server that answers at once, except that every request arriving
+/// between `from` and `from + stall` after the first one is held until
+/// the stall ends. Returns the base URL and the most requests it held at once.
+async fn stalling_server(from: Duration, stall: Duration) -> (String, Arc<AtomicUsize>, CancellationToken) {
+    let first = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let (first, in_flight, most) = (first.clone(), in_flight.clone(), most.clone());
+        move || {
+            let (first, in_flight, most) = (first.clone(), in_flight.clone(), most.clone());
+            async move {
+                let now = Instant::now();
+                let start = *first.get_or_init(|| now);
+                let (stall_from, stall_until) = (start + from, start + from + stall);
+                let held = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(held, Ordering::SeqCst);
+                if (stall_from..stall_until).contains(&now) {
+                    tokio::time::sleep_until(stall_until).await;
+                }
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                "ok"
+            }
+        }
+    };
+    let router = Router::new().route("/tick", get(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/tick", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(stopped.cancelled_owned())
+            .await
+    });
+    (url, most, stop)
+}
+
+/// Coordinated omission, the other way round: the server stalls for a
+/// second in the middle of the load and only 8 requests may be in flight,
+/// so the sends due during the stall cannot leave. They still leave (late),
+/// and their latency counts from when they were meant to leave, so the
+/// stall shows in the latency of about a fifth of the requests, not only
+/// in the 8 that were held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_server_shows_in_the_latency_of_every_send_it_delayed() {
+    let (url, most_held, server) = stalling_server(Duration::from_millis(1_000), Duration::from_millis(1_000)).await;
+    let mut config = LoadConfig::open_loop(vec![stage(200.0, 3)]);
+    config.max_in_flight = 8;
+
+    let report = load(Target::Get { url }, config).await;
+    server.cancel();
+
+    assert_eq!(report.sent, 600, "every send of the schedule was made");
+    assert_eq!(report.accepted, 600);
+    assert!(most_held.load(Ordering::SeqCst) <= 8, "the in-flight bound held");
+    // ~200 sends were due during the 1 s stall; each waited for it to end
+    let delayed: u64 = report
+        .latency
+        .iter_recorded()
+        .filter(|v| v.value_iterated_to() > 200_000)
+        .map(|v| v.count_at_value())
+        .sum();
+    assert!(
+        delayed >= 120,
+        "only {delayed} of 600 answers took over 200 ms; the stall was hidden"
+    );
+    assert!(report.late_sends >= 100, "late sends: {}", report.late_sends);
+    let p99 = report.latency_ms().p99;
+    assert!(p99 > 700.0, "p99 {p99} ms must show the 1 s stall");
+    // the stall delayed the sends, not the schedule: the second after it is
+    // still the intended second of its requests
+    assert_eq!(
+        report.seconds.iter().map(|s| s.sent).collect::<Vec<_>>(),
+        [200, 200, 200]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stages_change_the_arrival_rate() {
     let target = FakeTarget::start(Duration::ZERO).await;
@@ -340,8 +418,10 @@ async fn three_load_generators_share_one_schedule_and_their_results_merge_into_o
     assert_eq!((o.sent, o.accepted), (180, 180), "{o:?}");
     assert_eq!(r.api_latency_ms.count, 180, "the three histograms merged");
     assert_eq!(out.timeline.iter().map(|p| p.sent).sum::<u64>(), 180);
+    // three seconds of load; a point for a second of drain (a busy machine) sends nothing
+    let sent: Vec<u64> = out.timeline.iter().map(|p| p.sent).collect();
     assert!(
-        out.timeline.iter().all(|p| (50..=70).contains(&p.sent)),
+        sent.len() >= 3 && sent[..3].iter().all(|n| (50..=70).contains(n)) && sent[3..].iter().all(|&n| n == 0),
         "about 60 a second, the shares interleaved: {:?}",
         out.timeline.iter().map(|p| p.sent).collect::<Vec<_>>()
     );
