@@ -110,7 +110,7 @@ impl Settings {
     }
 }
 
-/// CPU time used so far: (this process, the whole machine), in seconds.
+/// Clock ticks per second of `/proc/<pid>/stat`.
 struct CpuClock {
     ticks_per_sec: f64,
 }
@@ -124,21 +124,6 @@ impl CpuClock {
             .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
             .unwrap_or(100.0);
         Self { ticks_per_sec: ticks }
-    }
-
-    fn now(&self) -> (f64, f64) {
-        let own = process_ticks(std::process::id()).unwrap_or(0.0);
-        let busy = std::fs::read_to_string("/proc/stat")
-            .ok()
-            .and_then(|s| {
-                let line = s.lines().next()?;
-                let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-                // user nice system idle iowait irq softirq steal (guest is inside user)
-                let total: f64 = v.iter().take(8).sum();
-                Some(total - v.get(3)? - v.get(4)?)
-            })
-            .unwrap_or(0.0);
-        (own / self.ticks_per_sec, busy / self.ticks_per_sec)
     }
 }
 
@@ -229,22 +214,45 @@ impl Databases {
     }
 }
 
-/// Cumulative work of the database (backends report it at least every second).
+/// Cumulative work of the database (backends report it at least every
+/// second), and of the server's other databases: the machine is shared, and
+/// so is the server (its WAL flushes above all).
 #[derive(Debug, Clone, Copy, Default)]
 struct DbWork {
     xacts: i64,
     jobs_index_scans: i64,
+    /// Transactions of every other database on the server.
+    others_xacts: i64,
+    /// WAL syncs of the whole server.
+    wal_syncs: i64,
 }
 
 impl DbWork {
     async fn read(pool: &PgPool) -> Result<Self> {
-        let (xacts, jobs_index_scans): (i64, i64) = sqlx::query_as(
+        let (xacts, jobs_index_scans, others_xacts, wal_syncs): (i64, i64, i64, i64) = sqlx::query_as(
             "SELECT (SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = current_database()),
-                    coalesce((SELECT idx_scan FROM pg_stat_user_tables WHERE relname = 'jobs'), 0)::bigint",
+                    coalesce((SELECT idx_scan FROM pg_stat_user_tables WHERE relname = 'jobs'), 0)::bigint,
+                    (SELECT coalesce(sum(xact_commit + xact_rollback), 0)::bigint FROM pg_stat_database
+                      WHERE datname IS DISTINCT FROM current_database()),
+                    (SELECT wal_sync::bigint FROM pg_stat_wal)",
         )
         .fetch_one(pool)
         .await?;
-        Ok(Self { xacts, jobs_index_scans })
+        Ok(Self {
+            xacts,
+            jobs_index_scans,
+            others_xacts,
+            wal_syncs,
+        })
+    }
+
+    /// Other databases' transactions and the server's WAL syncs per second since `before`.
+    fn neighbours(&self, before: &Self, seconds: f64) -> String {
+        format!(
+            "other databases {:.0} xacts/s, server {:.0} WAL syncs/s",
+            (self.others_xacts - before.others_xacts) as f64 / seconds.max(1e-3),
+            (self.wal_syncs - before.wal_syncs) as f64 / seconds.max(1e-3)
+        )
     }
 }
 
@@ -263,7 +271,40 @@ struct LabRun {
     e2e_p50_ms: f64,
     client_ms_per_order: f64,
     pg_ms_per_order: f64,
+    /// What the lab's active backends were waiting on, most frequent first
+    /// (share of samples of active backends).
+    waits: String,
+    neighbours: String,
     load: String,
+}
+
+/// One look at what the lab's active backends wait on (`None`: on CPU).
+async fn sample_waits(observer: &PgPool, counts: &mut HashMap<String, u64>) -> Result<()> {
+    let rows: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT wait_event_type, wait_event FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active'",
+    )
+    .fetch_all(observer)
+    .await?;
+    for (kind, event) in rows {
+        let key = match (kind, event) {
+            (Some(k), Some(e)) => format!("{k}:{e}"),
+            _ => "CPU".to_string(),
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    Ok(())
+}
+
+fn top_waits(counts: &HashMap<String, u64>, n: usize) -> String {
+    let total: u64 = counts.values().sum();
+    let mut v: Vec<(&String, &u64)> = counts.iter().collect();
+    v.sort_by(|a, b| b.1.cmp(a.1));
+    v.iter()
+        .take(n)
+        .map(|(k, c)| format!("{k} {:.0}%", **c as f64 * 100.0 / total.max(1) as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The lab with every setting at its default, on `url`'s (migrated) database.
@@ -375,8 +416,12 @@ async fn run_lab(s: &Settings, url: &str, cpu: &CpuClock) -> Result<LabRun> {
     let mut account = CpuAccount::start(cpu, std::process::id(), &backend_pids(&observer).await?);
     let window = Instant::now() + Duration::from_secs(s.secs);
     let mut samples: Vec<(i64, i64)> = Vec::new();
+    let mut waits = HashMap::new();
     while Instant::now() < window {
         account.sample(&backend_pids(&observer).await?);
+        for _ in 0..5 {
+            sample_waits(&observer, &mut waits).await?;
+        }
         let (queued, running): (i64, i64) = sqlx::query_as(
             "SELECT count(*) FILTER (WHERE status = 'queued'), count(*) FILTER (WHERE status = 'running')
              FROM jobs WHERE status IN ('queued', 'running')",
@@ -425,6 +470,8 @@ async fn run_lab(s: &Settings, url: &str, cpu: &CpuClock) -> Result<LabRun> {
         e2e_p50_ms: p50.unwrap_or(0.0) * 1e3,
         client_ms_per_order: client_cpu * 1e3 / paid.max(1) as f64,
         pg_ms_per_order: pg_cpu * 1e3 / paid.max(1) as f64,
+        waits: top_waits(&waits, 4),
+        neighbours: work1.neighbours(&work0, seconds),
         load,
     })
 }
@@ -518,6 +565,7 @@ async fn run_pickup(s: &Settings, url: &str, rate: f64) -> Result<PickupRun> {
 }
 
 struct PgbenchRun {
+    neighbours: String,
     tps: f64,
     transactions: u64,
     failed: String,
@@ -559,6 +607,7 @@ async fn run_pgbench(s: &Settings, url: &str, cpu: &CpuClock) -> Result<PgbenchR
     let observer = PgPoolOptions::new().max_connections(1).connect(url).await?;
     let load = loadavg();
     let work0 = DbWork::read(&observer).await?;
+    let started = Instant::now();
     let child = tokio::process::Command::new(&s.pgbench)
         .args(&args)
         .stdout(std::process::Stdio::piped())
@@ -576,6 +625,7 @@ async fn run_pgbench(s: &Settings, url: &str, cpu: &CpuClock) -> Result<PgbenchR
         }
     };
     let (client_cpu, pg_cpu) = account.seconds();
+    let elapsed = started.elapsed().as_secs_f64();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     if !out.status.success() {
@@ -596,6 +646,7 @@ async fn run_pgbench(s: &Settings, url: &str, cpu: &CpuClock) -> Result<PgbenchR
     observer.close().await;
     let per = |x: f64| x / transactions.max(1) as f64;
     Ok(PgbenchRun {
+        neighbours: work1.neighbours(&work0, elapsed),
         tps,
         transactions,
         failed: field(&stdout, "number of failed transactions:").unwrap_or("?").to_string(),
@@ -759,14 +810,17 @@ async fn main() -> Result<()> {
     );
     for (i, r) in rounds.iter().enumerate() {
         println!(
-            "round {}: lab {} paid in the window, {} accepted and {} shed (503) by the API during settle + window; pgbench {} transactions, failed {}, latency average {}",
+            "round {}: lab {} paid in the window, {} accepted and {} shed (503) by the API during settle + window, active backends: {}; {}; pgbench {} transactions, failed {}, latency average {}, {}",
             i + 1,
             r.lab.paid,
             r.lab.accepted,
             r.lab.shed,
+            r.lab.waits,
+            r.lab.neighbours,
             r.pgb.transactions,
             r.pgb.failed,
-            r.pgb.latency_ms
+            r.pgb.latency_ms,
+            r.pgb.neighbours
         );
     }
     if let Some(p) = &pickup {

@@ -326,27 +326,45 @@ pub const NOTIFY_MIN_GAP: Duration = Duration::from_millis(2);
 /// hint (workers poll as a fallback, and a worker that finds a full batch
 /// claims again without waiting), so it is sent after the commit, in a
 /// transaction of its own with `synchronous_commit = off` (it writes
-/// nothing worth a flush). An idle lab notifies at once; a saturated one at
-/// most every 2 ms, which delays a sleeping worker's pickup by at most that.
+/// nothing worth a flush). An idle lab notifies at once, before the order's
+/// `201`; a saturated one at most every 2 ms, which delays a sleeping
+/// worker's pickup by at most that.
 #[derive(Debug, Default)]
 pub struct WorkerWakeups {
     wanted: tokio::sync::Notify,
+    last_sent: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl WorkerWakeups {
-    /// A job was committed: a NOTIFY follows, now or within [`NOTIFY_MIN_GAP`].
-    pub fn job_committed(&self) {
-        self.wanted.notify_one();
+    /// A job was committed: wake the workers. The first job after a quiet
+    /// [`NOTIFY_MIN_GAP`] sends the NOTIFY itself, before its request is
+    /// answered (an idle lab's pickup waits for nothing); the others leave it
+    /// to [`WorkerWakeups::run`], which sends one for all of them at the end of the gap.
+    pub async fn job_committed(&self, pool: &PgPool) {
+        let now = tokio::time::Instant::now();
+        let lead = {
+            let mut last = self.last_sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let lead = last.is_none_or(|t| now.duration_since(t) >= NOTIFY_MIN_GAP);
+            if lead {
+                *last = Some(now);
+            }
+            lead
+        };
+        if lead {
+            send_wakeup(pool).await;
+        } else {
+            self.wanted.notify_one();
+        }
     }
 
-    /// Send the NOTIFYs that were asked for, until `stop`.
+    /// Send the NOTIFYs that were left to it, until `stop`.
     pub async fn run(self: std::sync::Arc<Self>, pool: PgPool, stop: tokio_util::sync::CancellationToken) {
-        let mut last: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = self.wanted.notified() => {}
             }
+            let last = *self.last_sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(last) = last {
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -355,14 +373,19 @@ impl WorkerWakeups {
             }
             // a job committed from here on asks for the next NOTIFY (the
             // Notify keeps its permit); this one covers every earlier commit
-            last = Some(tokio::time::Instant::now());
-            let sent = sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')")
-                .bind(JOBS_CHANNEL)
-                .execute(&pool)
-                .await;
-            if let Err(e) = sent {
-                tracing::warn!(error = %e, "waking the workers failed; they will poll");
-            }
+            *self.last_sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tokio::time::Instant::now());
+            send_wakeup(&pool).await;
         }
+    }
+}
+
+/// One NOTIFY in a transaction of its own that does not wait for its flush.
+async fn send_wakeup(pool: &PgPool) {
+    let sent = sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')")
+        .bind(JOBS_CHANNEL)
+        .execute(pool)
+        .await;
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "waking the workers failed; they will poll");
     }
 }

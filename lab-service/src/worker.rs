@@ -337,6 +337,16 @@ async fn record_payments(shared: Arc<Shared>, mut waiting: mpsc::UnboundedReceiv
     }
 }
 
+/// Wake the claimer when a job this process re-queued falls due (the one
+/// claimer would otherwise see it only at its next poll).
+fn wake_when_due(shared: &Arc<Shared>, delay: Duration) {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        shared.wake.notify_one();
+    });
+}
+
 async fn pay(shared: &Arc<Shared>, recorder: &Recorder, job: &ClaimedJob) -> Result<()> {
     let m = &shared.metrics;
     let slot = match shared.bulkhead.enter().await {
@@ -346,6 +356,7 @@ async fn pay(shared: &Arc<Shared>, recorder: &Recorder, job: &ClaimedJob) -> Res
             m.jobs.with_label_values(&["bulkhead_deferred"]).inc();
             let delay = shared.config.bulkhead_max_wait.max(Duration::from_millis(20));
             queue::requeue(&shared.pool, job, delay, false, "bulkhead full").await?;
+            wake_when_due(shared, delay);
             return Ok(());
         }
     };
@@ -401,6 +412,7 @@ async fn pay(shared: &Arc<Shared>, recorder: &Recorder, job: &ClaimedJob) -> Res
             if !queue::requeue(&shared.pool, job, rejected.retry_after, false, &reason).await? {
                 m.jobs.with_label_values(&["lease_lost"]).inc();
             }
+            wake_when_due(shared, rejected.retry_after);
             return Ok(());
         }
         RetryOutcome::GaveUp { last, attempts } => {
@@ -420,6 +432,7 @@ async fn pay(shared: &Arc<Shared>, recorder: &Recorder, job: &ClaimedJob) -> Res
                 if !queue::requeue(&shared.pool, job, delay, true, &reason).await? {
                     m.jobs.with_label_values(&["lease_lost"]).inc();
                 }
+                wake_when_due(shared, delay);
                 return Ok(());
             }
         }

@@ -172,7 +172,7 @@ async fn create_order(
     let request_id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok());
     let outcome = super::create_order(&s.pool, &key, &order, request_id, s.config.max_job_attempts, &permit).await?;
     if matches!(outcome, CreateOutcome::Created(_)) {
-        s.wakeups.job_committed();
+        s.wakeups.job_committed(&s.pool).await;
     }
     let resp = match outcome {
         CreateOutcome::Created(o) => {

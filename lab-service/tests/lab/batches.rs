@@ -24,7 +24,7 @@ async fn a_worker_killed_mid_batch_loses_and_double_charges_nothing() {
 
     // Act 1: the doomed worker claims all six in one statement (1 s leases),
     // charges three of them, records the first charge only, and dies
-    let pool = &lab.db.pool;
+    let pool = &lab.db.pool.clone();
     let batch = queue::claim_jobs(pool, "doomed", Duration::from_secs(1), 10)
         .await
         .unwrap();
