@@ -201,7 +201,12 @@ impl Databases {
         self.0.lock().unwrap().push(name.clone());
         lab_service::db::create_database(&s.admin_url, &name)
             .await
-            .with_context(|| format!("cannot create database {name} on {} (run scripts/setup.sh)", s.admin_url))
+            .with_context(|| {
+                format!(
+                    "cannot create database {name} on {} (run scripts/setup.sh)",
+                    s.admin_url
+                )
+            })
     }
 
     async fn drop_all(&self, s: &Settings) {
@@ -366,7 +371,11 @@ fn offer_orders(
                         offered.shed.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    Ok(r) => bail!("POST /orders: HTTP {}: {}", r.status(), r.text().await.unwrap_or_default()),
+                    Ok(r) => bail!(
+                        "POST /orders: HTTP {}: {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    ),
                     Err(_) if stop.load(Ordering::Relaxed) => return Ok(()),
                     Err(e) => bail!("POST /orders: {e}"),
                 }
@@ -384,7 +393,9 @@ async fn paid_count(observer: &PgPool) -> Result<i64> {
 }
 
 async fn db_now(observer: &PgPool) -> Result<DateTime<Utc>> {
-    Ok(sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(observer).await?)
+    Ok(sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(observer)
+        .await?)
 }
 
 async fn run_lab(s: &Settings, url: &str, cpu: &CpuClock) -> Result<LabRun> {
@@ -395,7 +406,13 @@ async fn run_lab(s: &Settings, url: &str, cpu: &CpuClock) -> Result<LabRun> {
     // warm-up: connections open, caches warm, nothing measured
     let stop = Arc::new(AtomicBool::new(false));
     let warm = Arc::new(Offered::default());
-    let mut clients = offer_orders(lab.api_url(), s.clients, Some(s.warmup as u64), stop.clone(), warm.clone());
+    let mut clients = offer_orders(
+        lab.api_url(),
+        s.clients,
+        Some(s.warmup as u64),
+        stop.clone(),
+        warm.clone(),
+    );
     while let Some(j) = clients.join_next().await {
         j??;
     }
@@ -649,7 +666,9 @@ async fn run_pgbench(s: &Settings, url: &str, cpu: &CpuClock) -> Result<PgbenchR
         neighbours: work1.neighbours(&work0, elapsed),
         tps,
         transactions,
-        failed: field(&stdout, "number of failed transactions:").unwrap_or("?").to_string(),
+        failed: field(&stdout, "number of failed transactions:")
+            .unwrap_or("?")
+            .to_string(),
         latency_ms: field(&stdout, "latency average =").unwrap_or("?").to_string(),
         xacts_per_order: per((work1.xacts - work0.xacts) as f64),
         client_ms_per_order: per(client_cpu * 1e3),
@@ -712,7 +731,10 @@ struct Round {
 async fn run_rounds(s: &Settings, dbs: &Databases, cpu: &CpuClock) -> Result<(Vec<Round>, Option<PickupRun>)> {
     let mut rounds = Vec::new();
     for n in 1..=s.rounds {
-        eprintln!("pipeline bench: round {n}/{}: lab ({} clients, {} s)", s.rounds, s.clients, s.secs);
+        eprintln!(
+            "pipeline bench: round {n}/{}: lab ({} clients, {} s)",
+            s.rounds, s.clients, s.secs
+        );
         let url = dbs.create(s, "lab").await?;
         let lab = run_lab(s, &url, cpu).await.context("lab run")?;
         dbs.drop_all(s).await;
@@ -844,7 +866,11 @@ async fn main() -> Result<()> {
         s.rounds, s.secs, s.settle_secs, s.clients, s.pgbench_clients, s.warmup, s.pickup_secs,
         if s.journal { "journal" } else { "memory" }
     );
-    let mut shown = pgbench_args(&s, "bench/pgbench/reference-queue.sql", "<fresh database with the lab schema>");
+    let mut shown = pgbench_args(
+        &s,
+        "bench/pgbench/reference-queue.sql",
+        "<fresh database with the lab schema>",
+    );
     shown.insert(0, "pgbench".into());
     println!("  {}", shown.join(" "));
     println!(

@@ -229,7 +229,15 @@ pub async fn complete_paid_batch(pool: &PgPool, jobs: &[PaidJob]) -> Result<Vec<
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, created_at, finished_at)| (id, Finished { created_at, finished_at }))
+        .map(|(id, created_at, finished_at)| {
+            (
+                id,
+                Finished {
+                    created_at,
+                    finished_at,
+                },
+            )
+        })
         .collect())
 }
 
@@ -373,7 +381,8 @@ impl WorkerWakeups {
             }
             // a job committed from here on asks for the next NOTIFY (the
             // Notify keeps its permit); this one covers every earlier commit
-            *self.last_sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tokio::time::Instant::now());
+            *self.last_sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(tokio::time::Instant::now());
             send_wakeup(&pool).await;
         }
     }

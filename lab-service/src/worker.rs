@@ -330,7 +330,9 @@ async fn record_payments(shared: Arc<Shared>, mut waiting: mpsc::UnboundedReceiv
             Err(e) => {
                 let e = e.to_string();
                 for p in batch.drain(..) {
-                    let _ = p.done.send(Err(Error::Other(format!("recording the payment failed: {e}"))));
+                    let _ = p
+                        .done
+                        .send(Err(Error::Other(format!("recording the payment failed: {e}"))));
                 }
             }
         }

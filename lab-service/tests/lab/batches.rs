@@ -84,7 +84,10 @@ async fn a_worker_killed_mid_batch_loses_and_double_charges_nothing() {
     for (id, claims, status) in &claims {
         assert_eq!(status, "done", "job {id}");
         let expected = if *id == batch[0].job_id { 1 } else { 2 };
-        assert_eq!(*claims, expected, "job {id}: the doomed claim, plus one takeover if unrecorded");
+        assert_eq!(
+            *claims, expected,
+            "job {id}: the doomed claim, plus one takeover if unrecorded"
+        );
     }
     let ledger = lab.ledger().await;
     for id in &orders {
@@ -140,7 +143,11 @@ async fn a_batch_completion_fences_each_job_by_its_own_lease() {
     let fresh = batch.iter().find(|j| j.order_id == a).unwrap();
     assert_eq!(finished.iter().map(|f| f.0).collect::<Vec<_>>(), vec![fresh.job_id]);
     assert_eq!(lab.get_order(a).await.status, "paid");
-    assert_eq!(lab.get_order(b).await.status, "pending", "the stale half of the batch changed nothing");
+    assert_eq!(
+        lab.get_order(b).await.status,
+        "pending",
+        "the stale half of the batch changed nothing"
+    );
     let owner: Option<String> = sqlx::query_scalar("SELECT lease_owner FROM jobs WHERE id = $1")
         .bind(stale.job_id)
         .fetch_one(pool)
