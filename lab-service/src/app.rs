@@ -108,6 +108,7 @@ impl ApiServer {
             metrics: metrics.pipeline.clone(),
             registry: metrics.registry.clone(),
             admission: Arc::default(),
+            wakeups: Arc::default(),
             ready: Arc::new(AtomicBool::new(true)),
         };
         Ok(Self {
@@ -139,6 +140,14 @@ impl ApiServer {
     pub async fn run_until_stopped(self, stop: CancellationToken) -> Result<()> {
         let router = self.router();
         let sampler = tokio::spawn(sample_queue_depth(self.state.clone(), stop.clone()));
+        // until the last request has been served: its job wants a wake-up too
+        let wakeups_stop = CancellationToken::new();
+        let wakeups = tokio::spawn(
+            self.state
+                .wakeups
+                .clone()
+                .run(self.state.pool.clone(), wakeups_stop.clone()),
+        );
         let ready = self.state.ready.clone();
         let grace = self.state.config.shutdown_timeout;
         let drain_delay = self.state.config.drain_delay;
@@ -159,6 +168,8 @@ impl ApiServer {
             Err(_) => tracing::warn!(?grace, "in-flight requests outlived the shutdown timeout"),
         }
         sampler.abort();
+        wakeups_stop.cancel();
+        let _ = wakeups.await;
         Ok(())
     }
 }

@@ -114,7 +114,8 @@ pub enum CreateOutcome {
     },
 }
 
-/// Insert the order and its job in one transaction and wake a worker; or,
+/// Insert the order and its job in one statement (the caller then wakes
+/// the workers, coalesced: `queue::WorkerWakeups`); or,
 /// when the idempotency key exists, tell a replay from a conflict. Concurrent
 /// calls with one key create one order: the unique key makes the losers wait
 /// for the winner's commit and then see its row.
@@ -127,12 +128,18 @@ pub async fn create_order(
     permit: &admission::Permit,
 ) -> Result<CreateOutcome> {
     let fingerprint = order.fingerprint();
-    let mut tx = pool.begin().await?;
+    // one statement, one implicit transaction, one round trip: the order and
+    // its job, or nothing when the key exists (no job is inserted then)
     let inserted: Option<Order> = sqlx::query_as(&format!(
-        "INSERT INTO orders (id, idempotency_key, request_hash, request_id, customer_id, amount_cents, currency)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (idempotency_key) DO NOTHING
-         RETURNING {ORDER_COLUMNS}"
+        "WITH o AS (
+             INSERT INTO orders (id, idempotency_key, request_hash, request_id, customer_id, amount_cents, currency)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (idempotency_key) DO NOTHING
+             RETURNING {ORDER_COLUMNS}
+         ), j AS (
+             INSERT INTO jobs (order_id, max_attempts) SELECT id, $8 FROM o
+         )
+         SELECT {ORDER_COLUMNS} FROM o"
     ))
     .bind(permit.id())
     .bind(key)
@@ -141,24 +148,13 @@ pub async fn create_order(
     .bind(&order.customer_id)
     .bind(order.amount_cents)
     .bind(&order.currency)
-    .fetch_optional(&mut *tx)
+    .bind(max_attempts)
+    .fetch_optional(pool)
     .await?;
-
     if let Some(created) = inserted {
-        sqlx::query("INSERT INTO jobs (order_id, max_attempts) VALUES ($1, $2)")
-            .bind(created.id)
-            .bind(max_attempts)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(JOBS_CHANNEL)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
         permit.inserted();
         return Ok(CreateOutcome::Created(created));
     }
-    tx.rollback().await?;
 
     let (existing, hash): (Order, String) = {
         let row: (Uuid, String) = sqlx::query_as("SELECT id, request_hash FROM orders WHERE idempotency_key = $1")

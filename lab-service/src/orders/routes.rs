@@ -34,6 +34,8 @@ pub struct ApiState {
     /// Queued + running jobs: sampled in the background, plus what this
     /// process admitted since (shedding reads this, not the DB).
     pub admission: Arc<super::admission::Admission>,
+    /// Coalesced NOTIFYs to the workers after new jobs (`queue::WorkerWakeups`).
+    pub wakeups: Arc<crate::queue::WorkerWakeups>,
     pub ready: Arc<AtomicBool>,
 }
 
@@ -169,6 +171,9 @@ async fn create_order(
     order.validate()?;
     let request_id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok());
     let outcome = super::create_order(&s.pool, &key, &order, request_id, s.config.max_job_attempts, &permit).await?;
+    if matches!(outcome, CreateOutcome::Created(_)) {
+        s.wakeups.job_committed(&s.pool).await;
+    }
     let resp = match outcome {
         CreateOutcome::Created(o) => {
             tracing::Span::current().record("order_id", tracing::field::display(o.id));

@@ -4,6 +4,7 @@
 mod harness;
 
 mod api;
+mod batches;
 mod breaker;
 mod bulkhead;
 mod contract;
