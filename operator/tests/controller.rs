@@ -84,6 +84,7 @@ impl Operator {
             instance: format!("test-{ns}"),
             dashboards: Some(Default::default()),
             clock,
+            max_concurrent_reconciles: controller::DEFAULT_CONCURRENT_RECONCILES,
         };
         let running = controller::start(client.clone(), options, stop.clone())
             .await
