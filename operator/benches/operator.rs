@@ -273,7 +273,10 @@ async fn measure(client: Client, ns: String, n: usize, metrics_addr: SocketAddr,
                 applied.entry(name).or_insert(at);
             }
             _ => {
-                println!("  only {} of {n} experiments past Pending within {wait:?}", applied.len());
+                println!(
+                    "  only {} of {n} experiments past Pending within {wait:?}",
+                    applied.len()
+                );
                 break;
             }
         }

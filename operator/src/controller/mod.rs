@@ -363,7 +363,12 @@ fn metadata_changes<K>(
     managed: &watcher::Config,
 ) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
     K::DynamicType: Default,
 {
     watcher::watcher(scoped::<PartialObjectMeta<K>>(client, namespace), managed.clone())

@@ -8,8 +8,8 @@ use super::build::{self, Owner};
 use super::machine::Note;
 use super::{apply, err, Context, DashboardKey, Error, ErrorKind, FIELD_MANAGER};
 use crate::crd::{ReliabilityExperiment, ReliabilityExperimentStatus};
-use kube::api::{Api, PostParams};
 use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Api, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use relab_model::status::get_condition;
@@ -60,7 +60,10 @@ pub struct Dashboard {
 /// Apply a dashboard [`dashboard`] returned, and remember what it was made from.
 pub async fn apply_dashboard(ctx: &Context, namespace: &str, board: Dashboard) -> Result<(), Error> {
     apply::apply(ctx, namespace, &board.child).await?;
-    ctx.dashboards.lock().expect("dashboards cache").insert(board.uid, board.key);
+    ctx.dashboards
+        .lock()
+        .expect("dashboards cache")
+        .insert(board.uid, board.key);
     Ok(())
 }
 
