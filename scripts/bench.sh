@@ -7,6 +7,7 @@
 #   scripts/bench.sh pipeline   # order pipeline vs pgbench (same SQL, same server)
 #   scripts/bench.sh loadgen    # load generator vs wrk (same endpoint, same run)
 #   scripts/bench.sh operator   # 100 experiments at once against a real API server
+#   scripts/bench.sh operator-1000  # 1,000 at once: peak RSS, reconcile errors, all past Pending
 #   scripts/bench.sh variants   # 4 variants x 3 runs vs the same 12 runs one by one
 #   scripts/bench.sh db-proxy   # SELECT 1 at 1,000/s direct vs through the fault proxy
 #
@@ -29,7 +30,7 @@ loadgen() {
 }
 
 operator() {
-  say "operator: 100 experiments at once on a real API server (operator/benches/operator.rs)"
+  say "operator: ${RELAB_BENCH_EXPERIMENTS:-100} experiments at once on a real API server (operator/benches/operator.rs)"
   if [ -z "${RELAB_KUBECONFIG:-}" ]; then
     bash scripts/k8s/build.sh
     eval "$(bash scripts/k8s/control-plane.sh start)"
@@ -37,6 +38,10 @@ operator() {
     export RELAB_KUBECONFIG="$KUBECONFIG"
   fi
   cargo bench -p relab-operator --bench operator
+}
+
+operator_1000() {
+  RELAB_BENCH_EXPERIMENTS=1000 RELAB_BENCH_REFERENCE=0 operator
 }
 
 db_proxy() {
@@ -54,6 +59,7 @@ case "${1:-all}" in
   variants) variants ;;
   loadgen) loadgen ;;
   operator) operator ;;
+  operator-1000) operator_1000 ;;
   db-proxy) db_proxy ;;
   all)
     pipeline
@@ -63,7 +69,7 @@ case "${1:-all}" in
     db_proxy
     ;;
   *)
-    say "unknown bench ${1:-}; known: pipeline, loadgen, operator, variants, db-proxy"
+    say "unknown bench ${1:-}; known: pipeline, loadgen, operator, operator-1000, variants, db-proxy"
     exit 2
     ;;
 esac

@@ -9,14 +9,22 @@
 //! fresh namespace, which is deleted afterwards. The cluster helpers are the
 //! controller tests' (`tests/common`).
 //!
-//! Knobs: `RELAB_BENCH_EXPERIMENTS` (default 100). Run by `cargo test
-//! --all-targets` (no `--bench` argument) it only says it is skipped.
+//! Targets: create -> children applied within 1.25x of the reference (the
+//! same children applied directly by one client in the same run) at p99;
+//! operator peak RSS < 64 MiB, no reconcile errors, every experiment past
+//! `Pending`. Each phase's namespace is deleted, and gone, before the next.
+//!
+//! Knobs: `RELAB_BENCH_EXPERIMENTS` (default 100), `RELAB_BENCH_REFERENCE`
+//! (`0`: no reference phase; `cargo xtask bench operator-1000` runs 1,000
+//! experiments without it). Run by `cargo test --all-targets` (no `--bench`
+//! argument) it only says it is skipped.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -47,6 +55,22 @@ async fn metric(addr: SocketAddr, name: &str) -> f64 {
     common::operator_metric(addr, name).await.unwrap_or(0.0)
 }
 
+/// The target: the operator's p99 within this factor of the reference's.
+const RATIO_TARGET: f64 = 1.25;
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
 #[tokio::main]
 async fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -57,16 +81,117 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
+    let with_reference = std::env::var("RELAB_BENCH_REFERENCE").map_or(true, |v| v != "0");
     let (_, kubeconfig) = common::kubeconfig();
-    // each phase in a fresh namespace (CRD applied), deleted afterwards
-    common::in_namespace(|client, ns| async move { operator_run(client, ns, n, kubeconfig).await }).await;
-    // let the controller-manager settle, then the reference, side by side in the same run
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    common::in_namespace(|client, ns| async move { reference(client, ns, n).await }).await;
+    let load_before = loadavg();
+    // each phase in a fresh namespace (CRD applied), deleted (and gone) afterwards
+    let operator = in_fresh_namespace(move |client, ns| operator_run(client, ns, n, kubeconfig)).await;
+    let reference = match with_reference {
+        // let the controller-manager settle, then the reference, side by side in the same run
+        true => {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Some(in_fresh_namespace(move |client, ns| reference(client, ns, n)).await)
+        }
+        false => None,
+    };
+    let load_after = loadavg();
+
+    let op = &operator.latencies;
+    println!("summary: {n} experiments; load average before {load_before}, after {load_after}");
+    if let (Some(reference), false) = (&reference, op.is_empty()) {
+        let (p50, p99) = (percentile(op, 0.50), percentile(op, 0.99));
+        let (r50, r99) = (percentile(reference, 0.50), percentile(reference, 0.99));
+        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-3);
+        println!("  create -> children applied   operator   reference   ratio");
+        println!(
+            "  p50                          {:>6.0} ms  {:>6.0} ms   {:.2}x",
+            ms(p50),
+            ms(r50),
+            ratio(p50, r50)
+        );
+        println!(
+            "  p99                          {:>6.0} ms  {:>6.0} ms   {:.2}x",
+            ms(p99),
+            ms(r99),
+            ratio(p99, r99)
+        );
+        let met = ratio(p99, r99) <= RATIO_TARGET;
+        println!(
+            "  target: p99 within {RATIO_TARGET}x of the reference {}",
+            if met { "met" } else { "MISSED" }
+        );
+    }
+    let rss_ok = operator.peak_rss_kib < 64 * 1024;
+    println!(
+        "  targets: peak RSS {:.1} MiB < 64 MiB {}, reconcile errors {} = 0 {}, past Pending {}/{n} {}",
+        operator.peak_rss_kib as f64 / 1024.0,
+        if rss_ok { "met" } else { "MISSED" },
+        operator.errors,
+        if operator.errors == 0 { "met" } else { "MISSED" },
+        operator.reached,
+        if operator.reached == n { "met" } else { "MISSED" },
+    );
+}
+
+/// Run `body` in a fresh namespace (the CRD applied), delete the namespace,
+/// and wait until it is gone (at most 10 minutes), so that the next phase,
+/// and whoever else shares the control plane, finds it idle again.
+async fn in_fresh_namespace<T, F, Fut>(body: F) -> T
+where
+    F: FnOnce(Client, String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    common::in_namespace(|client, ns| async move {
+        let out = body(client, ns.clone()).await;
+        let _ = tx.send((ns, out));
+    })
+    .await;
+    let (ns, out) = rx.await.expect("the phase finished");
+    let client = common::client().await;
+    let namespaces: Api<Namespace> = Api::all(client);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(600) {
+        match namespaces.get_opt(&ns).await {
+            Ok(None) => {
+                println!("  namespace {ns} deleted in {:.1} s", started.elapsed().as_secs_f64());
+                return out;
+            }
+            _ => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+    println!("  warning: namespace {ns} still there after 600 s");
+    out
+}
+
+/// What the operator phase measured.
+struct OperatorRun {
+    /// create -> past Pending, per experiment that got there, sorted.
+    latencies: Vec<Duration>,
+    peak_rss_kib: u64,
+    /// `relab_operator_reconcile_errors_total`, every kind.
+    errors: u64,
+    /// Experiments past Pending.
+    reached: usize,
+}
+
+/// The sum of a metric over its labels (0 when not rendered yet).
+async fn metric_sum(addr: SocketAddr, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("the operator's metrics answer")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// The operator as its own process, stopped by its PID however the run ends.
-async fn operator_run(client: Client, ns: String, n: usize, kubeconfig: String) {
+async fn operator_run(client: Client, ns: String, n: usize, kubeconfig: String) -> OperatorRun {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -90,7 +215,7 @@ async fn operator_run(client: Client, ns: String, n: usize, kubeconfig: String) 
         .expect("start relab operator");
     let pid = operator.id();
     let _stop = Cleanup(operator);
-    measure(client, ns, n, metrics_addr, pid).await;
+    measure(client, ns, n, metrics_addr, pid).await
 }
 
 struct Cleanup(std::process::Child);
@@ -102,7 +227,7 @@ impl Drop for Cleanup {
     }
 }
 
-async fn measure(client: Client, ns: String, n: usize, metrics_addr: SocketAddr, pid: u32) {
+async fn measure(client: Client, ns: String, n: usize, metrics_addr: SocketAddr, pid: u32) -> OperatorRun {
     common::operator_ready(metrics_addr, 30).await;
     let idle_rss = rss_kib(pid, "VmRSS:");
 
@@ -138,26 +263,38 @@ async fn measure(client: Client, ns: String, n: usize, metrics_addr: SocketAddr,
     let created: HashMap<String, Instant> = futures::future::join_all(creates).await.into_iter().collect();
     let all_created = start.elapsed();
 
+    // 180 s, and 0.5 s more per experiment past 100
+    let wait = Duration::from_secs(180) + Duration::from_millis(500) * n.saturating_sub(100) as u32;
     let mut applied: HashMap<String, Instant> = HashMap::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let deadline = tokio::time::Instant::now() + wait;
     while applied.len() < n {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(Some((name, at))) => {
                 applied.entry(name).or_insert(at);
             }
-            _ => panic!("only {} of {n} experiments provisioned within 180 s", applied.len()),
+            _ => {
+                println!(
+                    "  only {} of {n} experiments past Pending within {wait:?}",
+                    applied.len()
+                );
+                break;
+            }
         }
     }
     let wall = start.elapsed();
     let reconciles = metric(metrics_addr, "relab_operator_reconciles_total").await - reconciles_before;
-    let errors = metric(metrics_addr, "relab_operator_reconcile_errors_total{kind=\"apply\"}").await;
     let peak_rss = rss_kib(pid, "VmHWM:");
     let rss = rss_kib(pid, "VmRSS:");
+    // errors show a moment later (a refused write is counted when it is
+    // retried); what the burst caused is there after a few seconds
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let errors = metric_sum(metrics_addr, "relab_operator_reconcile_errors_total").await;
+    let reconciles_after = metric(metrics_addr, "relab_operator_reconciles_total").await - reconciles_before;
     watching.abort();
 
-    let mut latencies: Vec<Duration> = created
+    let mut latencies: Vec<Duration> = applied
         .iter()
-        .map(|(name, sent)| applied[name].saturating_duration_since(*sent))
+        .map(|(name, at)| at.saturating_duration_since(created[name]))
         .collect();
     latencies.sort();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
@@ -169,42 +306,45 @@ async fn measure(client: Client, ns: String, n: usize, metrics_addr: SocketAddr,
         .len();
 
     println!("operator bench: {n} experiments created at once (baseline.yaml), one namespace");
+    println!("  creates returned after       {:>8.0} ms", ms(all_created));
     println!(
-        "  creates returned after       {:>8.0} ms",
-        all_created.as_secs_f64() * 1e3
+        "  all past Pending after       {:>8.0} ms ({} of {n})",
+        ms(wall),
+        applied.len()
     );
-    println!("  all provisioned after        {:>8.0} ms", wall.as_secs_f64() * 1e3);
+    if !latencies.is_empty() {
+        println!(
+            "  create -> children applied   p50 {:.0} ms   p99 {:.0} ms   max {:.0} ms",
+            ms(percentile(&latencies, 0.50)),
+            ms(percentile(&latencies, 0.99)),
+            ms(*latencies.last().unwrap())
+        );
+    }
     println!(
-        "  create -> children applied   p50 {:.0} ms   p99 {:.0} ms   max {:.0} ms",
-        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-        latencies.last().unwrap().as_secs_f64() * 1e3
-    );
-    println!(
-        "  reconciles                   {reconciles:.0} in {:.1} s = {:.1}/s (apply errors {errors:.0})",
+        "  reconciles                   {reconciles:.0} in {:.1} s = {:.1}/s ({reconciles_after:.0} after 5 s more)",
         wall.as_secs_f64(),
         reconciles / wall.as_secs_f64()
     );
+    println!("  reconcile errors             {errors:.0} (every kind, 5 s after the last)");
     println!("  deployments applied          {made} (expected {})", 3 * n);
     println!(
-        "  operator RSS                 idle {:.1} MiB, now {:.1} MiB, peak {:.1} MiB",
+        "  operator RSS                 idle {:.1} MiB, at the end {:.1} MiB, peak {:.1} MiB",
         idle_rss as f64 / 1024.0,
         rss as f64 / 1024.0,
         peak_rss as f64 / 1024.0
     );
-    let p99_ok = percentile(&latencies, 0.99) < Duration::from_secs(2);
-    let rss_ok = peak_rss < 64 * 1024;
-    println!(
-        "  targets: p99 < 2 s {}, peak RSS < 64 MiB {}",
-        if p99_ok { "met" } else { "MISSED" },
-        if rss_ok { "met" } else { "MISSED" }
-    );
+    OperatorRun {
+        latencies,
+        peak_rss_kib: peak_rss,
+        errors: errors as u64,
+        reached: applied.len(),
+    }
 }
 
 /// The reference: the same children applied straight from this process
 /// (Services, then the rest with their ClusterIPs, all concurrently), with no
 /// operator in between; the API server's (and controller-manager's) floor.
-async fn reference(client: Client, ns: String, n: usize) {
+async fn reference(client: Client, ns: String, n: usize) -> Vec<Duration> {
     let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), &ns);
     let template = common::example("baseline.yaml");
     let mut stored = Vec::new();
@@ -240,8 +380,9 @@ async fn reference(client: Client, ns: String, n: usize) {
     println!("reference: the same children applied directly by one client, {n} experiments at once");
     println!(
         "  start -> children applied    p50 {:.0} ms   p99 {:.0} ms   max {:.0} ms",
-        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-        latencies.last().unwrap().as_secs_f64() * 1e3
+        ms(percentile(&latencies, 0.50)),
+        ms(percentile(&latencies, 0.99)),
+        ms(*latencies.last().unwrap())
     );
+    latencies
 }

@@ -67,6 +67,9 @@ enum Command {
         /// Reconcile running experiments this often (live progress).
         #[arg(long, env = "RELAB_POLL_INTERVAL_SECS", default_value_t = 5)]
         poll_interval_secs: u64,
+        /// At most this many experiments reconcile at once.
+        #[arg(long, env = "RELAB_MAX_CONCURRENT_RECONCILES", default_value_t = controller::DEFAULT_CONCURRENT_RECONCILES)]
+        max_concurrent_reconciles: u16,
         /// Log format (RUST_LOG sets the filter).
         #[arg(long, value_enum, env = "RELAB_LOG_FORMAT", default_value = "json")]
         log_format: lab_service::telemetry::LogFormat,
@@ -188,6 +191,7 @@ fn main() -> ExitCode {
             ledger_storage_class,
             ledger_size,
             poll_interval_secs,
+            max_concurrent_reconciles,
             log_format,
             dashboard_labels,
             dashboard_annotations,
@@ -246,6 +250,7 @@ fn main() -> ExitCode {
                 metrics_listen,
                 poll_interval: std::time::Duration::from_secs(poll_interval_secs),
                 dashboards,
+                max_concurrent_reconciles,
                 ..controller::Options::default()
             };
             let election = leader_elect.then(|| {

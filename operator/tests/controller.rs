@@ -84,6 +84,7 @@ impl Operator {
             instance: format!("test-{ns}"),
             dashboards: Some(Default::default()),
             clock,
+            max_concurrent_reconciles: controller::DEFAULT_CONCURRENT_RECONCILES,
         };
         let running = controller::start(client.clone(), options, stop.clone())
             .await
@@ -445,10 +446,11 @@ async fn an_applied_experiment_gets_its_lab_then_the_results_and_verdict_of_its_
         let children_versions = |d: &[Deployment]| d.iter().map(|d| d.resource_version().unwrap()).collect::<Vec<_>>();
         let before = children_versions(&labelled::<Deployment>(&client, &ns, run).await);
         let reconciles = operator.metric("relab_operator_reconciles_total").await;
-        // (the experiment's own metadata does not wake it; its children do)
-        Api::<Job>::namespaced(client.clone(), &ns)
+        // (the experiment's own metadata does not wake it, nor a Job's
+        // metadata or count of active pods; a change to a Service does)
+        Api::<Service>::namespaced(client.clone(), &ns)
             .patch(
-                "flaky-r1-loadgen",
+                "flaky-r1-order-service",
                 &PatchParams::default(),
                 &Patch::Merge(json!({"metadata": {"annotations": {"touched": "yes"}}})),
             )

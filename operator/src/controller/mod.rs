@@ -35,7 +35,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::{Api, ListParams, PartialObjectMeta};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{predicates, watcher, WatchStreamExt};
@@ -71,6 +71,9 @@ pub struct Options {
     /// What time it is (schedules, TTLs, webhook retries): the wall clock,
     /// or a test's.
     pub clock: Clock,
+    /// At most this many experiments reconcile at once (a burst of new
+    /// experiments queues instead of opening a connection per child).
+    pub max_concurrent_reconciles: u16,
 }
 
 /// The controller's clock. Every decision that depends on the time takes
@@ -111,9 +114,14 @@ impl Default for Options {
                 .unwrap_or_else(|_| "relab-operator".into()),
             dashboards: Some(build::DashboardOptions::default()),
             clock: Clock::system(),
+            max_concurrent_reconciles: DEFAULT_CONCURRENT_RECONCILES,
         }
     }
 }
+
+/// Reconciles at once by default: enough to keep the API server busy, few
+/// enough that a burst of experiments does not open hundreds of connections.
+pub const DEFAULT_CONCURRENT_RECONCILES: u16 = 32;
 
 /// Kinds of reconcile errors (the `kind` label of the errors metric).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,7 +191,8 @@ pub enum StartError {
 /// options, the metrics and this process's caches.
 pub struct Context {
     client: Client,
-    recorder: Recorder,
+    /// The Events to publish, in order, off the reconcile path ([`status::EventQueue`]).
+    events: status::EventQueue,
     options: Options,
     metrics: OperatorMetrics,
     /// When this process last applied a run's children, by (uid, generation).
@@ -194,6 +203,10 @@ pub struct Context {
     dashboards: std::sync::Mutex<std::collections::HashMap<String, DashboardKey>>,
     /// The webhook client (`spec.notify`).
     http: reqwest::Client,
+    /// The resourceVersion each experiment (by uid) had when this process
+    /// last replaced its status: while the cache still shows that version,
+    /// it is behind this process's own write.
+    written: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// Everything an experiment's dashboard depends on besides its fixed
@@ -209,20 +222,22 @@ struct DashboardKey {
 }
 
 impl Context {
-    /// A context for `client`, with Events signed by `options.instance`.
+    /// A context for `client`, with Events signed by `options.instance`
+    /// (published by a task of their own: call it within a Tokio runtime).
     pub fn new(client: Client, options: Options, metrics: OperatorMetrics) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: Some(options.instance.clone()),
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: status::EventQueue::start(Recorder::new(client.clone(), reporter)),
             client,
             options,
             metrics,
             applied: Default::default(),
             dashboards: Default::default(),
             http: reqwest::Client::new(),
+            written: Default::default(),
         }
     }
 }
@@ -260,27 +275,35 @@ pub async fn start(client: Client, options: Options, stop: CancellationToken) ->
         build::LABEL_COMPONENT
     ));
     // Only spec changes (a new generation) wake an experiment by itself: its
-    // own status writes do not. Children, pods and timers do the rest.
+    // own status writes do not. Children, pods and timers do the rest. The
+    // cache keeps no managedFields (nothing reads them; a third of an object).
     let (reader, writer) = reflector::store();
     let experiment_changes = watcher::watcher(experiments, watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(|rx| rx.managed_fields_mut().clear())
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
+    let config = ControllerConfig::default().concurrency(options.max_concurrent_reconciles);
     let controller = Controller::for_stream(experiment_changes, reader)
+        .with_config(config)
         // a Deployment's status moves with every pod; only its spec matters here
         .owns_stream(
-            watcher::watcher(
-                scoped::<PartialObjectMeta<Deployment>>(&client, &options.namespace),
-                managed.clone(),
-            )
-            .default_backoff()
-            .touched_objects()
-            .predicate_filter(predicates::generation, Default::default()),
+            metadata_changes::<Deployment>(&client, &options.namespace, &managed)
+                .predicate_filter(predicates::generation, Default::default()),
         )
-        .owns(scoped::<Service>(&client, &options.namespace), managed.clone())
-        .owns(scoped::<ConfigMap>(&client, &options.namespace), managed.clone())
-        .owns(scoped::<Job>(&client, &options.namespace), managed)
+        // Services and ConfigMaps: their metadata says when they are made,
+        // changed or deleted (the bodies, dashboards among them, stay on the server)
+        .owns_stream(metadata_changes::<Service>(&client, &options.namespace, &managed))
+        .owns_stream(metadata_changes::<ConfigMap>(&client, &options.namespace, &managed))
+        // a Job's count of active pods moves with its pod; its spec and its
+        // outcome (conditions, failed) are what matter here
+        .owns_stream(
+            watcher::watcher(scoped::<Job>(&client, &options.namespace), managed)
+                .default_backoff()
+                .touched_objects()
+                .predicate_filter(job_outcome, Default::default()),
+        )
         .watches(scoped::<Pod>(&client, &options.namespace), loadgen_pods, |pod: Pod| {
             let name = pod.labels().get(build::LABEL_EXPERIMENT)?.clone();
             Some(ObjectRef::<ReliabilityExperiment>::new(&name).within(&pod.namespace()?))
@@ -331,6 +354,42 @@ pub async fn start(client: Client, options: Options, stop: CancellationToken) ->
         tracing::info!("relab operator stopped");
     });
     Ok(Running { metrics_addr, task })
+}
+
+/// The children of kind `K` the operator manages, as metadata.
+fn metadata_changes<K>(
+    client: &Client,
+    namespace: &Option<String>,
+    managed: &watcher::Config,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+    K::DynamicType: Default,
+{
+    watcher::watcher(scoped::<PartialObjectMeta<K>>(client, namespace), managed.clone())
+        .default_backoff()
+        .touched_objects()
+}
+
+/// What of a Job wakes its experiment: its generation and its outcome
+/// (conditions and failed pods), not the count of active pods.
+fn job_outcome(job: &Job) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hash = std::collections::hash_map::DefaultHasher::new();
+    job.metadata.generation.hash(&mut hash);
+    if let Some(status) = &job.status {
+        status.failed.hash(&mut hash);
+        status.succeeded.hash(&mut hash);
+        for c in status.conditions.iter().flatten() {
+            (&c.type_, &c.status).hash(&mut hash);
+        }
+    }
+    Some(hash.finish())
 }
 
 fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>

@@ -18,8 +18,11 @@
 //!    ([`machine::disruptions::due_kills`], pure) delete their pods and are
 //!    reported to the load generator ([`disrupt`]); then the live figures;
 //! 6. **update status**: the phase machine's next status ([`machine::step`]),
-//!    then [`record`]: the dashboard, the status write and the Events
-//!    ([`status`]).
+//!    then [`record`]: the status write, the dashboard and the Events
+//!    ([`status`]; the Events are queued, off the reconcile's path).
+//!
+//! A reconcile that finds the cache still behind this process's last
+//! status write does nothing and looks again shortly.
 
 use super::build::{self, Owner};
 use super::machine::{self, schedule, Note};
@@ -33,6 +36,9 @@ use relab_model::{FieldError, ValidatedExperiment};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
+
+/// How long a reconcile waits for the cache to show the status this process wrote.
+const CACHE_CATCH_UP: Duration = Duration::from_millis(200);
 
 /// The controller's reconcile: times and counts it, and runs
 /// [`reconcile_experiment`] in a span naming the experiment.
@@ -50,6 +56,12 @@ pub fn validate(rx: &ReliabilityExperiment) -> Result<ValidatedExperiment, Vec<F
 }
 
 async fn reconcile_experiment(rx: &ReliabilityExperiment, ctx: &Context) -> Result<Action, Error> {
+    // 0. the cache has not caught up with this process's last status write:
+    // look again once it has (deciding from the older status would redo
+    // that reconcile and have its write refused as a conflict)
+    if status::cache_behind_own_write(ctx, rx) {
+        return Ok(Action::requeue(CACHE_CATCH_UP));
+    }
     let generation = rx.metadata.generation.unwrap_or(0);
     let old = rx.status.clone().unwrap_or_default();
     let now = ctx.options.clock.now();
@@ -274,9 +286,11 @@ impl Context {
     }
 }
 
-/// Write back what this reconcile decided: the dashboard (valid runs
-/// only), the status when it changed, then the Events. Returns the status
-/// as written.
+/// Write back what this reconcile decided: the status when it changed,
+/// the dashboard it names, then the Events (queued). A dashboard that
+/// closes the run's window goes first, so that a finished status never
+/// names an open one; otherwise the status goes first (it is what a burst
+/// of new experiments waits for). Returns the status as written.
 async fn record(
     ctx: &Context,
     rx: &ReliabilityExperiment,
@@ -285,10 +299,20 @@ async fn record(
     mut status: ReliabilityExperimentStatus,
     notes: &[Note],
 ) -> Result<ReliabilityExperimentStatus, Error> {
-    if let Some((owner, experiment)) = run {
-        status::apply_dashboard(ctx, owner, experiment, &mut status).await?;
+    let namespace = rx.namespace().unwrap_or_default();
+    let mut board = run.and_then(|(owner, experiment)| status::dashboard(ctx, owner, experiment, &mut status));
+    if status.finish_time.is_some() {
+        if let Some(board) = board.take() {
+            status::apply_dashboard(ctx, &namespace, board).await?;
+        }
     }
     status::update_status(ctx, rx, old, &status).await?;
-    status::publish_events(ctx, rx, notes).await;
+    let applied = match board {
+        Some(board) => status::apply_dashboard(ctx, &namespace, board).await,
+        None => Ok(()),
+    };
+    // the Events tell what the status now holds, whatever became of the dashboard
+    status::publish_events(ctx, rx, notes);
+    applied?;
     Ok(status)
 }

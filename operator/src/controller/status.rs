@@ -1,32 +1,34 @@
 //! The status step: what one reconcile decided, written back. Three named
-//! steps, in this order: [`apply_dashboard`] (names the dashboard in the
-//! status), [`update_status`] (the one write of `status`), [`publish_events`].
+//! steps: [`update_status`] (the one write of `status`), [`apply_dashboard`]
+//! (the dashboard the status names; before the status write when it closes
+//! the run's window, after it otherwise), [`publish_events`] (queued: the
+//! [`EventQueue`] posts them in order, off the reconcile path).
 
 use super::build::{self, Owner};
 use super::machine::Note;
 use super::{apply, err, Context, DashboardKey, Error, ErrorKind, FIELD_MANAGER};
 use crate::crd::{ReliabilityExperiment, ReliabilityExperimentStatus};
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, PostParams};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use relab_model::status::get_condition;
 use relab_model::ValidatedExperiment;
 
-/// Apply the experiment's dashboard ConfigMap for `status` (when it differs
-/// from what this process last applied) and name it in the status. Nothing
-/// for an experiment whose spec is not valid, or with dashboards off.
-pub async fn apply_dashboard(
+/// The dashboard step's decision: name the experiment's dashboard in
+/// `status`, and return the dashboard ConfigMap to apply when it differs
+/// from what this process last applied. Nothing for an experiment whose
+/// spec is not valid, or with dashboards off.
+pub fn dashboard(
     ctx: &Context,
     owner: &Owner,
     experiment: &ValidatedExperiment,
     status: &mut ReliabilityExperimentStatus,
-) -> Result<(), Error> {
-    let Some(options) = &ctx.options.dashboards else {
-        return Ok(());
-    };
+) -> Option<Dashboard> {
+    let options = ctx.options.dashboards.as_ref()?;
     let valid = get_condition(&status.conditions, "Valid").is_some_and(|c| c.status == "True");
     if !valid || status.observed_generation.is_none() {
-        return Ok(());
+        return None;
     }
     // the dashboard is a function of the spec (its generation) and of the
     // run's identity and window: compare those, not a built dashboard
@@ -39,13 +41,50 @@ pub async fn apply_dashboard(
     };
     let uid = owner.reference.uid.clone();
     let current = ctx.dashboards.lock().expect("dashboards cache").get(&uid) == Some(&key);
-    if !current {
-        let namespace = owner.namespace.as_deref().unwrap_or_default();
-        apply::apply(ctx, namespace, &build::dashboard(owner, experiment, status, options)).await?;
-        ctx.dashboards.lock().expect("dashboards cache").insert(uid, key);
-    }
+    let due = (!current).then(|| Dashboard {
+        child: build::dashboard(owner, experiment, status, options),
+        uid,
+        key,
+    });
     status.dashboard = Some(owner.names.dashboard());
+    due
+}
+
+/// A dashboard ConfigMap to apply, and what it was made from.
+pub struct Dashboard {
+    child: build::Child,
+    uid: String,
+    key: DashboardKey,
+}
+
+/// Apply a dashboard [`dashboard`] returned, and remember what it was made from.
+pub async fn apply_dashboard(ctx: &Context, namespace: &str, board: Dashboard) -> Result<(), Error> {
+    apply::apply(ctx, namespace, &board.child).await?;
+    ctx.dashboards
+        .lock()
+        .expect("dashboards cache")
+        .insert(board.uid, board.key);
     Ok(())
+}
+
+/// Whether the cache still shows `rx` as it was before this process last
+/// replaced its status (the watch has not delivered the write yet): then
+/// a reconcile would decide from a stale status, and its write would be
+/// refused as a conflict.
+pub fn cache_behind_own_write(ctx: &Context, rx: &ReliabilityExperiment) -> bool {
+    let (Some(uid), Some(version)) = (rx.uid(), rx.resource_version()) else {
+        return false;
+    };
+    let mut written = ctx.written.lock().expect("written cache");
+    match written.get(&uid) {
+        Some(replaced) if *replaced == version => true,
+        Some(_) => {
+            // caught up: nothing to remember until the next write
+            written.remove(&uid);
+            false
+        }
+        None => false,
+    }
 }
 
 /// Replace the stored status with `status` when it differs from `old`.
@@ -74,15 +113,22 @@ pub async fn update_status(
     api.replace_status(&rx.name_any(), &params, &object)
         .await
         .map_err(err(ErrorKind::Status, "writing the status"))?;
+    if let (Some(uid), Some(version)) = (rx.uid(), rx.resource_version()) {
+        ctx.written.lock().expect("written cache").insert(uid, version);
+    }
     if status.phase != old.phase {
         tracing::info!(from = ?old.phase, to = ?status.phase, "phase changed");
     }
     Ok(())
 }
 
-/// Publish one Event per note on the experiment (a failure is logged: the
-/// status already holds what the Events tell).
-pub async fn publish_events(ctx: &Context, rx: &ReliabilityExperiment, notes: &[Note]) {
+/// Queue one Event per note on the experiment, in order. The status
+/// already holds what the Events tell, so they are not on the reconcile's
+/// path: a burst of new experiments gets its statuses first.
+pub fn publish_events(ctx: &Context, rx: &ReliabilityExperiment, notes: &[Note]) {
+    if notes.is_empty() {
+        return;
+    }
     let reference = rx.object_ref(&());
     for note in notes {
         let event = Event {
@@ -96,8 +142,31 @@ pub async fn publish_events(ctx: &Context, rx: &ReliabilityExperiment, notes: &[
             action: note.action.clone().unwrap_or_else(|| "Reconcile".into()),
             secondary: None,
         };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(error = %e, reason = note.reason, "could not publish an event");
-        }
+        ctx.events.send(reference.clone(), event);
+    }
+}
+
+/// The Events to publish, posted one at a time, in the order queued, by a
+/// task of their own (a failure is logged). The task ends once the queue's
+/// last sender is gone and everything queued is posted.
+pub struct EventQueue(tokio::sync::mpsc::UnboundedSender<(ObjectReference, Event)>);
+
+impl EventQueue {
+    /// Start the task that posts queued Events through `recorder`.
+    pub fn start(recorder: Recorder) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(ObjectReference, Event)>();
+        tokio::spawn(async move {
+            while let Some((reference, event)) = rx.recv().await {
+                if let Err(e) = recorder.publish(&event, &reference).await {
+                    tracing::warn!(error = %e, reason = event.reason, "could not publish an event");
+                }
+            }
+        });
+        Self(tx)
+    }
+
+    fn send(&self, reference: ObjectReference, event: Event) {
+        // the task outlives every sender: a closed queue means a runtime going away
+        let _ = self.0.send((reference, event));
     }
 }

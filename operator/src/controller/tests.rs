@@ -172,15 +172,15 @@ async fn a_suspended_spec_stays_pending_with_suspended_true_and_applies_only_its
     let (ctx, mut server) = context(options());
     let rx = stored(&format!("{LOAD}  suspend: true\n"), None);
     let verifier = tokio::spawn(async move {
-        let board = server
-            .expect_apply("/api/v1/namespaces/lab/configmaps/drill-dashboard")
-            .await;
-        assert_eq!(board["metadata"]["labels"]["grafana_dashboard"], "1");
         let status = server.expect_status_replace().await;
         assert_eq!((status.phase, status.observed_generation), (Phase::Pending, Some(3)));
         let suspended = get_condition(&status.conditions, "Suspended").expect("Suspended");
         assert_eq!(suspended.status, "True");
         assert_eq!(status.dashboard.as_deref(), Some("drill-dashboard"));
+        let board = server
+            .expect_apply("/api/v1/namespaces/lab/configmaps/drill-dashboard")
+            .await;
+        assert_eq!(board["metadata"]["labels"]["grafana_dashboard"], "1");
         assert_eq!(server.expect_event().await, "RunStarted");
         server.expect_no_more().await;
     });
@@ -209,7 +209,7 @@ async fn a_finished_run_is_not_applied_again_and_writes_nothing() {
 }
 
 #[tokio::test]
-async fn a_new_run_applies_its_services_then_the_workloads_then_writes_provisioning() {
+async fn a_new_run_applies_its_services_then_the_workloads_then_writes_provisioning_then_its_dashboard() {
     let (ctx, mut server) = context(options());
     let rx = stored(LOAD, None);
     let verifier = tokio::spawn(async move {
@@ -231,17 +231,23 @@ async fn a_new_run_applies_its_services_then_the_workloads_then_writes_provision
                 "/apis/batch/v1/namespaces/lab/jobs/drill-r3-loadgen",
             ]
         );
+        // the status first (what a burst of new experiments waits for), then
+        // the dashboard it names, then the Events
+        let status = server.expect_status_replace().await;
+        assert_eq!(status.phase, Phase::Provisioning);
         server
             .expect_apply("/api/v1/namespaces/lab/configmaps/drill-dashboard")
             .await;
-        let status = server.expect_status_replace().await;
-        assert_eq!(status.phase, Phase::Provisioning);
         let reasons = [server.expect_event().await, server.expect_event().await];
         assert_eq!(reasons, ["RunStarted", "Provisioning"]);
         server.expect_no_more().await;
     });
-    let action = reconcile(rx, ctx.clone()).await.expect("reconciled");
+    let action = reconcile(rx.clone(), ctx.clone()).await.expect("reconciled");
     assert_eq!(action, Action::requeue(ctx.options.poll_interval));
+    // woken again before the cache shows the status just written (the
+    // children's watch events do that): no request, a look again shortly
+    let again = reconcile(rx, ctx.clone()).await.expect("reconciled");
+    assert_eq!(again, Action::requeue(Duration::from_millis(200)));
     drop(ctx);
     verifier.await.expect("the API server saw what it expected");
 }
