@@ -8,7 +8,7 @@ use relab_operator::runner::{self, LocalRun};
 
 #[path = "common/local.rs"]
 mod local;
-use local::{is_running, pid_in};
+use local::{invariants_hold, is_running, pid_in};
 
 fn admin_url() -> String {
     std::env::var("RELAB_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
@@ -34,21 +34,6 @@ fn results(run: &LocalRun) -> &RunResults {
 
 fn verdict(run: &LocalRun) -> VerdictResult {
     run.status.verdict.as_ref().expect("verdict").result
-}
-
-fn invariants_hold(r: &RunResults) {
-    let i = &r.invariants;
-    assert_eq!(
-        (
-            i.lost_orders,
-            i.stuck_orders,
-            i.double_charges,
-            i.charges_without_order,
-            i.paid_without_charge
-        ),
-        (0, 0, 0, 0, 0),
-        "{i:?}"
-    );
 }
 
 /// Payment calls made while the named fault phase was active.

@@ -37,18 +37,23 @@ pub fn wanted(pods: &[Pod]) -> Vec<String> {
     urls
 }
 
+/// Whether the load generator still samples (its last sample is not taken).
+fn still_sampling(load: &RunProgress) -> bool {
+    matches!(load.stage, RunStage::Starting | RunStage::Load | RunStage::Drain)
+}
+
 /// Whether the load generator should be told `wanted`: its run is not over
 /// and the list it reads is not this one.
 pub fn needs_push(load: &RunProgress, wanted: &[String]) -> bool {
-    matches!(load.stage, RunStage::Starting | RunStage::Load | RunStage::Drain)
-        && load.metrics_targets.as_deref() != Some(wanted)
+    still_sampling(load) && load.metrics_targets.as_deref() != Some(wanted)
 }
 
 /// Post the run's pods' `/metrics` URLs to the load generator's pod
 /// `loadgen` when its list differs. Failures are logged, never returned:
 /// the next reconcile sees the difference again.
 pub async fn push(ctx: &Context, namespace: &str, names: &Names, loadgen: &str, load: &RunProgress) {
-    if !matches!(load.stage, RunStage::Starting | RunStage::Load | RunStage::Drain) {
+    if !still_sampling(load) {
+        // no list to read for a run that is over
         return;
     }
     let urls = match current(ctx, namespace, names).await {

@@ -1,6 +1,7 @@
 //! `relab run` in-process for the tests of local runs, and the processes
 //! its hits name (`worker pid 1234`).
 
+use lab_service::summary::RunResults;
 use relab_operator::runner::{self, LocalRun, RunOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -34,4 +35,22 @@ pub fn is_running(pid: u32) -> bool {
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .unwrap_or_default()
             .contains(") Z ")
+}
+
+/// The audit found nothing: no order lost or stuck, none charged twice, no
+/// charge without its order, no paid order without its charge.
+#[allow(dead_code)] // not every test binary audits
+pub fn invariants_hold(r: &RunResults) {
+    let i = &r.invariants;
+    assert_eq!(
+        (
+            i.lost_orders,
+            i.stuck_orders,
+            i.double_charges,
+            i.charges_without_order,
+            i.paid_without_charge
+        ),
+        (0, 0, 0, 0, 0),
+        "the audit: {i:?}"
+    );
 }
