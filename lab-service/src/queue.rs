@@ -77,30 +77,25 @@ pub async fn claim_next_job(pool: &PgPool, owner: &str, lease: Duration) -> Resu
 /// fenced off, and the next claim's charge replays the first (the order id
 /// is the idempotency key). Completions stay synchronous: a `paid` once
 /// read stays paid.
-pub async fn claim_jobs(pool: &PgPool, owner: &str, lease: Duration, limit: usize) -> Result<Vec<ClaimedJob>> {
+pub async fn claim_jobs<'c>(
+    db: impl sqlx::PgExecutor<'c>,
+    owner: &str,
+    lease: Duration,
+    limit: usize,
+) -> Result<Vec<ClaimedJob>> {
+    // the statement is the database function `claim_jobs`
+    // (migrations/0002_claim_plan.sql): planned without sorting, so it walks
+    // `jobs_queued_due` in `run_at` order and stops after `limit` rows,
+    // whatever the table's statistics say (with stale ones the planner read
+    // and sorted every queued job for each claim: the bench's slow mode)
     Ok(sqlx::query_as(
-        "WITH async_commit AS (
-             SELECT set_config('synchronous_commit', 'off', true)
-         ), next AS (
-             SELECT id FROM jobs
-             WHERE status = 'queued' AND run_at <= clock_timestamp()
-             ORDER BY run_at
-             LIMIT $3
-             FOR UPDATE SKIP LOCKED
-         )
-         UPDATE jobs j
-         SET status = 'running', lease_owner = $1, lease_token = gen_random_uuid(),
-             lease_expires_at = clock_timestamp() + make_interval(secs => $2),
-             claims = claims + 1, updated_at = clock_timestamp()
-         FROM next, orders o, async_commit
-         WHERE j.id = next.id AND o.id = j.order_id
-         RETURNING j.id AS job_id, j.order_id, j.attempts, j.max_attempts, j.lease_token,
-                   o.amount_cents, o.currency, o.request_id",
+        "SELECT job_id, order_id, attempts, max_attempts, lease_token, amount_cents, currency, request_id
+         FROM claim_jobs($1, $2, $3)",
     )
     .bind(owner)
     .bind(interval(lease))
     .bind(limit.max(1) as i64)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?)
 }
 

@@ -234,7 +234,8 @@ pub struct LoadReport {
     pub accepted_latency: Histogram<u64>,
     /// The same, of shed requests (503/429) only.
     pub shed_latency: Histogram<u64>,
-    /// Actual minus intended send time, in microseconds (closed loop: ~0).
+    /// How far from its intended time each request left, early or late,
+    /// in microseconds (closed loop: ~0).
     pub send_lag: Histogram<u64>,
     /// Counts and latency per second of intended send time.
     pub seconds: Vec<SecondStats>,

@@ -47,9 +47,10 @@ impl ResponseClass {
 pub(crate) struct Sample {
     /// Second (since the load started) of the intended send time.
     pub second: u32,
-    /// Response complete minus intended send time.
+    /// Response complete minus the intended send time (minus the actual
+    /// one for a send that left early: see `open_loop`).
     pub latency: Duration,
-    /// Actual send time minus intended send time.
+    /// How far from its intended time the request left, early or late.
     pub send_lag: Duration,
     pub class: ResponseClass,
     /// The new order's id (accepted orders only).

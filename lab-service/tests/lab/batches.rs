@@ -156,3 +156,51 @@ async fn a_batch_completion_fences_each_job_by_its_own_lease() {
     assert_eq!(owner.as_deref(), Some("w2"));
     lab.stop().await;
 }
+
+#[tokio::test]
+async fn a_claim_walks_the_queue_index_from_its_head_whatever_the_statistics() {
+    // Arrange: 5,000 due jobs on a table that was never analyzed (autovacuum
+    // off for it, as on a new database before autovacuum's first analyze):
+    // planned on those estimates, `ORDER BY run_at LIMIT n` read every
+    // queued job and sorted them all, for every claim (the slow mode of the
+    // pipeline bench, docs/benchmarks.md)
+    let lab = TestLab::start(LabOptions {
+        worker: None,
+        ..LabOptions::default()
+    })
+    .await;
+    let pool = &lab.db.pool;
+    sqlx::query("ALTER TABLE jobs SET (autovacuum_enabled = false)")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "WITH o AS (
+             INSERT INTO orders (id, idempotency_key, request_hash, customer_id, amount_cents, currency)
+             SELECT gen_random_uuid(), 'plan-' || g, 'h', 'c-1', 100, 'EUR' FROM generate_series(1, 5000) g
+             RETURNING id)
+         INSERT INTO jobs (order_id, max_attempts) SELECT id, 5 FROM o",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+
+    // Act: claim 8 in a transaction, and read how many entries of the
+    // queue's index this transaction read
+    let mut tx = pool.begin().await.unwrap();
+    let batch = queue::claim_jobs(&mut *tx, "w1", Duration::from_secs(30), 8)
+        .await
+        .unwrap();
+    let (read,): (i64,) = sqlx::query_as("SELECT pg_stat_get_xact_tuples_returned('jobs_queued_due'::regclass)")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+
+    // Assert: the 8 oldest, from the first few entries of the index
+    assert_eq!(batch.len(), 8);
+    assert!(
+        read <= 64,
+        "the claim read {read} entries of jobs_queued_due for 8 jobs: it scanned the queue instead of walking its head"
+    );
+}

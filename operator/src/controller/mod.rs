@@ -15,6 +15,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod cache;
 pub mod children;
 pub mod disrupt;
 pub mod leader;
@@ -207,6 +208,8 @@ pub struct Context {
     /// last replaced its status: while the cache still shows that version,
     /// it is behind this process's own write.
     written: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// The watch caches of the lab's pods and Jobs ([`cache`]).
+    caches: cache::Caches,
 }
 
 /// Everything an experiment's dashboard depends on besides its fixed
@@ -238,7 +241,13 @@ impl Context {
             dashboards: Default::default(),
             http: reqwest::Client::new(),
             written: Default::default(),
+            caches: Default::default(),
         }
+    }
+
+    /// This context reading pods and Jobs from `caches` once they synced.
+    pub fn with_caches(self, caches: cache::Caches) -> Self {
+        Self { caches, ..self }
     }
 }
 
@@ -270,10 +279,6 @@ pub async fn start(client: Client, options: Options, stop: CancellationToken) ->
     check_crd(&experiments).await?;
     let metrics = OperatorMetrics::new()?;
     let managed = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
-    let loadgen_pods = managed.clone().labels(&format!(
-        "app.kubernetes.io/managed-by={MANAGED_BY},{}=loadgen",
-        build::LABEL_COMPONENT
-    ));
     // Only spec changes (a new generation) wake an experiment by itself: its
     // own status writes do not. Children, pods and timers do the rest. The
     // cache keeps no managedFields (nothing reads them; a third of an object).
@@ -284,6 +289,30 @@ pub async fn start(client: Client, options: Options, stop: CancellationToken) ->
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
+    // the lab's pods and Jobs the reconciles read, cached from the watches
+    // that wake the experiments ([`cache`])
+    let (pods, pods_writer) = reflector::store();
+    let pod_changes = watcher::watcher(
+        scoped::<Pod>(&client, &options.namespace),
+        watcher::Config::default().labels(&cache::pod_selector()),
+    )
+    .default_backoff()
+    .modify(cache::slim_pod)
+    .reflect(pods_writer)
+    .touched_objects();
+    let (jobs, jobs_writer) = reflector::store();
+    // a Job's count of active pods moves with its pod; its spec and its
+    // outcome (conditions, failed) are what matter here
+    let job_changes = watcher::watcher(scoped::<Job>(&client, &options.namespace), managed.clone())
+        .default_backoff()
+        .modify(cache::slim_job)
+        .reflect(jobs_writer)
+        .touched_objects()
+        .predicate_filter(job_outcome, Default::default());
+    let caches = cache::Caches {
+        pods: Some(pods),
+        jobs: Some(jobs),
+    };
     let config = ControllerConfig::default().concurrency(options.max_concurrent_reconciles);
     let controller = Controller::for_stream(experiment_changes, reader)
         .with_config(config)
@@ -296,15 +325,13 @@ pub async fn start(client: Client, options: Options, stop: CancellationToken) ->
         // changed or deleted (the bodies, dashboards among them, stay on the server)
         .owns_stream(metadata_changes::<Service>(&client, &options.namespace, &managed))
         .owns_stream(metadata_changes::<ConfigMap>(&client, &options.namespace, &managed))
-        // a Job's count of active pods moves with its pod; its spec and its
-        // outcome (conditions, failed) are what matter here
-        .owns_stream(
-            watcher::watcher(scoped::<Job>(&client, &options.namespace), managed)
-                .default_backoff()
-                .touched_objects()
-                .predicate_filter(job_outcome, Default::default()),
-        )
-        .watches(scoped::<Pod>(&client, &options.namespace), loadgen_pods, |pod: Pod| {
+        .owns_stream(job_changes)
+        // the load generator's pod wakes its experiment (the other cached
+        // pods are read at the run's polls)
+        .watches_stream(pod_changes, |pod: Pod| {
+            if pod.labels().get(build::LABEL_COMPONENT).map(String::as_str) != Some(build::LOADGEN) {
+                return None;
+            }
             let name = pod.labels().get(build::LABEL_EXPERIMENT)?.clone();
             Some(ObjectRef::<ReliabilityExperiment>::new(&name).within(&pod.namespace()?))
         })
@@ -341,7 +368,7 @@ pub async fn start(client: Client, options: Options, stop: CancellationToken) ->
         metrics = ?metrics_addr,
         "relab operator starting"
     );
-    let ctx = Arc::new(Context::new(client, options, metrics));
+    let ctx = Arc::new(Context::new(client, options, metrics).with_caches(caches));
     let task = tokio::spawn(async move {
         controller
             .run(reconcile, error_policy, ctx)

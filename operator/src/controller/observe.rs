@@ -10,14 +10,12 @@
 //! whether the operator runs in the cluster or beside it, needs no DNS, and
 //! sends nothing anywhere the API server would not.
 
-use super::build::{Names, LABEL_COMPONENT, LOADGEN_PROGRESS_PORT};
+use super::build::{Names, LOADGEN, LOADGEN_PROGRESS_PORT};
 use super::machine::{Loadgen, Observed};
 use super::{err, Context, Error, ErrorKind};
 use crate::crd::LiveProgress;
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
 use kube::Client;
 use lab_service::run::sampler::parse_text;
 use lab_service::run::RunProgress;
@@ -40,7 +38,7 @@ pub async fn run(
     let (loadgen, pod) = if started_now {
         (Loadgen::Missing, None)
     } else {
-        loadgen(&ctx.client, namespace, names)
+        loadgen(ctx, namespace, names)
             .await
             .map_err(err(ErrorKind::Read, "reading the load generator"))?
     };
@@ -95,15 +93,9 @@ async fn proxied_get(client: &Client, path: String) -> Option<String> {
 }
 
 /// The load generator of this run, as its pod (preferred) and Job show it,
-/// and the pod's name.
-pub async fn loadgen(
-    client: &Client,
-    namespace: &str,
-    names: &Names,
-) -> Result<(Loadgen, Option<String>), kube::Error> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let selector = format!("{},{LABEL_COMPONENT}=loadgen", names.run_selector());
-    let mut list = pods.list(&ListParams::default().labels(&selector)).await?.items;
+/// and the pod's name (both from the operator's watch caches, [`super::cache`]).
+pub async fn loadgen(ctx: &Context, namespace: &str, names: &Names) -> Result<(Loadgen, Option<String>), kube::Error> {
+    let mut list = ctx.caches.run_pods(&ctx.client, namespace, names, &[LOADGEN]).await?;
     // newest first (backoffLimit is 0, so normally there is one)
     list.sort_by_key(|p| std::cmp::Reverse(p.metadata.creation_timestamp.clone().map(|t| t.0)));
     if let Some(pod) = list.first() {
@@ -111,18 +103,17 @@ pub async fn loadgen(
         if !matches!(state, Loadgen::Missing | Loadgen::Waiting { .. }) {
             return Ok((state, name));
         }
-        if let Some(failed) = job_failure(client, namespace, names).await? {
+        if let Some(failed) = job_failure(ctx, namespace, names).await? {
             return Ok((failed, name));
         }
         return Ok((state, name));
     }
-    let state = job_failure(client, namespace, names).await?.unwrap_or(Loadgen::Missing);
+    let state = job_failure(ctx, namespace, names).await?.unwrap_or(Loadgen::Missing);
     Ok((state, None))
 }
 
-async fn job_failure(client: &Client, namespace: &str, names: &Names) -> Result<Option<Loadgen>, kube::Error> {
-    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    let Some(job) = jobs.get_opt(&names.loadgen()).await? else {
+async fn job_failure(ctx: &Context, namespace: &str, names: &Names) -> Result<Option<Loadgen>, kube::Error> {
+    let Some(job) = ctx.caches.job(&ctx.client, namespace, &names.loadgen()).await? else {
         return Ok(None);
     };
     let failed = job

@@ -9,24 +9,21 @@
 //! restarted or replaced. What the sampler does with them:
 //! `lab-service/src/run/targets.rs`.
 
-use super::build::{order_service, Names, LABEL_COMPONENT, LOADGEN_PROGRESS_PORT};
+use super::build::{order_service, Names, LOADGEN_PROGRESS_PORT};
 use super::Context;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
 use lab_service::run::targets::TargetList;
 use lab_service::run::{RunProgress, RunStage};
 use std::time::Duration;
 
-/// The `/metrics` URLs of the run's pods now, sorted.
+/// The `/metrics` URLs of the run's pods now, sorted (from the operator's
+/// pod cache, [`super::cache`]).
 pub async fn current(ctx: &Context, namespace: &str, names: &Names) -> Result<Vec<String>, kube::Error> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = format!(
-        "{},{LABEL_COMPONENT} in ({})",
-        names.run_selector(),
-        order_service::METRICS_COMPONENTS.join(",")
-    );
-    let listed = pods.list(&ListParams::default().labels(&selector)).await?;
-    Ok(wanted(&listed.items))
+    let pods = ctx
+        .caches
+        .run_pods(&ctx.client, namespace, names, &order_service::METRICS_COMPONENTS)
+        .await?;
+    Ok(wanted(&pods))
 }
 
 /// The URLs of `pods`, sorted and each once.

@@ -39,7 +39,7 @@ use serde_json::Value;
 pub use config_map::{lab_environment, managed_database_url};
 pub use dashboard::{dashboard, DashboardOptions, DASHBOARD};
 pub use names::{
-    Names, LABEL_COMPONENT, LABEL_EXPERIMENT, LABEL_RUN, LABEL_VARIANT, MANAGED_BY, ORDER_SERVICE, WORKERS,
+    Names, LABEL_COMPONENT, LABEL_EXPERIMENT, LABEL_RUN, LABEL_VARIANT, LOADGEN, MANAGED_BY, ORDER_SERVICE, WORKERS,
 };
 pub use pod::LAB_GRACE_SECONDS;
 pub use services::{services, ServiceIps};

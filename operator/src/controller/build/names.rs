@@ -16,6 +16,8 @@ pub const MANAGED_BY: &str = "relab-operator";
 pub const ORDER_SERVICE: &str = "order-service";
 /// The component of the worker pods of their own (`workerReplicas`).
 pub const WORKERS: &str = "workers";
+/// The component of the (first) load generator's Job and pod.
+pub const LOADGEN: &str = "loadgen";
 
 /// Names of one run's children. An experiment of several lab runs
 /// (variants, repeats) gives each its own children, one lab at a time:
@@ -124,7 +126,13 @@ impl Names {
     }
     /// `relab.dev/experiment=<name>,relab.dev/run=<generation>`
     pub fn run_selector(&self) -> String {
-        format!("{LABEL_EXPERIMENT}={},{LABEL_RUN}={}", self.experiment, self.run_label)
+        let [(e, experiment), (r, run)] = self.run_labels();
+        format!("{e}={experiment},{r}={run}")
+    }
+    /// The labels every child of this run carries ([`Self::run_selector`]
+    /// as pairs, for matching objects in the operator's caches).
+    pub fn run_labels(&self) -> [(&'static str, &str); 2] {
+        [(LABEL_EXPERIMENT, &self.experiment), (LABEL_RUN, &self.run_label)]
     }
     /// Every child of this experiment that belongs to another run (never
     /// the dashboard, which outlives runs).
