@@ -16,7 +16,9 @@
 //!
 //! Knobs: `RELAB_BENCH_EXPERIMENTS` (default 100), `RELAB_BENCH_REFERENCE`
 //! (`0`: no reference phase; `cargo xtask bench operator-1000` runs 1,000
-//! experiments without it). Run by `cargo test --all-targets` (no `--bench`
+//! experiments without it), `RELAB_BENCH_OPERATOR_ARGS` (more `relab
+//! operator` flags, split at spaces, e.g. `--no-dashboards`, to see what a
+//! step costs). Run by `cargo test --all-targets` (no `--bench`
 //! argument) it only says it is skipped.
 
 #[path = "../tests/common/mod.rs"]
@@ -43,6 +45,68 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// CPU seconds (user + system) used so far by the processes whose command
+/// name is `comm` (the control plane's, found in /proc), or by `pid`.
+fn cpu_seconds(select: impl Fn(u32, &str) -> bool) -> f64 {
+    let ticks = 100.0; // USER_HZ on Linux
+    let mut total = 0.0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ... utime stime: fields 14 and 15, counted after the ')'
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map_or("", |(_, c)| c);
+        if !select(pid, comm) {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        total += (field(11) + field(12)) / ticks;
+    }
+    total
+}
+
+/// The CPU of the control plane's processes (and of `operator`, when
+/// given) over a phase: started by [`CpuUse::start`], printed by `print`.
+struct CpuUse {
+    operator: Option<u32>,
+    at_start: [f64; 4],
+}
+
+impl CpuUse {
+    const WHO: [&'static str; 3] = ["kube-apiserver", "etcd", "kube-controller"];
+
+    fn now(operator: Option<u32>) -> [f64; 4] {
+        let [a, e, c] = Self::WHO.map(|name| cpu_seconds(|_, comm| comm == name));
+        let o = operator.map_or(0.0, |p| cpu_seconds(|pid, _| pid == p));
+        [a, e, c, o]
+    }
+    fn start(operator: Option<u32>) -> Self {
+        Self {
+            operator,
+            at_start: Self::now(operator),
+        }
+    }
+    fn line(&self) -> String {
+        let now = Self::now(self.operator);
+        let used: Vec<f64> = now.iter().zip(self.at_start).map(|(b, a)| b - a).collect();
+        let operator = match self.operator {
+            Some(_) => format!(", operator {:.2} s", used[3]),
+            None => String::new(),
+        };
+        format!(
+            "  CPU in the phase             API server {:.2} s, etcd {:.2} s, controller-manager {:.2} s{operator}",
+            used[0], used[1], used[2]
+        )
+    }
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> Duration {
@@ -97,7 +161,10 @@ async fn main() {
     let load_after = loadavg();
 
     let op = &operator.latencies;
-    println!("summary: {n} experiments; load average before {load_before}, after {load_after}");
+    println!(
+        "summary: {n} experiments; operator flags beyond the defaults: [{}]; load average before {load_before}, after {load_after}",
+        std::env::var("RELAB_BENCH_OPERATOR_ARGS").unwrap_or_default()
+    );
     if let (Some(reference), false) = (&reference, op.is_empty()) {
         let (p50, p99) = (percentile(op, 0.50), percentile(op, 0.99));
         let (r50, r99) = (percentile(reference, 0.50), percentile(reference, 0.99));
@@ -199,6 +266,7 @@ async fn operator_run(client: Client, ns: String, n: usize, kubeconfig: String) 
         .port();
     let metrics_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let log = std::fs::File::create(std::env::temp_dir().join("relab-bench-operator.log")).unwrap();
+    let extra = std::env::var("RELAB_BENCH_OPERATOR_ARGS").unwrap_or_default();
     let operator = Command::new(env!("CARGO_BIN_EXE_relab"))
         .args([
             "operator",
@@ -207,6 +275,7 @@ async fn operator_run(client: Client, ns: String, n: usize, kubeconfig: String) 
             "--metrics-listen",
             &metrics_addr.to_string(),
         ])
+        .args(extra.split_whitespace())
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -249,6 +318,7 @@ async fn measure(client: Client, ns: String, n: usize, metrics_addr: SocketAddr,
 
     let template = common::example("baseline.yaml");
     let reconciles_before = metric(metrics_addr, "relab_operator_reconciles_total").await;
+    let cpu = CpuUse::start(Some(pid));
     let start = Instant::now();
     let creates = (0..n).map(|i| {
         let api = api.clone();
@@ -282,6 +352,7 @@ async fn measure(client: Client, ns: String, n: usize, metrics_addr: SocketAddr,
         }
     }
     let wall = start.elapsed();
+    let cpu = cpu.line();
     let reconciles = metric(metrics_addr, "relab_operator_reconciles_total").await - reconciles_before;
     let peak_rss = rss_kib(pid, "VmHWM:");
     let rss = rss_kib(pid, "VmRSS:");
@@ -333,6 +404,7 @@ async fn measure(client: Client, ns: String, n: usize, metrics_addr: SocketAddr,
         rss as f64 / 1024.0,
         peak_rss as f64 / 1024.0
     );
+    println!("{cpu}");
     OperatorRun {
         latencies,
         peak_rss_kib: peak_rss,
@@ -348,11 +420,17 @@ async fn reference(client: Client, ns: String, n: usize) -> Vec<Duration> {
     let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), &ns);
     let template = common::example("baseline.yaml");
     let mut stored = Vec::new();
+    // the experiments exist before the clock starts (the operator's phase
+    // counts their creation): what creating them costs, for comparison
+    let creates = CpuUse::start(None);
     for i in 0..n {
         let mut rx = template.clone();
         rx.metadata.name = Some(format!("ref-{i:03}"));
         stored.push(api.create(&PostParams::default(), &rx).await.expect("create"));
     }
+    let creates = creates
+        .line()
+        .replace("CPU in the phase         ", "CPU of the creates (untimed)");
     let apply = |child: &build::Child| {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &child.kind.api_resource());
         let (name, body) = (child.name.clone(), child.body.clone());
@@ -362,6 +440,7 @@ async fn reference(client: Client, ns: String, n: usize) -> Vec<Duration> {
                 .expect("apply")
         }
     };
+    let cpu = CpuUse::start(None);
     let start = Instant::now();
     let runs = stored.iter().map(|rx| {
         let apply = &apply;
@@ -376,6 +455,7 @@ async fn reference(client: Client, ns: String, n: usize) -> Vec<Duration> {
         }
     });
     let mut latencies = futures::future::join_all(runs).await;
+    let cpu = cpu.line();
     latencies.sort();
     println!("reference: the same children applied directly by one client, {n} experiments at once");
     println!(
@@ -384,5 +464,7 @@ async fn reference(client: Client, ns: String, n: usize) -> Vec<Duration> {
         ms(percentile(&latencies, 0.99)),
         ms(*latencies.last().unwrap())
     );
+    println!("{cpu}");
+    println!("{creates}");
     latencies
 }

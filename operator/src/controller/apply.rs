@@ -15,7 +15,12 @@ use std::time::Instant;
 /// Apply one child (forced: the operator owns every field it sets) and
 /// return it as the API server stored it.
 pub async fn apply(ctx: &Context, namespace: &str, child: &Child) -> Result<DynamicObject, Error> {
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &child.kind.api_resource());
+    apply_with(&ctx.client, namespace, child).await
+}
+
+/// [`apply`] with `client` (the write queue's, off the reconcile path).
+pub async fn apply_with(client: &kube::Client, namespace: &str, child: &Child) -> Result<DynamicObject, Error> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &child.kind.api_resource());
     api.patch(
         &child.name,
         &PatchParams::apply(FIELD_MANAGER).force(),

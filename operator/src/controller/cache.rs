@@ -171,7 +171,8 @@ mod tests {
             jobs: None,
         };
         // a client that answers nothing: a request would fail the test
-        let (service, _handle) = tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+        let (service, _handle) =
+            tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
         let client = Client::new(service, "default");
         let names = Names::for_run("drill".into(), 3);
         let names_of = |pods: Vec<Pod>| {

@@ -188,12 +188,14 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
 }
 
-/// What every reconcile shares: the client, the Event recorder, the
+/// What every reconcile shares: the client, the write queue, the
 /// options, the metrics and this process's caches.
 pub struct Context {
     client: Client,
-    /// The Events to publish, in order, off the reconcile path ([`status::EventQueue`]).
-    events: status::EventQueue,
+    /// The Events and dashboards to write, in order, off the reconcile path ([`status::WriteQueue`]).
+    writes: status::WriteQueue,
+    /// The reconciles running now (the write queue holds back while any does).
+    busy: status::Busy,
     options: Options,
     metrics: OperatorMetrics,
     /// When this process last applied a run's children, by (uid, generation).
@@ -201,7 +203,7 @@ pub struct Context {
     /// drift) at most every [`REAPPLY_EVERY`] rather than on every event.
     applied: std::sync::Mutex<std::collections::HashMap<(String, String), std::time::Instant>>,
     /// What the dashboard ConfigMap this process last applied was made from, by uid.
-    dashboards: std::sync::Mutex<std::collections::HashMap<String, DashboardKey>>,
+    dashboards: status::Dashboards,
     /// The webhook client (`spec.notify`).
     http: reqwest::Client,
     /// The resourceVersion each experiment (by uid) had when this process
@@ -215,7 +217,7 @@ pub struct Context {
 /// Everything an experiment's dashboard depends on besides its fixed
 /// identity and the operator's options.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct DashboardKey {
+pub(crate) struct DashboardKey {
     generation: Option<i64>,
     run: Option<i64>,
     start: Option<String>,
@@ -232,13 +234,23 @@ impl Context {
             controller: FIELD_MANAGER.into(),
             instance: Some(options.instance.clone()),
         };
+        let dashboards = status::Dashboards::default();
+        let busy = status::Busy::default();
+        let writes = status::WriteQueue::start(
+            Recorder::new(client.clone(), reporter),
+            client.clone(),
+            dashboards.clone(),
+            metrics.errors.clone(),
+            busy.clone(),
+        );
         Self {
-            events: status::EventQueue::start(Recorder::new(client.clone(), reporter)),
+            writes,
+            busy,
             client,
             options,
             metrics,
             applied: Default::default(),
-            dashboards: Default::default(),
+            dashboards,
             http: reqwest::Client::new(),
             written: Default::default(),
             caches: Default::default(),

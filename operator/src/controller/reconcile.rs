@@ -44,6 +44,7 @@ const CACHE_CATCH_UP: Duration = Duration::from_millis(200);
 /// [`reconcile_experiment`] in a span naming the experiment.
 pub async fn reconcile(rx: Arc<ReliabilityExperiment>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.duration.start_timer();
+    let _running = ctx.busy.enter();
     ctx.metrics.reconciles.inc();
     let name = format!("{}/{}", rx.namespace().unwrap_or_default(), rx.name_any());
     let span = tracing::info_span!("reconcile", experiment = %name);
@@ -287,10 +288,11 @@ impl Context {
 }
 
 /// Write back what this reconcile decided: the status when it changed,
-/// the dashboard it names, then the Events (queued). A dashboard that
-/// closes the run's window goes first, so that a finished status never
-/// names an open one; otherwise the status goes first (it is what a burst
-/// of new experiments waits for). Returns the status as written.
+/// the dashboard it names, then the Events. A dashboard that closes the
+/// run's window is applied first, so that a finished status never names an
+/// open one; otherwise the dashboard and the Events are queued after the
+/// status write ([`status::WriteQueue`]: a burst of new experiments waits
+/// for statuses, not dashboards). Returns the status as written.
 async fn record(
     ctx: &Context,
     rx: &ReliabilityExperiment,
@@ -303,16 +305,14 @@ async fn record(
     let mut board = run.and_then(|(owner, experiment)| status::dashboard(ctx, owner, experiment, &mut status));
     if status.finish_time.is_some() {
         if let Some(board) = board.take() {
-            status::apply_dashboard(ctx, &namespace, board).await?;
+            status::apply_dashboard(ctx, &namespace, board, true).await?;
         }
     }
     status::update_status(ctx, rx, old, &status).await?;
-    let applied = match board {
-        Some(board) => status::apply_dashboard(ctx, &namespace, board).await,
-        None => Ok(()),
-    };
-    // the Events tell what the status now holds, whatever became of the dashboard
+    if let Some(board) = board {
+        status::apply_dashboard(ctx, &namespace, board, false).await?;
+    }
+    // the Events tell what the status now holds
     status::publish_events(ctx, rx, notes);
-    applied?;
     Ok(status)
 }

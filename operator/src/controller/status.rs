@@ -1,8 +1,12 @@
 //! The status step: what one reconcile decided, written back. Three named
 //! steps: [`update_status`] (the one write of `status`), [`apply_dashboard`]
-//! (the dashboard the status names; before the status write when it closes
-//! the run's window, after it otherwise), [`publish_events`] (queued: the
-//! [`EventQueue`] posts them in order, off the reconcile path).
+//! (the dashboard the status names: queued after the status write, or
+//! applied and waited for before it when it closes the run's window),
+//! [`publish_events`] (queued). The [`WriteQueue`] posts what is queued in
+//! order, one request at a time, off the reconcile path: a burst of new
+//! experiments gets its children and statuses first (a dashboard is the
+//! largest object the operator writes; applied on the reconcile's path it
+//! cost a burst of 100 about a tenth of its time, docs/benchmarks.md).
 
 use super::build::{self, Owner};
 use super::machine::Note;
@@ -57,14 +61,39 @@ pub struct Dashboard {
     key: DashboardKey,
 }
 
-/// Apply a dashboard [`dashboard`] returned, and remember what it was made from.
-pub async fn apply_dashboard(ctx: &Context, namespace: &str, board: Dashboard) -> Result<(), Error> {
-    apply::apply(ctx, namespace, &board.child).await?;
+/// What the operator remembers of the dashboards it applied (or queued), by
+/// experiment uid: what each was made from.
+pub(crate) type Dashboards = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, DashboardKey>>>;
+
+/// The dashboard step's write. A dashboard that closes the run's window
+/// (`closing`) is applied before this returns (the status that follows
+/// must never name an open one): queued behind what is already queued,
+/// waited for, its failure returned. Any other is queued and this returns
+/// at once: remembered as applied now, so later reconciles do not queue it
+/// again; forgotten and queued again 5 s later if the apply fails, unless a
+/// newer one was queued meanwhile (a superseded dashboard is not applied).
+pub async fn apply_dashboard(ctx: &Context, namespace: &str, board: Dashboard, closing: bool) -> Result<(), Error> {
     ctx.dashboards
         .lock()
         .expect("dashboards cache")
-        .insert(board.uid, board.key);
-    Ok(())
+        .insert(board.uid.clone(), board.key.clone());
+    let write = QueuedDashboard {
+        namespace: namespace.to_string(),
+        board,
+    };
+    if !closing {
+        ctx.writes.send(Queued::Dashboard(write, None));
+        return Ok(());
+    }
+    let (done, applied) = tokio::sync::oneshot::channel();
+    ctx.writes.send(Queued::Dashboard(write, Some(done)));
+    applied.await.unwrap_or_else(|_| {
+        Err(Error {
+            kind: ErrorKind::Apply,
+            what: "applying the dashboard".into(),
+            source: "the operator is stopping".into(),
+        })
+    })
 }
 
 /// Whether the cache still shows `rx` as it was before this process last
@@ -142,31 +171,146 @@ pub fn publish_events(ctx: &Context, rx: &ReliabilityExperiment, notes: &[Note])
             action: note.action.clone().unwrap_or_else(|| "Reconcile".into()),
             secondary: None,
         };
-        ctx.events.send(reference.clone(), event);
+        ctx.writes.send(Queued::Event(reference.clone(), event));
     }
 }
 
-/// The Events to publish, posted one at a time, in the order queued, by a
-/// task of their own (a failure is logged). The task ends once the queue's
-/// last sender is gone and everything queued is posted.
-pub struct EventQueue(tokio::sync::mpsc::UnboundedSender<(ObjectReference, Event)>);
+/// A dashboard to apply in the background.
+pub struct QueuedDashboard {
+    namespace: String,
+    board: Dashboard,
+}
 
-impl EventQueue {
-    /// Start the task that posts queued Events through `recorder`.
-    pub fn start(recorder: Recorder) -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(ObjectReference, Event)>();
+/// One write of the [`WriteQueue`]: an Event, or a dashboard (with whom to
+/// tell how its apply went, when someone waits for it).
+pub enum Queued {
+    Event(ObjectReference, Event),
+    Dashboard(QueuedDashboard, Option<tokio::sync::oneshot::Sender<Result<(), Error>>>),
+}
+
+/// Retry a failed background dashboard apply after this long.
+const DASHBOARD_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A write nobody waits for is held back while reconciles run, for at
+/// most this long after it was queued.
+pub const DEFER_AT_MOST: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How many reconciles are running ([`Busy::enter`] for each), and how many
+/// queued writes someone waits for: while both say so, the write queue
+/// holds back what it can (see [`WriteQueue`]).
+#[derive(Clone, Default)]
+pub struct Busy {
+    reconciles: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    awaited: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One running reconcile (dropped when it ends).
+pub struct Reconciling(Busy);
+
+impl Busy {
+    /// Count a reconcile as running until the returned guard is dropped.
+    pub fn enter(&self) -> Reconciling {
+        self.reconciles.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Reconciling(self.clone())
+    }
+    /// Whether the queue should hold back a write nobody waits for.
+    fn defer(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.reconciles.load(Relaxed) > 0 && self.awaited.load(Relaxed) == 0
+    }
+}
+
+impl Drop for Reconciling {
+    fn drop(&mut self) {
+        self.0.reconciles.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The Events and dashboards to write, posted one at a time, in the order
+/// queued, by a task of their own. The task ends once the queue's last
+/// sender is gone and everything queued is written.
+///
+/// **Priority.** What a burst of new experiments waits for is its children
+/// and its status, not Events or dashboards, and on a busy API server every
+/// write slows every other. So while any reconcile runs, the queue holds
+/// back its next write for up to [`DEFER_AT_MOST`] after it was queued,
+/// unless a write someone waits for (a dashboard closing a run's window)
+/// is queued: then it writes in order at once. Events can thus reach the
+/// API server up to 5 s after the status they tell of.
+pub struct WriteQueue {
+    queue: tokio::sync::mpsc::UnboundedSender<(std::time::Instant, Queued)>,
+    busy: Busy,
+}
+
+impl WriteQueue {
+    /// Start the task: Events through `recorder`, dashboards applied with
+    /// `client` (and remembered in `dashboards`; failures counted in `errors`).
+    pub(crate) fn start(
+        recorder: Recorder,
+        client: kube::Client,
+        dashboards: Dashboards,
+        errors: prometheus::IntCounterVec,
+        busy: Busy,
+    ) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(std::time::Instant, Queued)>();
+        let again = tx.downgrade();
+        let holding = busy.clone();
         tokio::spawn(async move {
-            while let Some((reference, event)) = rx.recv().await {
-                if let Err(e) = recorder.publish(&event, &reference).await {
-                    tracing::warn!(error = %e, reason = event.reason, "could not publish an event");
+            while let Some((queued, write)) = rx.recv().await {
+                while holding.defer() && queued.elapsed() < DEFER_AT_MOST {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                match write {
+                    Queued::Event(reference, event) => {
+                        if let Err(e) = recorder.publish(&event, &reference).await {
+                            tracing::warn!(error = %e, reason = event.reason, "could not publish an event");
+                        }
+                    }
+                    Queued::Dashboard(write, waiting) => {
+                        let current = |d: &Dashboards| {
+                            d.lock().expect("dashboards cache").get(&write.board.uid) == Some(&write.board.key)
+                        };
+                        if waiting.is_none() && !current(&dashboards) {
+                            continue; // a newer one is queued
+                        }
+                        let result = apply::apply_with(&client, &write.namespace, &write.board.child)
+                            .await
+                            .map(|_| ());
+                        if let Err(e) = &result {
+                            errors.with_label_values(&[ErrorKind::Apply.as_str()]).inc();
+                            tracing::warn!(error = %e, "could not apply a dashboard");
+                        }
+                        match (waiting, result) {
+                            (Some(waiting), result) => {
+                                if result.is_err() && current(&dashboards) {
+                                    dashboards.lock().expect("dashboards cache").remove(&write.board.uid);
+                                }
+                                holding.awaited.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                                let _ = waiting.send(result);
+                            }
+                            (None, Err(_)) if current(&dashboards) => {
+                                let again = again.clone();
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(DASHBOARD_RETRY).await;
+                                    if let Some(queue) = again.upgrade() {
+                                        let _ = queue.send((std::time::Instant::now(), Queued::Dashboard(write, None)));
+                                    }
+                                });
+                            }
+                            _ => {}
+                        }
+                    }
                 }
             }
         });
-        Self(tx)
+        Self { queue: tx, busy }
     }
 
-    fn send(&self, reference: ObjectReference, event: Event) {
+    fn send(&self, write: Queued) {
+        if matches!(write, Queued::Dashboard(_, Some(_))) {
+            self.busy.awaited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         // the task outlives every sender: a closed queue means a runtime going away
-        let _ = self.0.send((reference, event));
+        let _ = self.queue.send((std::time::Instant::now(), write));
     }
 }
