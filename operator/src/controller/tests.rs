@@ -251,3 +251,38 @@ async fn a_new_run_applies_its_services_then_the_workloads_then_writes_provision
     drop(ctx);
     verifier.await.expect("the API server saw what it expected");
 }
+
+#[tokio::test]
+async fn queued_writes_wait_for_the_running_reconciles_and_a_superseded_dashboard_is_not_applied() {
+    let (ctx, mut server) = context(options());
+    let rx = stored(LOAD, None);
+    let experiment = crate::crd::validated(&rx).expect("a valid spec");
+    let owner = build::Owner::of(&rx);
+    let now = ctx.options.clock.now();
+    let (mut first, _) = machine::new_generation(&experiment, &Default::default(), 3, now);
+    let mut second = first.clone();
+    second.start_time = Some("2026-01-01T12:00:00Z".into());
+
+    // two dashboards of one experiment queued while a reconcile runs: nothing is written yet
+    let running = ctx.busy.enter();
+    for status in [&mut first, &mut second] {
+        let board = status::dashboard(&ctx, &owner, &experiment, status).expect("a new dashboard is due");
+        status::apply_dashboard(&ctx, "lab", board, false).await.expect("queued");
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), server.0.next_request())
+            .await
+            .is_err(),
+        "no write while a reconcile runs"
+    );
+
+    // the reconcile ends: only the newer dashboard is applied
+    drop(running);
+    let board = server
+        .expect_apply("/api/v1/namespaces/lab/configmaps/drill-dashboard")
+        .await;
+    let json = board["data"].as_object().expect("data").values().next().expect("a dashboard").to_string();
+    assert!(json.contains("2026-01-01"), "the newer dashboard (its run's start) was applied");
+    drop(ctx);
+    server.expect_no_more().await;
+}
