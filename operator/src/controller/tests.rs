@@ -267,7 +267,9 @@ async fn queued_writes_wait_for_the_running_reconciles_and_a_superseded_dashboar
     let running = ctx.busy.enter();
     for status in [&mut first, &mut second] {
         let board = status::dashboard(&ctx, &owner, &experiment, status).expect("a new dashboard is due");
-        status::apply_dashboard(&ctx, "lab", board, false).await.expect("queued");
+        status::apply_dashboard(&ctx, "lab", board, false)
+            .await
+            .expect("queued");
     }
     assert!(
         tokio::time::timeout(Duration::from_millis(300), server.0.next_request())
@@ -281,8 +283,17 @@ async fn queued_writes_wait_for_the_running_reconciles_and_a_superseded_dashboar
     let board = server
         .expect_apply("/api/v1/namespaces/lab/configmaps/drill-dashboard")
         .await;
-    let json = board["data"].as_object().expect("data").values().next().expect("a dashboard").to_string();
-    assert!(json.contains("2026-01-01"), "the newer dashboard (its run's start) was applied");
+    let json = board["data"]
+        .as_object()
+        .expect("data")
+        .values()
+        .next()
+        .expect("a dashboard")
+        .to_string();
+    assert!(
+        json.contains("2026-01-01"),
+        "the newer dashboard (its run's start) was applied"
+    );
     drop(ctx);
     server.expect_no_more().await;
 }
