@@ -53,7 +53,8 @@ pub fn dashboard(
         metadata,
         data: Some(BTreeMap::from([(
             key,
-            serde_json::to_string_pretty(&board).expect("dashboard serializes"),
+            // compact: a burst of new experiments queues one per experiment (status.rs)
+            serde_json::to_string(&board).expect("dashboard serializes"),
         )])),
         ..ConfigMap::default()
     })
