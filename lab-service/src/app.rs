@@ -177,13 +177,22 @@ impl ApiServer {
 /// Shedding reads a sampled depth so an overloaded database is not asked on every request.
 async fn sample_queue_depth(state: ApiState, stop: CancellationToken) {
     loop {
-        // one statement counts the depth and says which admitted orders it
-        // sees (orders/admission.rs); the ids are taken on a held connection,
-        // just before it
+        // one snapshot counts the depth and says which admitted orders it
+        // sees (orders/admission.rs). The ids are taken after the snapshot:
+        // an order committed before it was admitted before it, so it is
+        // asked about and not counted twice (taking them before the
+        // statement counted an order admitted in between both in the depth
+        // and as unseen, and shed a request below the bound)
         let sampled = async {
-            let mut conn = state.pool.acquire().await?;
+            let mut tx = state.pool.begin().await?;
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("SELECT 1").execute(&mut *tx).await?; // takes the snapshot
             let ids = state.admission.unseen_ids();
-            crate::orders::queue_depths_seeing(&mut *conn, &ids).await
+            let depths = crate::orders::queue_depths_seeing(&mut *tx, &ids).await?;
+            tx.commit().await?;
+            Ok::<_, crate::error::Error>(depths)
         };
         match sampled.await {
             Ok((depth, dead, visible)) => {
