@@ -328,3 +328,18 @@ pub async fn get_json_at(http: &reqwest::Client, url: &str) -> Value {
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_lab-service")
 }
+
+/// Serve `router` on a loopback port until the returned token is
+/// cancelled (gracefully); its base URL (`http://127.0.0.1:<port>`).
+pub async fn serve_until_cancelled(router: axum::Router) -> (String, tokio_util::sync::CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(stopped.cancelled_owned())
+            .await
+    });
+    (url, stop)
+}

@@ -2,7 +2,7 @@
 //! loop), a full experiment run against a flaky lab, and the `loadgen`
 //! command with its termination message.
 
-use crate::harness::{bin, fast_worker, plan, LabOptions, TestLab};
+use crate::harness::{bin, fast_worker, plan, serve_until_cancelled, LabOptions, TestLab};
 use axum::routing::{get, post};
 use axum::Router;
 use lab_service::loadgen::{run_load, LoadConfig, LoadProgress, LoadReport, LoadStage, Target};
@@ -70,15 +70,7 @@ impl FakeTarget {
                     }
                 }),
             );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let stop = CancellationToken::new();
-        let stopped = stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stopped.cancelled_owned())
-                .await
-        });
+        let (url, stop) = serve_until_cancelled(router).await;
         Self {
             url,
             arrivals,
@@ -219,16 +211,8 @@ async fn stalling_server(from: Duration, stall: Duration) -> (String, Arc<Atomic
         }
     };
     let router = Router::new().route("/tick", get(handler));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/tick", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let stopped = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stopped.cancelled_owned())
-            .await
-    });
-    (url, most, stop)
+    let (base, stop) = serve_until_cancelled(router).await;
+    (format!("{base}/tick"), most, stop)
 }
 
 /// Coordinated omission, the other way round: the server stalls for a
