@@ -245,13 +245,9 @@ struct OperatorRun {
 
 /// The sum of a metric over its labels (0 when not rendered yet).
 async fn metric_sum(addr: SocketAddr, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{addr}/metrics"))
+    common::operator_metrics_text(addr)
         .await
-        .expect("the operator's metrics answer")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
+        .lines()
         .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{')))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()

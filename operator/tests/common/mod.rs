@@ -97,16 +97,22 @@ where
     }
 }
 
-/// One sample of an operator's `/metrics` (`name` with its labels, as
-/// rendered), or None when it is not there.
-pub async fn operator_metric(addr: std::net::SocketAddr, name_and_labels: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://{addr}/metrics"))
+/// An operator's `/metrics`, as text.
+pub async fn operator_metrics_text(addr: std::net::SocketAddr) -> String {
+    reqwest::get(format!("http://{addr}/metrics"))
         .await
         .expect("the operator's metrics answer")
         .text()
         .await
-        .expect("metrics text");
-    text.lines()
+        .expect("metrics text")
+}
+
+/// One sample of an operator's `/metrics` (`name` with its labels, as
+/// rendered), or None when it is not there.
+pub async fn operator_metric(addr: std::net::SocketAddr, name_and_labels: &str) -> Option<f64> {
+    operator_metrics_text(addr)
+        .await
+        .lines()
         .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
