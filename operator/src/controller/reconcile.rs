@@ -44,7 +44,6 @@ const CACHE_CATCH_UP: Duration = Duration::from_millis(200);
 /// [`reconcile_experiment`] in a span naming the experiment.
 pub async fn reconcile(rx: Arc<ReliabilityExperiment>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.duration.start_timer();
-    let _running = ctx.busy.enter();
     ctx.metrics.reconciles.inc();
     let name = format!("{}/{}", rx.namespace().unwrap_or_default(), rx.name_any());
     let span = tracing::info_span!("reconcile", experiment = %name);
@@ -119,8 +118,11 @@ async fn reconcile_experiment(rx: &ReliabilityExperiment, ctx: &Context) -> Resu
         return Ok(Action::await_change());
     }
 
-    // 3. build and 4. apply (skipped when this process applied them lately)
-    if !apply::applied_lately(ctx, &owner) {
+    // 3. build and 4. apply (skipped when this process applied them lately);
+    // until this reconcile ends, queued Events and dashboards wait
+    // ([`status::WriteQueue`]: a burst gets its children and statuses first)
+    let provisioning = (!apply::applied_lately(ctx, &owner)).then(|| ctx.busy.enter());
+    if provisioning.is_some() {
         if lab_run.is_some_and(|k| k > 0) {
             // the previous lab run is over: its children go
             apply::delete_children(ctx, &namespace, &owner.names.other_runs_selector()).await?;

@@ -191,24 +191,27 @@ pub enum Queued {
 /// Retry a failed background dashboard apply after this long.
 const DASHBOARD_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// A write nobody waits for is held back while reconciles run, for at
-/// most this long after it was queued.
-pub const DEFER_AT_MOST: std::time::Duration = std::time::Duration::from_secs(5);
+/// A write nobody waits for is held back while runs are being
+/// provisioned, for at most this long after it was queued (a burst of
+/// 1,000 new experiments takes about 45 s on two cores; one of 100, 3-6 s).
+pub const DEFER_AT_MOST: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// How many reconciles are running ([`Busy::enter`] for each), and how many
+/// How many reconciles are provisioning a run (applying its children and
+/// writing the status that says so; [`Busy::enter`] for each), and how many
 /// queued writes someone waits for: while both say so, the write queue
-/// holds back what it can (see [`WriteQueue`]).
+/// holds back what it can (see [`WriteQueue`]). Reconciles that only
+/// observe a run do not hold it back: a lab's Events flow while it runs.
 #[derive(Clone, Default)]
 pub struct Busy {
     reconciles: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     awaited: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
-/// One running reconcile (dropped when it ends).
+/// One reconcile provisioning a run (dropped when it ends).
 pub struct Reconciling(Busy);
 
 impl Busy {
-    /// Count a reconcile as running until the returned guard is dropped.
+    /// Count a reconcile as provisioning until the returned guard is dropped.
     pub fn enter(&self) -> Reconciling {
         self.reconciles.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Reconciling(self.clone())
@@ -232,11 +235,13 @@ impl Drop for Reconciling {
 ///
 /// **Priority.** What a burst of new experiments waits for is its children
 /// and its status, not Events or dashboards, and on a busy API server every
-/// write slows every other. So while any reconcile runs, the queue holds
-/// back its next write for up to [`DEFER_AT_MOST`] after it was queued,
-/// unless a write someone waits for (a dashboard closing a run's window)
-/// is queued: then it writes in order at once. Events can thus reach the
-/// API server up to 5 s after the status they tell of.
+/// write slows every other. So while any reconcile provisions a run, the
+/// queue holds back its next write for up to [`DEFER_AT_MOST`] after it was
+/// queued, unless a write someone waits for (a dashboard closing a run's
+/// window) is queued: then it writes in order at once. Events can thus
+/// reach the API server up to 30 s after the status they tell of, in a
+/// burst only (a 5 s bound let a slow burst's first Events and dashboards
+/// land in its middle and slow it further, docs/benchmarks.md).
 pub struct WriteQueue {
     queue: tokio::sync::mpsc::UnboundedSender<(std::time::Instant, Queued)>,
     busy: Busy,

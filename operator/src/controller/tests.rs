@@ -253,7 +253,7 @@ async fn a_new_run_applies_its_services_then_the_workloads_then_writes_provision
 }
 
 #[tokio::test]
-async fn queued_writes_wait_for_the_running_reconciles_and_a_superseded_dashboard_is_not_applied() {
+async fn queued_writes_wait_for_the_provisioning_reconciles_and_a_superseded_dashboard_is_not_applied() {
     let (ctx, mut server) = context(options());
     let rx = stored(LOAD, None);
     let experiment = crate::crd::validated(&rx).expect("a valid spec");
@@ -263,7 +263,7 @@ async fn queued_writes_wait_for_the_running_reconciles_and_a_superseded_dashboar
     let mut second = first.clone();
     second.start_time = Some("2026-01-01T12:00:00Z".into());
 
-    // two dashboards of one experiment queued while a reconcile runs: nothing is written yet
+    // two dashboards of one experiment queued while a reconcile provisions a run: nothing is written yet
     let running = ctx.busy.enter();
     for status in [&mut first, &mut second] {
         let board = status::dashboard(&ctx, &owner, &experiment, status).expect("a new dashboard is due");
@@ -275,7 +275,7 @@ async fn queued_writes_wait_for_the_running_reconciles_and_a_superseded_dashboar
         tokio::time::timeout(Duration::from_millis(300), server.0.next_request())
             .await
             .is_err(),
-        "no write while a reconcile runs"
+        "no write while a reconcile provisions a run"
     );
 
     // the reconcile ends: only the newer dashboard is applied
