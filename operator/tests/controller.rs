@@ -447,10 +447,12 @@ async fn an_applied_experiment_gets_its_lab_then_the_results_and_verdict_of_its_
         let before = children_versions(&labelled::<Deployment>(&client, &ns, run).await);
         let reconciles = operator.metric("relab_operator_reconciles_total").await;
         // (the experiment's own metadata does not wake it, nor a Job's
-        // metadata or count of active pods; a change to a Service does)
-        Api::<Service>::namespaced(client.clone(), &ns)
+        // metadata or count of active pods, nor its Services, Deployments
+        // and ConfigMaps, which are not watched; a change to its load
+        // generator's pod does)
+        Api::<Pod>::namespaced(client.clone(), &ns)
             .patch(
-                "flaky-r1-order-service",
+                &pod.name_any(),
                 &PatchParams::default(),
                 &Patch::Merge(json!({"metadata": {"annotations": {"touched": "yes"}}})),
             )

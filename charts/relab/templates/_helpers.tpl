@@ -50,15 +50,17 @@ app.kubernetes.io/component: operator
 - apiGroups: [relab.dev]
   resources: [reliabilityexperiments/status]
   verbs: [get, update, patch]
+# a run's Deployments, Services, ConfigMaps and PVCs are applied and deleted,
+# not watched (docs/operator.md); its Jobs are watched for their outcome
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, list, create, patch, delete]
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [services, configmaps, persistentvolumeclaims]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, list, create, patch, delete]
 # pods: delete for spec.disruptions' kills (order-service pods, grace 0)
 - apiGroups: [""]
   resources: [pods]

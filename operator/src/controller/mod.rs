@@ -32,10 +32,9 @@ mod tests;
 use crate::crd::ReliabilityExperiment;
 use build::{LabDefaults, MANAGED_BY};
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
-use kube::api::{Api, ListParams, PartialObjectMeta};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -328,15 +327,12 @@ pub async fn start(client: Client, options: Options, stop: CancellationToken) ->
     let config = ControllerConfig::default().concurrency(options.max_concurrent_reconciles);
     let controller = Controller::for_stream(experiment_changes, reader)
         .with_config(config)
-        // a Deployment's status moves with every pod; only its spec matters here
-        .owns_stream(
-            metadata_changes::<Deployment>(&client, &options.namespace, &managed)
-                .predicate_filter(predicates::generation, Default::default()),
-        )
-        // Services and ConfigMaps: their metadata says when they are made,
-        // changed or deleted (the bodies, dashboards among them, stay on the server)
-        .owns_stream(metadata_changes::<Service>(&client, &options.namespace, &managed))
-        .owns_stream(metadata_changes::<ConfigMap>(&client, &options.namespace, &managed))
+        // The Deployments, Services and ConfigMaps are not watched: a run's
+        // children never change, and a reconcile re-applies them (repairing
+        // drift) at most every REAPPLY_EVERY whatever woke it, so their
+        // events would only wake reconciles with nothing to do; the timers
+        // bring that repair as soon. Watched, they doubled the API server's
+        // watch traffic of a burst of new experiments (docs/benchmarks.md).
         .owns_stream(job_changes)
         // the load generator's pod wakes its experiment (the other cached
         // pods are read at the run's polls)
@@ -393,26 +389,6 @@ pub async fn start(client: Client, options: Options, stop: CancellationToken) ->
         tracing::info!("relab operator stopped");
     });
     Ok(Running { metrics_addr, task })
-}
-
-/// The children of kind `K` the operator manages, as metadata.
-fn metadata_changes<K>(
-    client: &Client,
-    namespace: &Option<String>,
-    managed: &watcher::Config,
-) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + 'static,
-    K::DynamicType: Default,
-{
-    watcher::watcher(scoped::<PartialObjectMeta<K>>(client, namespace), managed.clone())
-        .default_backoff()
-        .touched_objects()
 }
 
 /// What of a Job wakes its experiment: its generation and its outcome

@@ -196,6 +196,12 @@ const DASHBOARD_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 /// 1,000 new experiments takes about 45 s on two cores; one of 100, 3-6 s).
 pub const DEFER_AT_MOST: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// ... and while fewer than this many writes wait behind it: what is held
+/// back is held in memory (a dashboard about 8 KiB), so a burst of 1,000
+/// new experiments gets its writes interleaved again beyond this many
+/// (about a burst of 170's: a dashboard and two Events each).
+pub const HOLD_AT_MOST: usize = 512;
+
 /// How many reconciles are provisioning a run (applying its children and
 /// writing the status that says so; [`Busy::enter`] for each), and how many
 /// queued writes someone waits for: while both say so, the write queue
@@ -237,8 +243,9 @@ impl Drop for Reconciling {
 /// and its status, not Events or dashboards, and on a busy API server every
 /// write slows every other. So while any reconcile provisions a run, the
 /// queue holds back its next write for up to [`DEFER_AT_MOST`] after it was
-/// queued, unless a write someone waits for (a dashboard closing a run's
-/// window) is queued: then it writes in order at once. Events can thus
+/// queued and while fewer than [`HOLD_AT_MOST`] writes wait, unless a
+/// write someone waits for (a dashboard closing a run's window) is queued:
+/// then it writes in order at once. Events can thus
 /// reach the API server up to 30 s after the status they tell of, in a
 /// burst only (a 5 s bound let a slow burst's first Events and dashboards
 /// land in its middle and slow it further, docs/benchmarks.md).
@@ -262,7 +269,7 @@ impl WriteQueue {
         let holding = busy.clone();
         tokio::spawn(async move {
             while let Some((queued, write)) = rx.recv().await {
-                while holding.defer() && queued.elapsed() < DEFER_AT_MOST {
+                while holding.defer() && queued.elapsed() < DEFER_AT_MOST && rx.len() < HOLD_AT_MOST {
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
                 match write {
