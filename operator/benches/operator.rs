@@ -21,9 +21,9 @@
 //!
 //! Knobs: `RELAB_BENCH_EXPERIMENTS` (default 100), `RELAB_BENCH_ROUNDS`
 //! (default 2), `RELAB_BENCH_REFERENCE` (`0`: no reference phase and one
-//! round; `cargo xtask bench operator-1000` runs 1,000 experiments so), `RELAB_BENCH_OPERATOR_ARGS` (more `relab
-//! operator` flags, split at spaces, e.g. `--no-dashboards`, to see what a
-//! step costs). Run by `cargo test --all-targets` (no `--bench`
+//! round; `cargo xtask bench operator-1000` runs 1,000 experiments so),
+//! `RELAB_BENCH_OPERATOR_ARGS` (more `relab operator` flags, split at
+//! spaces, e.g. `--no-dashboards`, to see what a step costs). Run by `cargo test --all-targets` (no `--bench`
 //! argument) it only says it is skipped.
 
 #[path = "../tests/common/mod.rs"]
@@ -125,12 +125,39 @@ struct ApiServed {
     requests: HashMap<(String, String), (f64, f64)>,
     /// kind -> (events, bytes)
     watch_events: HashMap<String, (f64, f64)>,
+    /// Why `/metrics` could not be read, when it could not.
+    unread: Option<String>,
+}
+
+/// `now - before` per key, where it grew, largest second figure first.
+fn grown<'a, K: Eq + std::hash::Hash>(
+    before: &HashMap<K, (f64, f64)>,
+    now: &'a HashMap<K, (f64, f64)>,
+) -> Vec<(&'a K, f64, f64)> {
+    let mut grown: Vec<(&K, f64, f64)> = now
+        .iter()
+        .map(|(key, (a, b))| {
+            let (a0, b0) = before.get(key).copied().unwrap_or_default();
+            (key, a - a0, b - b0)
+        })
+        .filter(|(_, a, _)| *a > 0.0)
+        .collect();
+    grown.sort_by(|x, y| y.2.total_cmp(&x.2));
+    grown
 }
 
 impl ApiServed {
     async fn now(client: &Client) -> Self {
         let request = http::Request::get("/metrics").body(Vec::new()).expect("a request");
-        let text = client.request_text(request).await.unwrap_or_default();
+        let text = match client.request_text(request).await {
+            Ok(text) => text,
+            Err(e) => {
+                return Self {
+                    unread: Some(e.to_string()),
+                    ..Self::default()
+                }
+            }
+        };
         let mut served = Self::default();
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let Some((series, value)) = line.rsplit_once(' ') else {
@@ -172,32 +199,15 @@ impl ApiServed {
     /// The requests (most server time first) and watch events since `self`.
     async fn since(&self, client: &Client) -> String {
         let now = Self::now(client).await;
-        let mut requests: Vec<(&(String, String), f64, f64)> = now
-            .requests
-            .iter()
-            .map(|(key, (count, secs))| {
-                let (c0, s0) = self.requests.get(key).copied().unwrap_or_default();
-                (key, count - c0, secs - s0)
-            })
-            .filter(|(_, count, _)| *count > 0.0)
-            .collect();
-        requests.sort_by(|a, b| b.2.total_cmp(&a.2));
+        if let Some(why) = self.unread.as_ref().or(now.unread.as_ref()) {
+            return format!("  API server's /metrics not read: {why}");
+        }
         let mut out =
             String::from("  API requests in the phase    (server-side seconds, summed over concurrent requests)\n");
-        for ((verb, resource), count, secs) in requests.iter().take(10) {
+        for ((verb, resource), count, secs) in grown(&self.requests, &now.requests).into_iter().take(10) {
             out += &format!("    {verb:<7} {resource:<34} {count:>6.0}  {secs:>7.2} s\n");
         }
-        let mut events: Vec<(&String, f64, f64)> = now
-            .watch_events
-            .iter()
-            .map(|(kind, (n, bytes))| {
-                let (n0, b0) = self.watch_events.get(kind).copied().unwrap_or_default();
-                (kind, n - n0, bytes - b0)
-            })
-            .filter(|(_, n, _)| *n > 0.0)
-            .collect();
-        events.sort_by(|a, b| b.2.total_cmp(&a.2));
-        let listed: Vec<String> = events
+        let listed: Vec<String> = grown(&self.watch_events, &now.watch_events)
             .iter()
             .map(|(kind, n, bytes)| format!("{kind} {n:.0} ({:.0} KiB)", bytes / 1024.0))
             .collect();
@@ -233,7 +243,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// One timed phase of a round.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Side {
     Operator,
     Reference,
@@ -295,21 +305,13 @@ async fn main() {
         "summary: {n} experiments, {rounds} round(s); operator flags beyond the defaults: [{}]; load average before {load_before}, after {load_after}",
         std::env::var("RELAB_BENCH_OPERATOR_ARGS").unwrap_or_default()
     );
-    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-3);
     if with_reference && operator_runs.iter().all(|run| !run.latencies.is_empty()) {
         println!("  create -> children applied   operator   reference   ratio");
         for (round, (op, reference)) in operator_runs.iter().zip(&references).enumerate() {
-            let (p50, p99) = (percentile(&op.latencies, 0.50), percentile(&op.latencies, 0.99));
-            let (r50, r99) = (percentile(reference, 0.50), percentile(reference, 0.99));
-            println!(
-                "  round {}  p50 / p99          {:>5.0} / {:>5.0} ms  {:>5.0} / {:>5.0} ms   {:.2}x / {:.2}x",
-                round + 1,
-                ms(p50),
-                ms(p99),
-                ms(r50),
-                ms(r99),
-                ratio(p50, r50),
-                ratio(p99, r99)
+            compare(
+                &format!("round {}  p50 / p99         ", round + 1),
+                &op.latencies,
+                reference,
             );
         }
         // every round's latencies together, each side
@@ -320,18 +322,7 @@ async fn main() {
         };
         let op = pooled(operator_runs.iter().map(|run| &run.latencies).collect());
         let reference = pooled(references.iter().collect());
-        let (p50, p99) = (percentile(&op, 0.50), percentile(&op, 0.99));
-        let (r50, r99) = (percentile(&reference, 0.50), percentile(&reference, 0.99));
-        println!(
-            "  all rounds p50 / p99        {:>5.0} / {:>5.0} ms  {:>5.0} / {:>5.0} ms   {:.2}x / {:.2}x",
-            ms(p50),
-            ms(p99),
-            ms(r50),
-            ms(r99),
-            ratio(p50, r50),
-            ratio(p99, r99)
-        );
-        let met = ratio(p99, r99) <= RATIO_TARGET;
+        let met = compare("all rounds p50 / p99       ", &op, &reference) <= RATIO_TARGET;
         println!(
             "  target: p99 of all rounds within {RATIO_TARGET}x of the reference's {}",
             if met { "met" } else { "MISSED" }
@@ -350,6 +341,24 @@ async fn main() {
         reached,
         if reached == n { "met" } else { "MISSED" },
     );
+}
+
+/// Print one row of the comparison, `label` then p50 / p99 of each side
+/// (sorted latencies) and their ratios; returns the p99 ratio.
+fn compare(label: &str, op: &[Duration], reference: &[Duration]) -> f64 {
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-3);
+    let (p50, p99) = (percentile(op, 0.50), percentile(op, 0.99));
+    let (r50, r99) = (percentile(reference, 0.50), percentile(reference, 0.99));
+    println!(
+        "  {label} {:>5.0} / {:>5.0} ms  {:>5.0} / {:>5.0} ms   {:.2}x / {:.2}x",
+        ms(p50),
+        ms(p99),
+        ms(r50),
+        ms(r99),
+        ratio(p50, r50),
+        ratio(p99, r99)
+    );
+    ratio(p99, r99)
 }
 
 /// Run `body` in a fresh namespace (the CRD applied), delete the namespace,

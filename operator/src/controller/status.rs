@@ -209,29 +209,29 @@ pub const HOLD_AT_MOST: usize = 512;
 /// observe a run do not hold it back: a lab's Events flow while it runs.
 #[derive(Clone, Default)]
 pub struct Busy {
-    reconciles: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    provisioning: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     awaited: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// One reconcile provisioning a run (dropped when it ends).
-pub struct Reconciling(Busy);
+pub struct Provisioning(Busy);
 
 impl Busy {
     /// Count a reconcile as provisioning until the returned guard is dropped.
-    pub fn enter(&self) -> Reconciling {
-        self.reconciles.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Reconciling(self.clone())
+    pub fn enter(&self) -> Provisioning {
+        self.provisioning.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Provisioning(self.clone())
     }
     /// Whether the queue should hold back a write nobody waits for.
     fn defer(&self) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
-        self.reconciles.load(Relaxed) > 0 && self.awaited.load(Relaxed) == 0
+        self.provisioning.load(Relaxed) > 0 && self.awaited.load(Relaxed) == 0
     }
 }
 
-impl Drop for Reconciling {
+impl Drop for Provisioning {
     fn drop(&mut self) {
-        self.0.reconciles.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.provisioning.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -245,10 +245,10 @@ impl Drop for Reconciling {
 /// queue holds back its next write for up to [`DEFER_AT_MOST`] after it was
 /// queued and while fewer than [`HOLD_AT_MOST`] writes wait, unless a
 /// write someone waits for (a dashboard closing a run's window) is queued:
-/// then it writes in order at once. Events can thus
-/// reach the API server up to 30 s after the status they tell of, in a
-/// burst only (a 5 s bound let a slow burst's first Events and dashboards
-/// land in its middle and slow it further, docs/benchmarks.md).
+/// then it writes in order at once. Events can thus reach the API server
+/// up to 30 s after the status they tell of, in a burst only (with a 5 s
+/// bound, a burst slower than that got its first Events and dashboards in
+/// its middle, docs/benchmarks.md).
 pub struct WriteQueue {
     queue: tokio::sync::mpsc::UnboundedSender<(std::time::Instant, Queued)>,
     busy: Busy,
