@@ -567,7 +567,13 @@ async fn the_examples_and_drills_on_a_real_cluster() {
         if refs.contains(&"scale-out") {
             // the two load generators that followed the first sent their shares and reported
             let selector = "relab.dev/experiment=scale-out,relab.dev/component=loadgen-share";
-            wait_until(60, "the followers' Job: 2 succeeded", || async {
+            // what the run ended as, said when the followers did not succeed
+            let ended = done["scale-out"].rx.status.clone().unwrap_or_default();
+            let what = format!(
+                "the followers' Job: 2 succeeded (scale-out ended {:?}, conditions {:?})",
+                ended.phase, ended.conditions
+            );
+            wait_until(60, &what, || async {
                 let jobs = Api::<k8s_openapi::api::batch::v1::Job>::namespaced(client.clone(), ns)
                     .list(&ListParams::default().labels(selector))
                     .await
