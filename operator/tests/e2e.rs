@@ -338,7 +338,8 @@ fn no_lost_or_double(r: &RunResults, what: &str) {
 }
 
 /// What each example says it demonstrates, from the status the operator wrote.
-fn demonstrates(file: &str, rx: &ReliabilityExperiment) {
+/// `pods`: what the run's pods said when a disruption failed (else empty).
+fn demonstrates(file: &str, rx: &ReliabilityExperiment, pods: &str) {
     if file == "outage-drill.yaml" {
         // a comparison: each variant shows what it is meant to show
         let (with, without) = (variant_results(rx, "with-breaker"), variant_results(rx, "no-breaker"));
@@ -388,7 +389,7 @@ fn demonstrates(file: &str, rx: &ReliabilityExperiment) {
         "worker-crash.yaml" | "database-restart.yaml" | "database-slow.yaml" | "database-outage.yaml" => {
             assert!(!r.disruptions.is_empty(), "{file}: no disruption recorded");
             for d in &r.disruptions {
-                assert!(d.fired_at_seconds.is_some(), "{file}: {d:?}");
+                assert!(d.fired_at_seconds.is_some(), "{file}: {d:?}\nits pods then:\n{pods}");
             }
         }
         "scale-out.yaml" => {
@@ -462,6 +463,38 @@ async fn pods(client: &Client, ns: &str, selector: &str) -> Vec<Pod> {
         .items
 }
 
+/// Each pod of experiment `name`: its phase, and per container its
+/// restarts, state and how its last run ended, with its last log lines
+/// (and those of the earlier run, `--previous`, where it restarted).
+async fn pod_account(client: &Client, ns: &str, name: &str) -> String {
+    let api = Api::<Pod>::namespaced(client.clone(), ns);
+    let mut out = String::new();
+    for pod in pods(client, ns, &format!("relab.dev/experiment={name}")).await {
+        let status = pod.status.clone().unwrap_or_default();
+        out += &format!("pod {} {:?}\n", pod.name_any(), status.phase);
+        for c in status.container_statuses.unwrap_or_default() {
+            out += &format!(
+                "  {} restarts {} state {:?}\n  last state {:?}\n",
+                c.name, c.restart_count, c.state, c.last_state
+            );
+            let runs = [(false, "its last lines"), (true, "its previous run's last lines")];
+            for (previous, what) in runs.into_iter().take(if c.restart_count > 0 { 2 } else { 1 }) {
+                let params = kube::api::LogParams {
+                    container: Some(c.name.clone()),
+                    previous,
+                    tail_lines: Some(20),
+                    ..Default::default()
+                };
+                match api.logs(&pod.name_any(), &params).await {
+                    Ok(log) => out += &format!("  {what}:\n{log}\n"),
+                    Err(e) => out += &format!("  {what}: {e}\n"),
+                }
+            }
+        }
+    }
+    out
+}
+
 async fn wait_until<F, Fut>(secs: u64, what: &str, mut probe: F)
 where
     F: FnMut() -> Fut,
@@ -533,6 +566,7 @@ async fn the_examples_and_drills_on_a_real_cluster() {
 
     // the examples, two at a time (2 cores)
     let mut finished = BTreeMap::new();
+    let mut pod_accounts: BTreeMap<String, String> = BTreeMap::new();
     for pair in examples.chunks(2) {
         let t = Instant::now();
         for file in pair {
@@ -573,15 +607,38 @@ async fn the_examples_and_drills_on_a_real_cluster() {
                 "the followers' Job: 2 succeeded (scale-out ended {:?}, conditions {:?})",
                 ended.phase, ended.conditions
             );
-            wait_until(60, &what, || async {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
                 let jobs = Api::<k8s_openapi::api::batch::v1::Job>::namespaced(client.clone(), ns)
                     .list(&ListParams::default().labels(selector))
                     .await
                     .unwrap()
                     .items;
-                jobs.len() == 1 && jobs[0].status.as_ref().and_then(|s| s.succeeded) == Some(2)
-            })
-            .await;
+                if jobs.len() == 1 && jobs[0].status.as_ref().and_then(|s| s.succeeded) == Some(2) {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    // and what the Job and the pods said
+                    let job = jobs.iter().map(|j| j.status.clone()).collect::<Vec<_>>();
+                    let pods = pod_account(&client, ns, "scale-out").await;
+                    panic!("not within 60 s: {what}\nthe Job's status: {job:?}\nits pods:\n{pods}");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        // a disruption that could not be carried out: what its pods said
+        // (restarts, how the last container ended, its last log lines),
+        // read before they go, for the assertion that fails below
+        for name in &refs {
+            let rx = &done[*name].rx;
+            let failed = rx
+                .status
+                .as_ref()
+                .and_then(|s| s.results.as_ref())
+                .is_some_and(|r| r.disruptions.iter().any(|d| d.error.is_some()));
+            if failed {
+                pod_accounts.insert(name.to_string(), pod_account(&client, ns, name).await);
+            }
         }
         // deleting an experiment removes every pod it made (and frees the
         // node for the next pair)
@@ -600,7 +657,7 @@ async fn the_examples_and_drills_on_a_real_cluster() {
     }
     for file in examples {
         let (rx, progress_moved, load_seconds) = &finished[file];
-        demonstrates(file, rx);
+        demonstrates(file, rx, pod_accounts.get(&name(file)).map_or("", String::as_str));
         assert!(progress_moved, "{file}: the live progress never moved while it ran");
         // the phase machine hears the load generator itself (Draining comes
         // from its stage): its seconds of load reached the status

@@ -403,24 +403,40 @@ impl SqlRestart {
             .await;
         drop(conn);
         let deadline = Instant::now() + self.back_within;
+        // what the last attempt saw is said if the database is not back in
+        // time; each attempt is bounded, so one that hangs (a connection to
+        // an address that does not answer) cannot use up the whole wait
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
-            if let Ok(mut c) = sqlx::PgConnection::connect(&self.database_url).await {
-                if let Ok((now,)) = server_started(&mut c).await {
-                    if now != before {
-                        return Ok(vec![format!("postgres (postmaster pid {pid}, started {before})")]);
-                    }
+            let attempt = async {
+                let mut c = sqlx::PgConnection::connect(&self.database_url)
+                    .await
+                    .map_err(|e| format!("connecting: {e}"))?;
+                let (now,) = server_started(&mut c)
+                    .await
+                    .map_err(|e| format!("reading the start time: {e}"))?;
+                Ok::<_, String>(now)
+            };
+            let last = match tokio::time::timeout(ATTEMPT_WITHIN, attempt).await {
+                Ok(Ok(now)) if now != before => {
+                    return Ok(vec![format!("postgres (postmaster pid {pid}, started {before})")]);
                 }
-            }
+                Ok(Ok(_)) => format!("the server answering still started at {before}"),
+                Ok(Err(e)) => e,
+                Err(_) => format!("no answer within {ATTEMPT_WITHIN:?}"),
+            };
             if Instant::now() >= deadline {
                 return Err(format!(
-                    "postmaster {pid} was told to stop; the database was not back within {:?}",
+                    "postmaster {pid} was told to stop; the database was not back within {:?} (last attempt: {last})",
                     self.back_within
                 ));
             }
         }
     }
 }
+
+/// How long one attempt to reach the restarted database may take.
+const ATTEMPT_WITHIN: Duration = Duration::from_secs(5);
 
 async fn server_started(conn: &mut sqlx::PgConnection) -> Result<(String,), sqlx::Error> {
     sqlx::query_as("SELECT pg_postmaster_start_time()::text")

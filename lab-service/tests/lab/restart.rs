@@ -234,5 +234,7 @@ async fn a_database_that_does_not_come_back_is_an_error_naming_the_wait() {
     };
     let err = carrier.fire(&restart_plan()).unwrap().await.unwrap_err();
     assert!(err.contains("was not back within 2s"), "{err}");
+    // and what the last attempt saw: the refused connection
+    assert!(err.contains("(last attempt: connecting: "), "{err}");
     assert!(!server.running(), "nobody started it again");
 }
