@@ -100,6 +100,7 @@ impl Caches {
                 .state_filter(|pod| {
                     let labels = pod.labels();
                     pod.namespace().as_deref() == Some(namespace)
+                        && names.is_ours(pod.metadata.creation_timestamp.as_ref())
                         && run.iter().all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
                         && labels
                             .get(LABEL_COMPONENT)
@@ -115,7 +116,9 @@ impl Caches {
             components.join(",")
         );
         let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-        Ok(api.list(&ListParams::default().labels(&selector)).await?.items)
+        let mut pods = api.list(&ListParams::default().labels(&selector)).await?.items;
+        pods.retain(|pod| names.is_ours(pod.metadata.creation_timestamp.as_ref()));
+        Ok(pods)
     }
 
     /// The Job `name` in `namespace`, if there is one.
@@ -152,8 +155,16 @@ mod tests {
         pod
     }
 
+    fn created(mut pod: Pod, at: &str) -> Pod {
+        pod.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            at.parse().unwrap(),
+        ));
+        pod
+    }
+
     #[tokio::test]
-    async fn a_synced_cache_answers_with_the_runs_pods_of_the_components_asked_and_no_request() {
+    async fn a_synced_cache_answers_with_the_runs_pods_of_the_components_asked_not_an_earlier_experiments_and_no_request(
+    ) {
         let (reader, mut writer) = kube::runtime::reflector::store::<Pod>();
         writer.apply_watcher_event(&watcher::Event::Init);
         for p in [
@@ -162,6 +173,12 @@ mod tests {
             pod("c", "drill", "2", "loadgen"),
             pod("d", "other", "3", "loadgen"),
             pod("e", "drill", "3", "workers"),
+            // an earlier experiment's named "drill" (deleted, applied again),
+            // its pods still going: same names and labels, created before
+            created(pod("f", "drill", "3", "order-service"), "2026-12-07T12:00:00Z"),
+            created(pod("g", "drill", "3", "loadgen"), "2026-12-07T12:00:09Z"),
+            // this one's, one created in the experiment's own second
+            created(pod("h", "drill", "3", "workers"), "2026-12-07T12:00:10Z"),
         ] {
             writer.apply_watcher_event(&watcher::Event::InitApply(p));
         }
@@ -174,7 +191,8 @@ mod tests {
         let (service, _handle) =
             tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
         let client = Client::new(service, "default");
-        let names = Names::for_run("drill".into(), 3);
+        let mut names = Names::for_run("drill".into(), 3);
+        names.not_before = Some("2026-12-07T12:00:10Z".parse().unwrap());
         let names_of = |pods: Vec<Pod>| {
             let mut names: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
             names.sort();
@@ -186,7 +204,7 @@ mod tests {
             .run_pods(&client, "lab", &names, &order_service::METRICS_COMPONENTS)
             .await
             .unwrap();
-        assert_eq!(names_of(metrics), ["b", "e"]);
+        assert_eq!(names_of(metrics), ["b", "e", "h"]);
     }
 
     #[test]

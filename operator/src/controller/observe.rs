@@ -116,6 +116,10 @@ async fn job_failure(ctx: &Context, namespace: &str, names: &Names) -> Result<Op
     let Some(job) = ctx.caches.job(&ctx.client, namespace, &names.loadgen()).await? else {
         return Ok(None);
     };
+    if !names.is_ours(job.metadata.creation_timestamp.as_ref()) {
+        // an earlier experiment's of the same name, still being deleted
+        return Ok(None);
+    }
     let failed = job
         .status
         .and_then(|s| s.conditions)

@@ -35,6 +35,11 @@ pub struct Names {
     pub lab_run: Option<u32>,
     /// The variant the lab run runs (its pods carry it as `relab.dev/variant`).
     pub variant: Option<String>,
+    /// When the experiment was created: a pod or Job with this run's names
+    /// and labels created before is an earlier experiment's of the same name
+    /// (deleted and applied again; its children are still going), never
+    /// this one's ([`Names::is_ours`]).
+    pub not_before: Option<k8s_openapi::jiff::Timestamp>,
     base: String,
     run_label: String,
 }
@@ -42,7 +47,20 @@ pub struct Names {
 impl Names {
     /// The names of the stored experiment's current run (its generation).
     pub fn new(rx: &ReliabilityExperiment) -> Self {
-        Self::for_run(rx.name_any(), rx.metadata.generation.unwrap_or(0))
+        Self {
+            not_before: rx.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            ..Self::for_run(rx.name_any(), rx.metadata.generation.unwrap_or(0))
+        }
+    }
+
+    /// Whether a child created at `created` can be this experiment's
+    /// (timestamps have whole seconds: one created in the experiment's own
+    /// second is taken as ours).
+    pub fn is_ours(&self, created: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> bool {
+        match (self.not_before, created) {
+            (Some(not_before), Some(created)) => created.0 >= not_before,
+            _ => true,
+        }
     }
 
     /// The names of run `generation` of the experiment `experiment`.
@@ -55,6 +73,7 @@ impl Names {
             scheduled_run: None,
             lab_run: None,
             variant: None,
+            not_before: None,
         }
         .named()
     }
