@@ -121,6 +121,23 @@ impl Caches {
         Ok(pods)
     }
 
+    /// Whether an earlier experiment of the same name still has a pod or a
+    /// Job under this run's labels in `namespace` (deleted and applied
+    /// again: the garbage collector has not removed them yet, or they were
+    /// orphaned), as the synced caches show them (none: false).
+    pub fn earlier_experiments_children(&self, namespace: &str, names: &Names) -> bool {
+        let run = names.run_labels();
+        let earlier = |meta: &kube::api::ObjectMeta| {
+            meta.namespace.as_deref() == Some(namespace)
+                && !names.is_ours(meta.creation_timestamp.as_ref())
+                && run
+                    .iter()
+                    .all(|(k, v)| meta.labels.as_ref().and_then(|l| l.get(*k)).map(String::as_str) == Some(*v))
+        };
+        synced(&self.pods).is_some_and(|pods| pods.state().iter().any(|p| earlier(&p.metadata)))
+            || synced(&self.jobs).is_some_and(|jobs| jobs.state().iter().any(|j| earlier(&j.metadata)))
+    }
+
     /// The Job `name` in `namespace`, if there is one.
     pub async fn job(&self, client: &Client, namespace: &str, name: &str) -> Result<Option<Job>, kube::Error> {
         if let Some(jobs) = synced(&self.jobs) {

@@ -40,6 +40,10 @@ use tracing::Instrument;
 /// How long a reconcile waits for the cache to show the status this process wrote.
 const CACHE_CATCH_UP: Duration = Duration::from_millis(200);
 
+/// How often a new run looks again whether an earlier experiment's
+/// children of the same names are gone.
+const EARLIER_CHILDREN_GO: Duration = Duration::from_secs(1);
+
 /// The controller's reconcile: times and counts it, and runs
 /// [`reconcile_experiment`] in a span naming the experiment.
 pub async fn reconcile(rx: Arc<ReliabilityExperiment>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -122,6 +126,21 @@ async fn reconcile_experiment(rx: &ReliabilityExperiment, ctx: &Context) -> Resu
     // until this reconcile ends, queued Events and dashboards wait
     // ([`status::WriteQueue`]: a burst gets its children and statuses first)
     let provisioning = (!apply::applied_lately(ctx, &owner)).then(|| ctx.busy.enter());
+    if provisioning.is_some()
+        && status.phase == Phase::Pending
+        && ctx.caches.earlier_experiments_children(&namespace, &owner.names)
+    {
+        // an earlier experiment of this name (deleted and applied again)
+        // still has children under this run's names: applying over them
+        // would take them over (its finished Job, its Postgres), so they go
+        // first, and this run is provisioned once they are gone
+        tracing::info!(
+            run = owner.names.run_label(),
+            "an earlier experiment's children are still there: deleting them first"
+        );
+        apply::delete_children(ctx, &namespace, &owner.names.earlier_experiments_selector()).await?;
+        return Ok(Action::requeue(EARLIER_CHILDREN_GO));
+    }
     if provisioning.is_some() {
         if lab_run.is_some_and(|k| k > 0) {
             // the previous lab run is over: its children go

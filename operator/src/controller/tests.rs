@@ -297,3 +297,90 @@ async fn queued_writes_wait_for_the_provisioning_reconciles_and_a_superseded_das
     drop(ctx);
     server.expect_no_more().await;
 }
+
+#[tokio::test]
+async fn a_new_run_over_an_earlier_experiments_children_of_its_names_deletes_them_first_and_applies_nothing() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use kube::runtime::{reflector, watcher};
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let mut context = Context::new(client, options(), OperatorMetrics::new().expect("metrics"));
+    // this experiment was created at 12:00:10; an earlier one of the same
+    // name (deleted, applied again) left its load generator's Job and pod
+    // under the same names, created at 12:00:00 and still going
+    let mut rx = (*stored(LOAD, None)).clone();
+    rx.metadata.creation_timestamp = Some(Time("2026-12-07T12:00:10Z".parse().unwrap()));
+    let earlier = |name: &str| {
+        let mut meta = kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("lab".into()),
+            creation_timestamp: Some(Time("2026-12-07T12:00:00Z".parse().unwrap())),
+            ..Default::default()
+        };
+        meta.labels = Some(
+            [
+                ("relab.dev/experiment", "drill"),
+                ("relab.dev/run", "3"),
+                ("relab.dev/component", "loadgen"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
+        );
+        meta
+    };
+    let (pods, mut pod_writer) = reflector::store::<Pod>();
+    let (jobs, mut job_writer) = reflector::store::<k8s_openapi::api::batch::v1::Job>();
+    pod_writer.apply_watcher_event(&watcher::Event::Init);
+    pod_writer.apply_watcher_event(&watcher::Event::InitApply(Pod {
+        metadata: earlier("drill-r3-loadgen-x7k2p"),
+        ..Pod::default()
+    }));
+    pod_writer.apply_watcher_event(&watcher::Event::InitDone);
+    job_writer.apply_watcher_event(&watcher::Event::Init);
+    job_writer.apply_watcher_event(&watcher::Event::InitApply(k8s_openapi::api::batch::v1::Job {
+        metadata: earlier("drill-r3-loadgen"),
+        ..Default::default()
+    }));
+    job_writer.apply_watcher_event(&watcher::Event::InitDone);
+    context.caches = cache::Caches {
+        pods: Some(pods),
+        jobs: Some(jobs),
+    };
+    let ctx = Arc::new(context);
+    let mut server = ApiServer(handle);
+    let verifier = tokio::spawn(async move {
+        // each kind of child listed under this run's labels; the earlier Job deleted
+        let list = |items: Value| json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": items});
+        let jobs = server
+            .next(|_| {
+                list(json!([{"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "drill-r3-loadgen"}}]))
+            })
+            .await;
+        assert_eq!(
+            (&jobs.method, jobs.path.as_str()),
+            (&Method::GET, "/apis/batch/v1/namespaces/lab/jobs")
+        );
+        let delete = server
+            .next(|_| json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "drill-r3-loadgen"}}))
+            .await;
+        assert_eq!(
+            (&delete.method, delete.path.as_str()),
+            (&Method::DELETE, "/apis/batch/v1/namespaces/lab/jobs/drill-r3-loadgen")
+        );
+        for path in [
+            "/apis/apps/v1/namespaces/lab/deployments",
+            "/api/v1/namespaces/lab/services",
+            "/api/v1/namespaces/lab/configmaps",
+            "/api/v1/namespaces/lab/persistentvolumeclaims",
+        ] {
+            let seen = server.next(|_| list(json!([]))).await;
+            assert_eq!((&seen.method, seen.path.as_str()), (&Method::GET, path));
+        }
+        // nothing applied, no status written: the run waits for them to go
+        server.expect_no_more().await;
+    });
+    let action = reconcile(Arc::new(rx), ctx.clone()).await.expect("reconciled");
+    assert_eq!(action, Action::requeue(Duration::from_secs(1)));
+    drop(ctx);
+    verifier.await.expect("the API server saw what it expected");
+}

@@ -161,6 +161,12 @@ impl Names {
             self.experiment, self.run_label
         )
     }
+    /// This run's children but the dashboard: what an earlier experiment
+    /// of the same name left under this run's names (used before this run
+    /// applied anything: [`Names::is_ours`]).
+    pub fn earlier_experiments_selector(&self) -> String {
+        format!("{},{LABEL_COMPONENT}!={DASHBOARD}", self.run_selector())
+    }
     /// Every workload of this experiment (not the dashboard: like the
     /// results, it stays after the TTL).
     pub fn experiment_selector(&self) -> String {
