@@ -679,7 +679,7 @@ async fn an_invalid_spec_gets_valid_false_with_every_path_and_no_requeue_storm()
 }
 
 #[tokio::test]
-async fn deleting_an_experiment_garbage_collects_every_child() {
+async fn deleting_an_experiment_garbage_collects_every_child_and_one_applied_again_at_once_gets_children_of_its_own() {
     in_namespace(|client, ns| async move {
         let operator = Operator::start(&client, &ns).await;
         let api: Api<ReliabilityExperiment> = Api::namespaced(client.clone(), &ns);
@@ -692,6 +692,51 @@ async fn deleting_an_experiment_garbage_collects_every_child() {
             let pods: Vec<Pod> = labelled(&client, &ns, sel).await;
             (pods.len() >= 4).then_some(())
         });
+        // deleted with its children orphaned (what a garbage collector that
+        // has not got to them yet leaves too), and applied again a second
+        // later (different creation seconds): the new run's children are all
+        // its own, made after it, none of the earlier one's taken over
+        api.delete("gone", &DeleteParams::orphan()).await.unwrap();
+        eventually!(30, "the earlier experiment gone (its children orphaned)", {
+            api.get_opt("gone").await.unwrap().is_none().then_some(())
+        });
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let again = api
+            .create(&PostParams::default(), &shortened("baseline.yaml", 0.1, "gone"))
+            .await
+            .unwrap();
+        let created = again.metadata.creation_timestamp.clone().unwrap();
+        wait_for(&api, "gone", 60, "Provisioning again", |rx| {
+            rx.uid() == again.uid() && phase(rx) == Phase::Provisioning
+        })
+        .await;
+        let made_after =
+            |meta: &kube::api::ObjectMeta| meta.creation_timestamp.as_ref().is_some_and(|t| t.0 >= created.0);
+        let d: Vec<Deployment> = labelled(&client, &ns, sel).await;
+        let j: Vec<Job> = labelled(&client, &ns, sel).await;
+        let s: Vec<Service> = labelled(&client, &ns, sel).await;
+        assert!(
+            !d.is_empty() && !j.is_empty() && !s.is_empty(),
+            "the new run's children"
+        );
+        let old: Vec<String> = d
+            .iter()
+            .map(|o| &o.metadata)
+            .chain(j.iter().map(|o| &o.metadata))
+            .chain(s.iter().map(|o| &o.metadata))
+            .filter(|meta| !made_after(meta))
+            .map(|meta| {
+                format!(
+                    "{} (created {:?})",
+                    meta.name.as_deref().unwrap_or_default(),
+                    meta.creation_timestamp
+                )
+            })
+            .collect();
+        assert!(
+            old.is_empty(),
+            "the earlier experiment's children taken over: {old:?}, the new one created {created:?}"
+        );
         api.delete("gone", &DeleteParams::default()).await.unwrap();
         eventually!(60, "every child garbage-collected", {
             let d: Vec<Deployment> = labelled(&client, &ns, sel).await;

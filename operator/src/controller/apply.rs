@@ -87,6 +87,15 @@ pub async fn delete_children(ctx: &Context, namespace: &str, selector: &str) -> 
     Ok(())
 }
 
+/// Delete what an earlier experiment of the same name left under this
+/// run's names (`Names::earlier_experiments_selector`): its children, and
+/// its pods too (orphaned ones have no owner for the garbage collector to
+/// follow).
+pub async fn delete_earlier_children(ctx: &Context, namespace: &str, selector: &str) -> Result<(), Error> {
+    delete_children(ctx, namespace, selector).await?;
+    delete_kind::<k8s_openapi::api::core::v1::Pod>(ctx, namespace, selector).await
+}
+
 async fn delete_kind<K>(ctx: &Context, namespace: &str, selector: &str) -> Result<(), Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,

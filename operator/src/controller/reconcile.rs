@@ -138,7 +138,7 @@ async fn reconcile_experiment(rx: &ReliabilityExperiment, ctx: &Context) -> Resu
             run = owner.names.run_label(),
             "an earlier experiment's children are still there: deleting them first"
         );
-        apply::delete_children(ctx, &namespace, &owner.names.earlier_experiments_selector()).await?;
+        apply::delete_earlier_children(ctx, &namespace, &owner.names.earlier_experiments_selector()).await?;
         return Ok(Action::requeue(EARLIER_CHILDREN_GO));
     }
     if provisioning.is_some() {

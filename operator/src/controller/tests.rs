@@ -376,6 +376,23 @@ async fn a_new_run_over_an_earlier_experiments_children_of_its_names_deletes_the
             let seen = server.next(|_| list(json!([]))).await;
             assert_eq!((&seen.method, seen.path.as_str()), (&Method::GET, path));
         }
+        // and its pods (an orphaned one has no owner for the garbage collector)
+        let pods = server
+            .next(|_| {
+                list(json!([{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "drill-r3-loadgen-x7k2p"}}]))
+            })
+            .await;
+        assert_eq!(
+            (&pods.method, pods.path.as_str()),
+            (&Method::GET, "/api/v1/namespaces/lab/pods")
+        );
+        let delete = server
+            .next(|_| json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "drill-r3-loadgen-x7k2p"}}))
+            .await;
+        assert_eq!(
+            (&delete.method, delete.path.as_str()),
+            (&Method::DELETE, "/api/v1/namespaces/lab/pods/drill-r3-loadgen-x7k2p")
+        );
         // nothing applied, no status written: the run waits for them to go
         server.expect_no_more().await;
     });
