@@ -60,6 +60,13 @@ pub fn validate(rx: &ReliabilityExperiment) -> Result<ValidatedExperiment, Vec<F
 }
 
 async fn reconcile_experiment(rx: &ReliabilityExperiment, ctx: &Context) -> Result<Action, Error> {
+    // an experiment being deleted (a finalizer holds it: orphan or
+    // foreground deletion, which also bump a custom resource's generation)
+    // starts nothing and writes nothing: its children go with it, or are
+    // orphaned as asked
+    if rx.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
     // 0. the cache has not caught up with this process's last status write:
     // look again once it has (deciding from the older status would redo
     // that reconcile and have its write refused as a conflict)

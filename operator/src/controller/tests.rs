@@ -190,6 +190,22 @@ async fn a_suspended_spec_stays_pending_with_suspended_true_and_applies_only_its
 }
 
 #[tokio::test]
+async fn an_experiment_being_deleted_at_a_new_generation_starts_no_run_and_writes_nothing() {
+    let (ctx, server) = context(options());
+    // what orphan or foreground deletion leaves to see: a deletion time, a
+    // finalizer, and the generation bumped past the status's
+    let mut rx = (*stored(LOAD, None)).clone();
+    rx.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-12-07T12:00:00Z".parse().unwrap(),
+    ));
+    rx.metadata.finalizers = Some(vec!["orphan".into()]);
+    let verifier = tokio::spawn(server.expect_no_more());
+    let action = reconcile(Arc::new(rx), ctx).await.expect("reconciled");
+    assert_eq!(action, Action::await_change());
+    verifier.await.expect("the API server saw no request");
+}
+
+#[tokio::test]
 async fn a_finished_run_is_not_applied_again_and_writes_nothing() {
     let (ctx, server) = context(Options {
         dashboards: None,
