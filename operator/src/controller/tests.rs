@@ -94,6 +94,19 @@ impl ApiServer {
         seen.body["reason"].as_str().expect("a reason").to_string()
     }
 
+    /// A metadata list of `collection` (answered with one object, `name`),
+    /// then the DELETE of that object.
+    async fn expect_list_then_delete(&mut self, collection: &str, api_version: &str, kind: &str, name: &str) {
+        let object = json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name}});
+        let list = self.next(|_| metadata_list(json!([object.clone()]))).await;
+        assert_eq!((&list.method, list.path.as_str()), (&Method::GET, collection));
+        let delete = self.next(|_| object.clone()).await;
+        assert_eq!(
+            (&delete.method, delete.path.as_str()),
+            (&Method::DELETE, format!("{collection}/{name}").as_str())
+        );
+    }
+
     /// No further request once the client is gone.
     async fn expect_no_more(mut self) {
         let next = tokio::time::timeout(Duration::from_secs(10), self.0.next_request())
@@ -103,6 +116,11 @@ impl ApiServer {
             panic!("unexpected request: {} {}", request.method(), request.uri());
         }
     }
+}
+
+/// A metadata list (`list_metadata`'s answer) of `items`.
+fn metadata_list(items: Value) -> Value {
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": items})
 }
 
 /// An applied object as the API server returns it (Services get a ClusterIP).
@@ -366,49 +384,27 @@ async fn a_new_run_over_an_earlier_experiments_children_of_its_names_deletes_the
     let mut server = ApiServer(handle);
     let verifier = tokio::spawn(async move {
         // each kind of child listed under this run's labels; the earlier Job deleted
-        let list = |items: Value| json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": items});
-        let jobs = server
-            .next(|_| {
-                list(json!([{"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "drill-r3-loadgen"}}]))
-            })
+        server
+            .expect_list_then_delete(
+                "/apis/batch/v1/namespaces/lab/jobs",
+                "batch/v1",
+                "Job",
+                "drill-r3-loadgen",
+            )
             .await;
-        assert_eq!(
-            (&jobs.method, jobs.path.as_str()),
-            (&Method::GET, "/apis/batch/v1/namespaces/lab/jobs")
-        );
-        let delete = server
-            .next(|_| json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "drill-r3-loadgen"}}))
-            .await;
-        assert_eq!(
-            (&delete.method, delete.path.as_str()),
-            (&Method::DELETE, "/apis/batch/v1/namespaces/lab/jobs/drill-r3-loadgen")
-        );
         for path in [
             "/apis/apps/v1/namespaces/lab/deployments",
             "/api/v1/namespaces/lab/services",
             "/api/v1/namespaces/lab/configmaps",
             "/api/v1/namespaces/lab/persistentvolumeclaims",
         ] {
-            let seen = server.next(|_| list(json!([]))).await;
+            let seen = server.next(|_| metadata_list(json!([]))).await;
             assert_eq!((&seen.method, seen.path.as_str()), (&Method::GET, path));
         }
         // and its pods (an orphaned one has no owner for the garbage collector)
-        let pods = server
-            .next(|_| {
-                list(json!([{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "drill-r3-loadgen-x7k2p"}}]))
-            })
+        server
+            .expect_list_then_delete("/api/v1/namespaces/lab/pods", "v1", "Pod", "drill-r3-loadgen-x7k2p")
             .await;
-        assert_eq!(
-            (&pods.method, pods.path.as_str()),
-            (&Method::GET, "/api/v1/namespaces/lab/pods")
-        );
-        let delete = server
-            .next(|_| json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "drill-r3-loadgen-x7k2p"}}))
-            .await;
-        assert_eq!(
-            (&delete.method, delete.path.as_str()),
-            (&Method::DELETE, "/api/v1/namespaces/lab/pods/drill-r3-loadgen-x7k2p")
-        );
         // nothing applied, no status written: the run waits for them to go
         server.expect_no_more().await;
     });
