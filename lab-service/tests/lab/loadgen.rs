@@ -465,7 +465,8 @@ async fn a_stopped_run_ends_its_load_early_and_still_audits_what_was_accepted() 
 /// Exact accounting: with a slow tail (40% of calls 400 ms late) far above
 /// the workers' 100 ms payment timeout, the mock still counts every call on
 /// arrival with what it decided. Before, a call whose worker hung up during
-/// the pause was never counted ("176 calls, of 80 calls").
+/// the pause was never counted ("176 calls, of 80 calls"). A call its worker
+/// gave up on before it arrived has nothing to count: at most 1% of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_abandoned_during_the_pause_are_counted_with_what_the_mock_decided() {
     let lab = TestLab::start(LabOptions {
@@ -491,9 +492,22 @@ async fn calls_abandoned_during_the_pause_are_counted_with_what_the_mock_decided
     let r = &out.results;
     let injected = &r.payment.injected;
     assert!(r.payment.calls >= 200, "{} calls", r.payment.calls);
-    assert_eq!(
-        injected.calls, r.payment.calls,
-        "calls counted by the mock = calls made by the workers"
+    // every call that reached the mock is counted there once, whatever
+    // its worker did next; a call can only be missing from the mock's count
+    // when its worker gave up on it (100 ms) before it arrived, which a
+    // CPU-starved machine does now and then (CI: 606 of 609); the bug this
+    // guards against lost about half (80 of 176)
+    let missing = r.payment.calls.checked_sub(injected.calls).unwrap_or_else(|| {
+        panic!(
+            "the mock counted {} calls, more than the workers made ({})",
+            injected.calls, r.payment.calls
+        )
+    });
+    assert!(
+        missing <= (r.payment.calls / 100).max(2),
+        "calls counted by the mock ({}) = calls made by the workers ({}), but for at most 1% that never arrived",
+        injected.calls,
+        r.payment.calls
     );
     // each rate within about four standard errors of the ask
     let tolerance = 4.0 * (0.2f64 * 0.8 / injected.calls as f64).sqrt();
