@@ -495,16 +495,28 @@ async fn pod_account(client: &Client, ns: &str, name: &str) -> String {
     out
 }
 
-async fn wait_until<F, Fut>(secs: u64, what: &str, mut probe: F)
+/// Whether `probe` held within `secs` (asked every 500 ms).
+async fn within<F, Fut>(secs: u64, mut probe: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !probe().await {
-        assert!(Instant::now() < deadline, "not within {secs} s: {what}");
+        if Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    true
+}
+
+async fn wait_until<F, Fut>(secs: u64, what: &str, probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    assert!(within(secs, probe).await, "not within {secs} s: {what}");
 }
 
 async fn running_with_progress(api: &Api<ReliabilityExperiment>, name: &str, min_sent: u64) {
@@ -607,23 +619,23 @@ async fn the_examples_and_drills_on_a_real_cluster() {
                 "the followers' Job: 2 succeeded (scale-out ended {:?}, conditions {:?})",
                 ended.phase, ended.conditions
             );
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                let jobs = Api::<k8s_openapi::api::batch::v1::Job>::namespaced(client.clone(), ns)
+            let jobs = || async {
+                Api::<k8s_openapi::api::batch::v1::Job>::namespaced(client.clone(), ns)
                     .list(&ListParams::default().labels(selector))
                     .await
                     .unwrap()
-                    .items;
-                if jobs.len() == 1 && jobs[0].status.as_ref().and_then(|s| s.succeeded) == Some(2) {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    // and what the Job and the pods said
-                    let job = jobs.iter().map(|j| j.status.clone()).collect::<Vec<_>>();
-                    let pods = pod_account(&client, ns, "scale-out").await;
-                    panic!("not within 60 s: {what}\nthe Job's status: {job:?}\nits pods:\n{pods}");
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                    .items
+            };
+            let succeeded = within(60, || async {
+                let jobs = jobs().await;
+                jobs.len() == 1 && jobs[0].status.as_ref().and_then(|s| s.succeeded) == Some(2)
+            })
+            .await;
+            if !succeeded {
+                // and what the Job and the pods said
+                let job = jobs().await.into_iter().map(|j| j.status).collect::<Vec<_>>();
+                let pods = pod_account(&client, ns, "scale-out").await;
+                panic!("not within 60 s: {what}\nthe Job's status: {job:?}\nits pods:\n{pods}");
             }
         }
         // a disruption that could not be carried out: what its pods said

@@ -95,14 +95,13 @@ impl Caches {
     ) -> Result<Vec<Pod>, kube::Error> {
         debug_assert!(components.iter().all(|c| pod_components().contains(c)));
         if let Some(pods) = synced(&self.pods) {
-            let run = names.run_labels();
             return Ok(pods
                 .state_filter(|pod| {
-                    let labels = pod.labels();
                     pod.namespace().as_deref() == Some(namespace)
-                        && names.is_ours(pod.metadata.creation_timestamp.as_ref())
-                        && run.iter().all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
-                        && labels
+                        && names.is_ours(&pod.metadata)
+                        && names.labels_this_run(&pod.metadata)
+                        && pod
+                            .labels()
                             .get(LABEL_COMPONENT)
                             .is_some_and(|c| components.contains(&c.as_str()))
                 })
@@ -117,7 +116,7 @@ impl Caches {
         );
         let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
         let mut pods = api.list(&ListParams::default().labels(&selector)).await?.items;
-        pods.retain(|pod| names.is_ours(pod.metadata.creation_timestamp.as_ref()));
+        pods.retain(|pod| names.is_ours(&pod.metadata));
         Ok(pods)
     }
 
@@ -126,16 +125,11 @@ impl Caches {
     /// again: the garbage collector has not removed them yet, or they were
     /// orphaned), as the synced caches show them (none: false).
     pub fn earlier_experiments_children(&self, namespace: &str, names: &Names) -> bool {
-        let run = names.run_labels();
         let earlier = |meta: &kube::api::ObjectMeta| {
-            meta.namespace.as_deref() == Some(namespace)
-                && !names.is_ours(meta.creation_timestamp.as_ref())
-                && run
-                    .iter()
-                    .all(|(k, v)| meta.labels.as_ref().and_then(|l| l.get(*k)).map(String::as_str) == Some(*v))
+            meta.namespace.as_deref() == Some(namespace) && !names.is_ours(meta) && names.labels_this_run(meta)
         };
-        synced(&self.pods).is_some_and(|pods| pods.state().iter().any(|p| earlier(&p.metadata)))
-            || synced(&self.jobs).is_some_and(|jobs| jobs.state().iter().any(|j| earlier(&j.metadata)))
+        synced(&self.pods).is_some_and(|pods| pods.find(|p| earlier(&p.metadata)).is_some())
+            || synced(&self.jobs).is_some_and(|jobs| jobs.find(|j| earlier(&j.metadata)).is_some())
     }
 
     /// The Job `name` in `namespace`, if there is one.

@@ -116,7 +116,7 @@ async fn job_failure(ctx: &Context, namespace: &str, names: &Names) -> Result<Op
     let Some(job) = ctx.caches.job(&ctx.client, namespace, &names.loadgen()).await? else {
         return Ok(None);
     };
-    if !names.is_ours(job.metadata.creation_timestamp.as_ref()) {
+    if !names.is_ours(&job.metadata) {
         // an earlier experiment's of the same name, still being deleted
         return Ok(None);
     }

@@ -53,14 +53,22 @@ impl Names {
         }
     }
 
-    /// Whether a child created at `created` can be this experiment's
-    /// (timestamps have whole seconds: one created in the experiment's own
-    /// second is taken as ours).
-    pub fn is_ours(&self, created: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> bool {
-        match (self.not_before, created) {
+    /// Whether a child with metadata `meta` can be this experiment's, by
+    /// when it was created (timestamps have whole seconds: one created in
+    /// the experiment's own second is taken as ours).
+    pub fn is_ours(&self, meta: &kube::api::ObjectMeta) -> bool {
+        match (self.not_before, &meta.creation_timestamp) {
             (Some(not_before), Some(created)) => created.0 >= not_before,
             _ => true,
         }
+    }
+
+    /// Whether `meta` carries this run's labels ([`Self::run_labels`]).
+    pub fn labels_this_run(&self, meta: &kube::api::ObjectMeta) -> bool {
+        let labels = meta.labels.as_ref();
+        self.run_labels()
+            .iter()
+            .all(|(k, v)| labels.and_then(|l| l.get(*k)).map(String::as_str) == Some(*v))
     }
 
     /// The names of run `generation` of the experiment `experiment`.
