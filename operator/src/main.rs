@@ -27,7 +27,13 @@ enum Command {
         write: Option<PathBuf>,
     },
     /// Check a manifest: print every problem with its field path (exit 2 if any).
-    Validate { manifest: PathBuf },
+    Validate {
+        manifest: PathBuf,
+        /// Print the manifest as the operator reads it, every default filled
+        /// in (the stored resource holds only what was written).
+        #[arg(long)]
+        effective: bool,
+    },
     /// Run the controller: reconcile ReliabilityExperiments in the cluster of the kubeconfig (or in-cluster).
     ///
     /// Exit code: 0 after SIGTERM/Ctrl-C, 2 when it cannot start (no cluster, CRD not installed).
@@ -302,7 +308,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Validate { manifest } => {
+        Command::Validate { manifest, effective } => {
             let text = match read_manifest(&manifest) {
                 Ok(t) => t,
                 Err(e) => {
@@ -311,6 +317,10 @@ fn main() -> ExitCode {
                 }
             };
             let problems = match ValidatedExperiment::from_manifest(&text) {
+                Ok((experiment, meta)) if effective => {
+                    print!("{}", effective_manifest(&experiment, &meta));
+                    return ExitCode::SUCCESS;
+                }
                 Ok(_) => Vec::new(),
                 Err(p) => p,
             };
@@ -325,6 +335,23 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `experiment` as a manifest (YAML) with every default of its spec written in.
+fn effective_manifest(experiment: &ValidatedExperiment, meta: &relab_model::validate::ManifestMeta) -> String {
+    let mut metadata = serde_json::Map::new();
+    for (key, value) in [("name", &meta.name), ("namespace", &meta.namespace)] {
+        if let Some(value) = value {
+            metadata.insert(key.into(), value.clone().into());
+        }
+    }
+    let manifest = serde_json::json!({
+        "apiVersion": relab_model::validate::API_VERSION,
+        "kind": relab_model::validate::KIND,
+        "metadata": metadata,
+        "spec": experiment.spec(),
+    });
+    serde_yaml::to_string(&manifest).expect("a manifest serializes")
 }
 
 /// A manifest file, read at most to the limit (`/dev/zero` answers at once);

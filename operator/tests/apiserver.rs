@@ -49,7 +49,7 @@ async fn crd_applies_server_side_and_becomes_established() {
         .patch(
             CRD_NAME,
             &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&ReliabilityExperiment::crd()),
+            &Patch::Apply(&relab_operator::crdgen::crd()),
         )
         .await
         .unwrap();

@@ -167,6 +167,31 @@ fn invalid_manifests_exit_2_and_name_the_field() {
 }
 
 #[test]
+fn validate_effective_prints_the_spec_with_every_default_filled_in_and_it_reads_back_the_same() {
+    let dir = std::env::temp_dir().join(format!("relab-cli-effective-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (manifest, again) = (dir.join("as-written.yaml"), dir.join("effective.yaml"));
+    std::fs::write(&manifest, BASE.replace("name: bad", "name: good")).unwrap();
+    let (code, stdout, stderr) = relab(&["validate", "--effective", manifest.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let printed: serde_json::Value = serde_yaml::from_str(&stdout).unwrap();
+    assert_eq!(printed["metadata"]["name"], "good");
+    // written: retry's three fields; filled in: the rest of it, and what the
+    // manifest never mentions
+    assert_eq!(printed["spec"]["orderService"]["retry"]["maxAttempts"], 4);
+    assert!(
+        printed["spec"]["orderService"]["retry"]["jitter"].is_number(),
+        "{stdout}"
+    );
+    assert_eq!(printed["spec"]["load"]["maxInFlight"], 256, "{stdout}");
+    // the printed manifest is valid and prints itself again
+    std::fs::write(&again, &stdout).unwrap();
+    let (code, twice, stderr) = relab(&["validate", "--effective", again.to_str().unwrap()]);
+    assert_eq!((code, twice), (0, stdout), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn hostile_documents_are_refused_at_once_naming_the_limit() {
     let dir = std::env::temp_dir().join(format!("relab-cli-hostile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

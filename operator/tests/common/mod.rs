@@ -52,7 +52,7 @@ pub fn kubeconfig() -> (&'static str, String) {
 /// Applies the CRD by server-side apply and waits until it is Established.
 pub async fn apply_crd(client: &Client) -> CustomResourceDefinition {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = ReliabilityExperiment::crd();
+    let crd = relab_operator::crdgen::crd();
     crds.patch(
         CRD_NAME,
         &PatchParams::apply(FIELD_MANAGER).force(),
