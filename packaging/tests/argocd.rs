@@ -656,7 +656,6 @@ fn the_argocd_cm_patch_carries_the_script_verbatim() {
 
 #[test]
 fn the_applications_point_at_real_paths_and_the_health_key_matches_the_crd() {
-    use kube::CustomResourceExt;
     let crd = relab_operator::crdgen::crd();
     assert_eq!(
         HEALTH_KEY,

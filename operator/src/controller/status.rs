@@ -13,7 +13,7 @@ use super::machine::Note;
 use super::{apply, err, Context, DashboardKey, Error, ErrorKind, FIELD_MANAGER};
 use crate::crd::{ReliabilityExperiment, ReliabilityExperimentStatus};
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use relab_model::status::get_condition;
@@ -121,7 +121,10 @@ pub fn cache_behind_own_write(ctx: &Context, rx: &ReliabilityExperiment) -> bool
 /// A whole replace (PUT /status) guarded by the resourceVersion `rx` was
 /// read at: the status is exactly what was computed (server-side apply on
 /// 1.20 leaves null husks of removed fields), and a concurrent change makes
-/// this fail with 409 and reconcile again.
+/// this fail with 409 and reconcile again. The body is the identity and the
+/// status only: the status subresource keeps everything else as stored, so
+/// the spec (every default filled in, as the operator read it) would only
+/// be decoded and thrown away (docs/benchmarks.md, operator).
 pub async fn update_status(
     ctx: &Context,
     rx: &ReliabilityExperiment,
@@ -131,10 +134,13 @@ pub async fn update_status(
     if status == old {
         return Ok(());
     }
-    let api: Api<ReliabilityExperiment> = Api::namespaced(ctx.client.clone(), &rx.namespace().unwrap_or_default());
-    let mut object = rx.clone();
-    object.metadata.managed_fields = None;
-    object.status = Some(status.clone());
+    let namespace = rx.namespace().unwrap_or_default();
+    let resource = ApiResource::erase::<ReliabilityExperiment>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &namespace, &resource);
+    let mut object = DynamicObject::new(&rx.name_any(), &resource).within(&namespace);
+    object.metadata.uid = rx.uid();
+    object.metadata.resource_version = rx.resource_version();
+    object.data = serde_json::json!({ "status": status });
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PostParams::default()

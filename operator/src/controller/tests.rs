@@ -80,6 +80,11 @@ impl ApiServer {
             seen.body["metadata"]["resourceVersion"], "41",
             "guarded by the resourceVersion read"
         );
+        assert_eq!(
+            (seen.body["spec"].is_null(), seen.body["kind"].as_str()),
+            (true, Some("ReliabilityExperiment")),
+            "the status alone is sent (the subresource keeps the spec as stored)"
+        );
         serde_json::from_value(seen.body["status"].clone()).expect("a status")
     }
 

@@ -7,7 +7,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
-use kube::{Client, Config, CustomResourceExt};
+use kube::{Client, Config};
 use relab_operator::crd::parse;
 use relab_operator::crd::ReliabilityExperiment;
 use std::future::Future;
@@ -258,6 +258,24 @@ pub fn shorten(spec: &mut relab_operator::crd::ReliabilityExperimentSpec, factor
 
 /// One variant of an example as an experiment of its own: the base spec
 /// with that variant's overrides merged in, the comparison fields removed.
+/// An example as written (what `kubectl create -f` sends: the manifest's
+/// own fields, no default filled in), to create through
+/// [`experiments_as_written`].
+pub fn example_as_written(file: &str) -> kube::api::DynamicObject {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/examples")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    parse(&text).unwrap_or_else(|e| panic!("{file}: {e:?}")); // a valid example
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+/// The experiments of `namespace`, untyped (to create manifests as written).
+pub fn experiments_as_written(client: &Client, namespace: &str) -> Api<kube::api::DynamicObject> {
+    let resource = kube::api::ApiResource::erase::<ReliabilityExperiment>(&());
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
 pub fn example_variant(file: &str, variant: &str) -> ReliabilityExperiment {
     let mut rx = example(file);
     let validated = relab_operator::crd::validated(&rx).unwrap_or_else(|e| panic!("{file}: {e:?}"));
