@@ -17,7 +17,7 @@
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::{CustomResourceExt, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use relab_operator::crd::{Phase, ReliabilityExperiment};
 use serde_json::{json, Value};
 
