@@ -26,32 +26,37 @@ pub const CHART_CRD_PATH: &str = "charts/relab/crds/reliabilityexperiments.relab
 /// `default` moved into its field's description.
 pub fn crd() -> CustomResourceDefinition {
     let mut crd = ReliabilityExperiment::crd();
+    each_schema_of(&mut crd, &mut |s| {
+        let Some(default) = s.default.take() else { return };
+        let shown = match &default.0 {
+            serde_json::Value::Object(_) => {
+                // said by its fields when their defaults make it
+                let mut from_fields = serde_json::json!({});
+                apply_defaults(&mut from_fields, s);
+                if from_fields == default.0 {
+                    return;
+                }
+                default.0.to_string()
+            }
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        let said = format!("Default: `{shown}`.");
+        s.description = Some(match s.description.take() {
+            Some(text) => format!("{} {said}", text.trim_end()),
+            None => said,
+        });
+    });
+    crd
+}
+
+/// [`each_schema`] over every version's schema of `crd`.
+pub fn each_schema_of(crd: &mut CustomResourceDefinition, f: &mut impl FnMut(&mut JSONSchemaProps)) {
     for version in &mut crd.spec.versions {
         if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
-            each_schema(schema, &mut |s| {
-                let Some(default) = s.default.take() else { return };
-                let shown = match &default.0 {
-                    serde_json::Value::Object(_) => {
-                        // said by its fields when their defaults make it
-                        let mut from_fields = serde_json::json!({});
-                        apply_defaults(&mut from_fields, s);
-                        if from_fields == default.0 {
-                            return;
-                        }
-                        default.0.to_string()
-                    }
-                    serde_json::Value::String(text) => text.clone(),
-                    other => other.to_string(),
-                };
-                let said = format!("Default: `{shown}`.");
-                s.description = Some(match s.description.take() {
-                    Some(text) => format!("{} {said}", text.trim_end()),
-                    None => said,
-                });
-            });
+            each_schema(schema, f);
         }
     }
-    crd
 }
 
 pub fn crd_yaml() -> String {

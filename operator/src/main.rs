@@ -318,7 +318,7 @@ fn main() -> ExitCode {
             };
             let problems = match ValidatedExperiment::from_manifest(&text) {
                 Ok((experiment, meta)) if effective => {
-                    print!("{}", effective_manifest(&experiment, &meta));
+                    print!("{}", effective_manifest(&experiment, meta));
                     return ExitCode::SUCCESS;
                 }
                 Ok(_) => Vec::new(),
@@ -337,21 +337,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// `experiment` as a manifest (YAML) with every default of its spec written in.
-fn effective_manifest(experiment: &ValidatedExperiment, meta: &relab_model::validate::ManifestMeta) -> String {
-    let mut metadata = serde_json::Map::new();
-    for (key, value) in [("name", &meta.name), ("namespace", &meta.namespace)] {
-        if let Some(value) = value {
-            metadata.insert(key.into(), value.clone().into());
-        }
-    }
-    let manifest = serde_json::json!({
-        "apiVersion": relab_model::validate::API_VERSION,
-        "kind": relab_model::validate::KIND,
-        "metadata": metadata,
-        "spec": experiment.spec(),
+/// `experiment` as a manifest (YAML) with every default of its spec written
+/// in: the custom resource it makes ([`relab_operator::crd::resource`]).
+fn effective_manifest(experiment: &ValidatedExperiment, meta: relab_model::validate::ManifestMeta) -> String {
+    let rx = relab_operator::crd::resource(relab_model::validate::Manifest {
+        metadata: meta,
+        spec: experiment.spec().clone(),
     });
-    serde_yaml::to_string(&manifest).expect("a manifest serializes")
+    serde_yaml::to_string(&rx).expect("a manifest serializes")
 }
 
 /// A manifest file, read at most to the limit (`/dev/zero` answers at once);

@@ -4,7 +4,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSONSchemaProps};
 use kube::CustomResourceExt;
 use relab_operator::crd::{ReliabilityExperiment, ReliabilityExperimentSpec};
-use relab_operator::crdgen::{apply_defaults, crd, crd_yaml, each_schema, CRD_PATH};
+use relab_operator::crdgen::{apply_defaults, crd, crd_yaml, each_schema_of, CRD_PATH};
 
 #[test]
 fn committed_crd_is_up_to_date() {
@@ -61,20 +61,11 @@ fn spec_schema(crd: &CustomResourceDefinition) -> &JSONSchemaProps {
 #[test]
 fn the_installed_schema_states_no_default_and_each_field_says_its_own() {
     let mut installed = crd();
+    each_schema_of(&mut installed, &mut |s| {
+        assert!(s.default.is_none(), "a default left in {s:?}")
+    });
     let mut defaults = 0;
-    for version in &mut installed.spec.versions {
-        let schema = version.schema.as_mut().unwrap().open_api_v3_schema.as_mut().unwrap();
-        each_schema(schema, &mut |s| assert!(s.default.is_none(), "a default left in {s:?}"));
-    }
-    let mut generated = ReliabilityExperiment::crd();
-    let schema = generated.spec.versions[0]
-        .schema
-        .as_mut()
-        .unwrap()
-        .open_api_v3_schema
-        .as_mut()
-        .unwrap();
-    each_schema(schema, &mut |s| {
+    each_schema_of(&mut ReliabilityExperiment::crd(), &mut |s| {
         if s.default.as_ref().is_some_and(|d| d.0 != serde_json::json!({})) {
             defaults += 1;
         }

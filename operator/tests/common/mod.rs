@@ -135,11 +135,15 @@ pub async fn operator_ready(addr: std::net::SocketAddr, secs: u64) {
 }
 
 pub fn example(file: &str) -> ReliabilityExperiment {
+    parse(&example_text(file)).unwrap_or_else(|e| panic!("{file}: {e:?}"))
+}
+
+/// The text of `deploy/examples/<file>`.
+fn example_text(file: &str) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../deploy/examples")
         .join(file);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    parse(&text).unwrap_or_else(|e| panic!("{file}: {e:?}"))
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// The helm binary: `RELAB_HELM`, else the one `scripts/tools.sh` installs,
@@ -262,12 +266,8 @@ pub fn shorten(spec: &mut relab_operator::crd::ReliabilityExperimentSpec, factor
 /// own fields, no default filled in), to create through
 /// [`experiments_as_written`].
 pub fn example_as_written(file: &str) -> kube::api::DynamicObject {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy/examples")
-        .join(file);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    parse(&text).unwrap_or_else(|e| panic!("{file}: {e:?}")); // a valid example
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"))
+    example(file); // a valid example
+    serde_yaml::from_str(&example_text(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
 /// The experiments of `namespace`, untyped (to create manifests as written).
