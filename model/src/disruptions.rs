@@ -387,6 +387,51 @@ pub fn measure_recovery(results: &mut [DisruptionResult], timeline: &[TimelinePo
     }
 }
 
+/// How each fired disruption's recovery was measured, one line each: when
+/// it fired and was over, the steady state it had to come back to, when it
+/// did, and the timeline from the second before it fired (sent/paid/queue
+/// depth per second). For logs and test failures: a recovery figure says
+/// what, this says why.
+pub fn recovery_account(results: &[DisruptionResult], timeline: &[TimelinePoint]) -> Vec<String> {
+    let Some(first) = results
+        .iter()
+        .filter_map(|d| d.fired_at_seconds)
+        .min_by(|a, b| a.total_cmp(b))
+    else {
+        return Vec::new();
+    };
+    let (steady, _) = steady_state(timeline, first);
+    let steady = steady.map_or("none (nothing sent)".to_string(), |s| {
+        format!("{s:.3} (>= {:.3} again)", s - RECOVERY_TOLERANCE)
+    });
+    results
+        .iter()
+        .filter_map(|d| {
+            let fired = d.fired_at_seconds?;
+            let ended = d.ended_at_seconds.unwrap_or(fired).max(fired);
+            let (_, depth_before) = steady_state(timeline, fired);
+            let recovered = match (d.recovered_at_seconds, d.recovery_seconds) {
+                (Some(at), Some(r)) => format!("recovered at {at:.1} s ({r:.1} s after)"),
+                _ => format!(
+                    "never recovered: no {RECOVERY_WINDOW} s window from {:.0} s with both",
+                    ended.floor()
+                ),
+            };
+            let seconds: Vec<String> = timeline
+                .iter()
+                .filter(|p| f64::from(p.second) + 1.0 >= fired.floor())
+                .map(|p| format!("{}:{}/{}/{}", p.second, p.sent, p.paid, p.queue_depth))
+                .collect();
+            Some(format!(
+                "{} ({}): fired {fired:.1} s, over {ended:.1} s; steady success {steady}, queue depth before {depth_before} (<= again); {recovered}; per second (sent/paid/depth) {}",
+                d.name,
+                d.action.as_str(),
+                seconds.join(" ")
+            ))
+        })
+        .collect()
+}
+
 /// The repeats of one variant as one list: per disruption, the run that
 /// recovered slowest (never recovering, or never firing, is slowest).
 pub fn merge(runs: &[&[DisruptionResult]]) -> Vec<DisruptionResult> {
@@ -537,6 +582,18 @@ mod tests {
         assert_eq!(results[0].recovered_at_seconds, Some(11.0), "{results:?}");
         assert_eq!(results[0].recovery_seconds, Some(5.8));
         assert_eq!(results[0].inconclusive_reason(), None);
+        // and why: the steady state, the depth, the seconds from the one before
+        let account = recovery_account(&results, &t);
+        assert_eq!(account.len(), 1, "{account:?}");
+        for part in [
+            "k (KillWorkers): fired 5.2 s, over 5.2 s",
+            "steady success 1.000 (>= 0.950 again), queue depth before 3",
+            "recovered at 11.0 s (5.8 s after)",
+            "(sent/paid/depth) 4:10/10/3 5:10/0/13 ",
+            " 11:10/10/3",
+        ] {
+            assert!(account[0].contains(part), "{part:?} not in {}", account[0]);
+        }
 
         // the queue never comes back under its depth before: never recovered
         for p in &mut t[8..] {
@@ -546,6 +603,11 @@ mod tests {
         assert_eq!(
             (results[0].recovered_at_seconds, results[0].recovery_seconds),
             (None, None)
+        );
+        let account = recovery_account(&results, &t);
+        assert!(
+            account[0].contains("never recovered: no 3 s window from 5 s"),
+            "{account:?}"
         );
     }
 

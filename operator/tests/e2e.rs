@@ -482,7 +482,7 @@ async fn pod_account(client: &Client, ns: &str, name: &str) -> String {
                 let params = kube::api::LogParams {
                     container: Some(c.name.clone()),
                     previous,
-                    tail_lines: Some(20),
+                    tail_lines: Some(40),
                     ..Default::default()
                 };
                 match api.logs(&pod.name_any(), &params).await {
@@ -638,17 +638,18 @@ async fn the_examples_and_drills_on_a_real_cluster() {
                 panic!("not within 60 s: {what}\nthe Job's status: {job:?}\nits pods:\n{pods}");
             }
         }
-        // a disruption that could not be carried out: what its pods said
-        // (restarts, how the last container ended, its last log lines),
-        // read before they go, for the assertion that fails below
+        // a run with disruptions: what its pods said (restarts, how the
+        // last container ended, its last log lines: the load generator's
+        // account of each recovery among them), read before they go, for
+        // an assertion that fails below
         for name in &refs {
             let rx = &done[*name].rx;
-            let failed = rx
+            let disrupted = rx
                 .status
                 .as_ref()
                 .and_then(|s| s.results.as_ref())
-                .is_some_and(|r| r.disruptions.iter().any(|d| d.error.is_some()));
-            if failed {
+                .is_some_and(|r| !r.disruptions.is_empty());
+            if disrupted {
                 pod_accounts.insert(name.to_string(), pod_account(&client, ns, name).await);
             }
         }
@@ -686,10 +687,35 @@ async fn the_examples_and_drills_on_a_real_cluster() {
                 .map(|o| (o.name.clone(), o.passed))
                 .collect::<Vec<_>>()
         };
+        let why = || {
+            let objectives = |v: &relab_operator::crd::Verdict| {
+                v.objectives
+                    .iter()
+                    .map(|o| format!("  {} {}: observed {} ({})\n", o.name, o.target, o.observed, o.passed))
+                    .collect::<String>()
+            };
+            let disruptions = |r: Option<&relab_model::results::RunResults>| {
+                r.map(|r| format!("{:#?}", r.disruptions)).unwrap_or_default()
+            };
+            let ours_account = relab_model::disruptions::recovery_account(
+                &local[file].output.results.disruptions,
+                &local[file].output.timeline,
+            );
+            format!(
+                "in the cluster:\n{}{}\nits pods before they went:\n{}\nrelab run:\n{}{}\n{}",
+                objectives(theirs),
+                disruptions(rx.status.as_ref().unwrap().results.as_ref()),
+                pod_accounts.get(&name(file)).map_or("", String::as_str),
+                objectives(ours),
+                disruptions(local[file].status.results.as_ref()),
+                ours_account.join("\n")
+            )
+        };
         assert_eq!(
             per(theirs),
             per(ours),
-            "{file}: per-objective verdict in the cluster vs relab run"
+            "{file}: per-objective verdict in the cluster vs relab run\n{}",
+            why()
         );
         assert_eq!(
             theirs.result, ours.result,

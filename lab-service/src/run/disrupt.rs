@@ -398,11 +398,14 @@ impl SqlRestart {
             .ok_or_else(|| format!("postmaster.pid starts with {pid:?}"))?;
         // SIGQUIT: immediate shutdown. The server kills this backend too,
         // so the answer is an error or nothing.
-        let _ = sqlx::query(&format!("COPY (SELECT 1) TO PROGRAM 'kill -QUIT {pid}'"))
-            .execute(&mut conn)
-            .await;
+        // (bounded: an answer that never comes must not hold the wait)
+        let told = Instant::now();
+        let kill = format!("COPY (SELECT 1) TO PROGRAM 'kill -QUIT {pid}'");
+        let _ = tokio::time::timeout(ATTEMPT_WITHIN, sqlx::query(&kill).execute(&mut conn)).await;
         drop(conn);
-        let deadline = Instant::now() + self.back_within;
+        let deadline = told + self.back_within;
+        let mut attempts = 0u32;
+        let mut seen: Vec<String> = Vec::new();
         // what the last attempt saw is said if the database is not back in
         // time; each attempt is bounded, so one that hangs (a connection to
         // an address that does not answer) cannot use up the whole wait
@@ -417,14 +420,24 @@ impl SqlRestart {
                     .map_err(|e| format!("reading the start time: {e}"))?;
                 Ok::<_, String>(now)
             };
+            attempts += 1;
             let last = match tokio::time::timeout(ATTEMPT_WITHIN, attempt).await {
                 Ok(Ok(now)) if now != before => {
-                    return Ok(vec![format!("postgres (postmaster pid {pid}, started {before})")]);
+                    let after = told.elapsed().as_secs_f64();
+                    tracing::info!(attempts, after, "the database answers again");
+                    return Ok(vec![format!(
+                        "postgres (postmaster pid {pid}, started {before}; answering again {after:.1} s after, attempt {attempts})"
+                    )]);
                 }
                 Ok(Ok(_)) => format!("the server answering still started at {before}"),
                 Ok(Err(e)) => e,
                 Err(_) => format!("no answer within {ATTEMPT_WITHIN:?}"),
             };
+            // what the attempts see, each kind once (the wait's story in the log)
+            if !seen.contains(&last) {
+                tracing::info!(attempts, after = told.elapsed().as_secs_f64(), saw = %last, "the database is not back yet");
+                seen.push(last.clone());
+            }
             if Instant::now() >= deadline {
                 return Err(format!(
                     "postmaster {pid} was told to stop; the database was not back within {:?} (last attempt: {last})",

@@ -307,7 +307,7 @@ pub async fn run_experiment(
         );
     }
     let last = lab_sampler
-        .snapshot_or_previous(start.elapsed(), samples.last().unwrap_or(&baseline))
+        .snapshot_or_previous(start, samples.last().unwrap_or(&baseline))
         .await;
     sampler::publish(&progress, &baseline, &last, start);
     samples.push(last);
@@ -334,6 +334,9 @@ pub async fn run_experiment(
     let timeline = sampler::timeline(&load, &baseline, &samples);
     results.disruptions = run.disruption_log.results();
     relab_model::disruptions::measure_recovery(&mut results.disruptions, &timeline);
+    for line in relab_model::disruptions::recovery_account(&results.disruptions, &timeline) {
+        tracing::info!("recovery of {line}");
+    }
     progress.send_modify(|p| {
         p.stage = RunStage::Done;
         // every generator's (load.parallelism: the live counts were this one's share)

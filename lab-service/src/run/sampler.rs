@@ -32,8 +32,11 @@ use tokio_util::sync::CancellationToken;
 use super::targets::MetricsTargets;
 pub use prom::{parse_text, ParseError, PromSample};
 
-/// How long one `/metrics` read may take (a pod that is gone does not answer).
-pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long each read of a sample may take: one `/metrics` endpoint (a pod
+/// that is gone does not answer), the database's counts (a database being
+/// restarted or cut off may not answer either). A read that does not answer
+/// in time keeps its previous value; the sampler goes on.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The lab's counters and gauges read from its `/metrics` endpoints.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -163,12 +166,17 @@ pub fn delta_map(now: &BTreeMap<String, f64>, then: &BTreeMap<String, f64>) -> B
 /// One observation of the lab.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
-    /// Since the load started (zero for the baseline).
+    /// Since the load started, when its reads were done (zero for the
+    /// baseline): the timeline places it by this, not by its rank (a read
+    /// that took long delays the ones after it).
     pub offset: Duration,
     /// Every order in the database by status (cumulative).
     pub orders_by_status: BTreeMap<String, i64>,
     /// Jobs queued or running.
     pub queue_depth: i64,
+    /// Whether the two above were read for this snapshot (false: the
+    /// database did not answer in time, they are the previous snapshot's).
+    pub database_read: bool,
     pub counters: LabCounters,
     /// Orders charged more than once, per the payment mock (when watched).
     pub double_charged_orders: u64,
@@ -212,7 +220,8 @@ impl Sampler {
 
     async fn double_charged_orders(&self) -> Option<u64> {
         let url = format!("{}/stats", self.mock_url.as_ref()?);
-        let stats: crate::payment_mock::MockStats = self.http.get(url).send().await.ok()?.json().await.ok()?;
+        let read = self.http.get(url).timeout(READ_TIMEOUT).send();
+        let stats: crate::payment_mock::MockStats = read.await.ok()?.json().await.ok()?;
         Some(stats.double_charged_orders)
     }
 
@@ -220,7 +229,7 @@ impl Sampler {
         let text = self
             .http
             .get(url)
-            .timeout(SCRAPE_TIMEOUT)
+            .timeout(READ_TIMEOUT)
             .send()
             .await
             .and_then(|r| r.error_for_status())
@@ -231,7 +240,7 @@ impl Sampler {
     }
 
     /// Read every metrics endpoint (at once, each within
-    /// [`SCRAPE_TIMEOUT`]) and sum them, each counter as its increase
+    /// [`READ_TIMEOUT`]) and sum them, each counter as its increase
     /// ([`Increases`]): the totals, with an error per endpoint that could not
     /// be read (a pod that is gone keeps what it had counted).
     pub async fn scrape_all(&self) -> (LabCounters, Vec<crate::Error>) {
@@ -260,15 +269,23 @@ impl Sampler {
         }
     }
 
-    /// Orders by status and the queue depth, from the database.
+    /// Orders by status and the queue depth, from the database (within
+    /// [`READ_TIMEOUT`]).
     pub async fn sample_database(&self) -> Result<(BTreeMap<String, i64>, i64)> {
-        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, count(*) FROM orders GROUP BY status")
-            .fetch_all(&self.pool)
-            .await?;
-        let (depth,): (i64,) = sqlx::query_as("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((rows.into_iter().collect(), depth))
+        let read = async {
+            let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, count(*) FROM orders GROUP BY status")
+                .fetch_all(&self.pool)
+                .await?;
+            let (depth,): (i64,) = sqlx::query_as("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')")
+                .fetch_one(&self.pool)
+                .await?;
+            Ok((rows.into_iter().collect(), depth))
+        };
+        tokio::time::timeout(READ_TIMEOUT, read).await.unwrap_or_else(|_| {
+            Err(crate::Error::Other(format!(
+                "the database's counts: no answer within {READ_TIMEOUT:?}"
+            )))
+        })
     }
 
     /// One full observation; any failure is an error (use for the baseline).
@@ -279,22 +296,27 @@ impl Sampler {
             offset,
             orders_by_status,
             queue_depth,
+            database_read: true,
             counters,
             double_charged_orders: self.double_charged_orders().await.unwrap_or(0),
         })
     }
 
-    /// One observation during the run: a part that cannot be read keeps the
-    /// previous value (and logs a warning) rather than ending the run.
-    pub async fn snapshot_or_previous(&self, offset: Duration, previous: &Snapshot) -> Snapshot {
+    /// One observation during the run, its offset taken from `start` when
+    /// its reads are done: a part that cannot be read keeps the previous
+    /// value (and logs a warning) rather than ending the run.
+    pub async fn snapshot_or_previous(&self, start: Instant, previous: &Snapshot) -> Snapshot {
         let mut next = previous.clone();
-        next.offset = offset;
         match self.sample_database().await {
             Ok((orders, depth)) => {
                 next.orders_by_status = orders;
                 next.queue_depth = depth;
+                next.database_read = true;
             }
-            Err(e) => tracing::warn!(error = %e, "sampling the database failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "sampling the database failed");
+                next.database_read = false;
+            }
         }
         let (counters, errors) = self.scrape_all().await;
         for e in &errors {
@@ -304,6 +326,7 @@ impl Sampler {
         if let Some(n) = self.double_charged_orders().await {
             next.double_charged_orders = n;
         }
+        next.offset = start.elapsed();
         next
     }
 
@@ -329,7 +352,7 @@ impl Sampler {
                 _ = tick.tick() => {}
             }
             let previous = samples.last().unwrap_or(baseline);
-            let next = self.snapshot_or_previous(start.elapsed(), previous).await;
+            let next = self.snapshot_or_previous(start, previous).await;
             publish(progress, baseline, &next, start);
             samples.push(next);
             on_sample(&samples);
@@ -355,37 +378,78 @@ pub fn publish(progress: &watch::Sender<RunProgress>, baseline: &Snapshot, now: 
 
 /// One point per second: request counts and API latency from the load
 /// generator (by intended send second), order outcomes, payment calls,
-/// breaker state and queue depth from the snapshots (each the change since
-/// the one before; the first since `baseline`). As long as the longer of the two.
+/// breaker state and queue depth from the snapshots. A snapshot closes the
+/// second its reads ended in (one read at 3.02 s: second 2); its changes
+/// since the snapshot before are spread evenly over the seconds since that
+/// one (none, when a read took long or the database did not answer: the
+/// orders paid meanwhile are not put in the second they were seen in), and
+/// its gauges hold for those seconds. Order outcomes and the queue come
+/// from the snapshots whose database part was read. As long as the longer
+/// of the load and the snapshots.
 pub fn timeline(load: &LoadReport, baseline: &Snapshot, samples: &[Snapshot]) -> Vec<TimelinePoint> {
-    let len = load.seconds.len().max(samples.len());
-    (0..len)
-        .map(|i| {
-            let mut point = TimelinePoint {
-                second: i as u32,
-                ..TimelinePoint::default()
-            };
-            if let Some(s) = load.seconds.get(i) {
-                point.sent = s.sent;
-                point.accepted = s.accepted;
-                point.shed = s.shed;
-                point.errors = s.errors;
-                point.api_p50_ms = s.latency_ms(0.5);
-                point.api_p99_ms = s.latency_ms(0.99);
-            }
-            if let Some(now) = samples.get(i) {
-                let before = if i == 0 { baseline } else { &samples[i - 1] };
-                let moved = |status: &str| (now.orders(status) - before.orders(status)).max(0) as u64;
-                point.paid = moved("paid");
-                point.failed = moved("failed");
-                point.dead_lettered = moved("dead_lettered");
-                point.payment_calls = delta(now.counters.payment_calls, before.counters.payment_calls);
-                point.breaker_state = now.counters.breaker_state;
-                point.queue_depth = now.queue_depth;
-            }
-            point
+    let second_of = |s: &Snapshot| (s.offset.as_secs() as usize).saturating_sub(1);
+    let len = load.seconds.len().max(samples.last().map_or(0, |s| second_of(s) + 1));
+    let mut points: Vec<TimelinePoint> = (0..len)
+        .map(|i| TimelinePoint {
+            second: i as u32,
+            ..TimelinePoint::default()
         })
-        .collect()
+        .collect();
+    for (point, s) in points.iter_mut().zip(&load.seconds) {
+        point.sent = s.sent;
+        point.accepted = s.accepted;
+        point.shed = s.shed;
+        point.errors = s.errors;
+        point.api_p50_ms = s.latency_ms(0.5);
+        point.api_p99_ms = s.latency_ms(0.99);
+    }
+    // the seconds `now` covers after a snapshot closing second `after`
+    // (None: the baseline), at least its own
+    let covered = |after: Option<usize>, now: usize| after.map_or(0, |a| (a + 1).min(now))..=now;
+    // the metrics: from every snapshot
+    let mut before: (Option<usize>, &Snapshot) = (None, baseline);
+    for now in samples {
+        let at = second_of(now);
+        let seconds = covered(before.0, at);
+        let calls = spread(
+            delta(now.counters.payment_calls, before.1.counters.payment_calls),
+            seconds.clone(),
+        );
+        for (i, n) in calls {
+            points[i].payment_calls += n;
+            points[i].breaker_state = now.counters.breaker_state;
+        }
+        before = (Some(at), now);
+    }
+    // the database: from the snapshots that read it
+    let mut before: (Option<usize>, &Snapshot) = (None, baseline);
+    for now in samples.iter().filter(|s| s.database_read) {
+        let at = second_of(now);
+        let seconds = covered(before.0, at);
+        let moved = |status: &str| (now.orders(status) - before.1.orders(status)).max(0) as u64;
+        let (paid, failed, dead) = (moved("paid"), moved("failed"), moved("dead_lettered"));
+        for (i, n) in spread(paid, seconds.clone()) {
+            points[i].paid += n;
+            points[i].queue_depth = now.queue_depth;
+        }
+        for (i, n) in spread(failed, seconds.clone()) {
+            points[i].failed += n;
+        }
+        for (i, n) in spread(dead, seconds) {
+            points[i].dead_lettered += n;
+        }
+        before = (Some(at), now);
+    }
+    points
+}
+
+/// `total` over the seconds of `over`, evenly, the remainder to the last
+/// ones: (second, share) for each.
+fn spread(total: u64, over: std::ops::RangeInclusive<usize>) -> impl Iterator<Item = (usize, u64)> {
+    let n = (over.end() + 1 - over.start()) as u64;
+    let (each, rest) = (total / n, total % n);
+    let first = *over.start();
+    over.map(move |i| (i, each + u64::from((i - first) as u64 >= n - rest)))
 }
 
 /// A small parser of the Prometheus text exposition format (0.0.4): one
@@ -547,6 +611,114 @@ relab_http_request_duration_seconds_bucket{route="/orders",method="POST",le="+In
 relab_http_request_duration_seconds_sum{route="/orders",method="POST"} 1.5e-2
 
 "#;
+
+    /// A load of `sent` per second for `seconds` seconds.
+    fn load(seconds: usize, sent: u64) -> LoadReport {
+        use crate::loadgen::{latency_histogram, SecondStats};
+        LoadReport {
+            sent: sent * seconds as u64,
+            accepted: sent * seconds as u64,
+            replayed: 0,
+            shed: 0,
+            rejected: 0,
+            errors: 0,
+            late_sends: 0,
+            accepted_ids: Vec::new(),
+            latency: latency_histogram(2),
+            accepted_latency: latency_histogram(2),
+            shed_latency: latency_histogram(2),
+            send_lag: latency_histogram(2),
+            seconds: (0..seconds)
+                .map(|_| SecondStats {
+                    sent,
+                    ..SecondStats::default()
+                })
+                .collect(),
+            elapsed: Duration::from_secs(seconds as u64),
+            stopped_early: false,
+        }
+    }
+
+    /// A snapshot read at `at` seconds: `paid` in all, `depth` queued.
+    fn read_at(at: f64, paid: i64, depth: i64, calls: f64) -> Snapshot {
+        Snapshot {
+            offset: Duration::from_secs_f64(at),
+            orders_by_status: [("paid".to_string(), paid)].into(),
+            queue_depth: depth,
+            database_read: true,
+            counters: LabCounters {
+                payment_calls: calls,
+                ..LabCounters::default()
+            },
+            double_charged_orders: 0,
+        }
+    }
+
+    fn column(t: &[TimelinePoint], f: impl Fn(&TimelinePoint) -> i64) -> Vec<i64> {
+        t.iter().map(f).collect()
+    }
+
+    #[test]
+    fn the_timeline_places_each_snapshot_by_when_it_was_read_not_by_its_rank() {
+        let baseline = read_at(0.0, 0, 0, 0.0);
+        // on time: one snapshot per second, each closing the second before
+        let on_time = [
+            read_at(1.01, 10, 1, 10.0),
+            read_at(2.02, 20, 2, 20.0),
+            read_at(3.0, 30, 1, 30.0),
+        ];
+        let t = timeline(&load(3, 10), &baseline, &on_time);
+        assert_eq!(column(&t, |p| p.paid as i64), [10, 10, 10]);
+        assert_eq!(column(&t, |p| p.queue_depth), [1, 2, 1]);
+        assert_eq!(column(&t, |p| p.payment_calls as i64), [10, 10, 10]);
+
+        // the read at 3 s took until 5.5 s (a database being restarted):
+        // what it saw is spread over seconds 2 to 4, not put in second 2 with
+        // every later snapshot a second (or three) early and the last
+        // seconds left empty
+        let stalled = [
+            read_at(1.0, 10, 1, 10.0),
+            read_at(2.0, 20, 1, 20.0),
+            read_at(5.5, 50, 9, 50.0),
+            read_at(6.5, 60, 1, 60.0),
+            read_at(7.5, 70, 1, 70.0),
+        ];
+        let t = timeline(&load(7, 10), &baseline, &stalled);
+        assert_eq!(column(&t, |p| p.paid as i64), [10, 10, 10, 10, 10, 10, 10]);
+        assert_eq!(column(&t, |p| p.queue_depth), [1, 1, 9, 9, 9, 1, 1]);
+        assert_eq!(column(&t, |p| p.sent as i64), [10; 7]);
+
+        // the database did not answer at 3 s (its part is the previous
+        // one's): what the next read saw covers both seconds; the metrics
+        // were read, and stay in their own second
+        let mut unread = read_at(3.0, 20, 1, 25.0);
+        unread.database_read = false;
+        let gap = [
+            read_at(1.0, 10, 1, 10.0),
+            read_at(2.0, 20, 1, 20.0),
+            unread,
+            read_at(4.0, 41, 1, 40.0),
+        ];
+        let t = timeline(&load(4, 10), &baseline, &gap);
+        assert_eq!(
+            column(&t, |p| p.paid as i64),
+            [10, 10, 10, 11],
+            "the remainder to the later second"
+        );
+        assert_eq!(column(&t, |p| p.payment_calls as i64), [10, 10, 5, 15]);
+
+        // the last snapshot (after the drain) in the same second as the one
+        // before it: added to that second; nothing is lost or made up
+        let last = [
+            read_at(1.0, 10, 1, 10.0),
+            read_at(2.0, 20, 3, 20.0),
+            read_at(2.4, 26, 0, 26.0),
+        ];
+        let t = timeline(&load(2, 10), &baseline, &last);
+        assert_eq!(column(&t, |p| p.paid as i64), [10, 16]);
+        assert_eq!(column(&t, |p| p.queue_depth), [1, 0]);
+        assert_eq!(t.len(), 2);
+    }
 
     #[test]
     fn parses_names_labels_values_and_skips_comments() {
