@@ -331,7 +331,11 @@ fn success_rate(window: &[TimelinePoint]) -> Option<f64> {
 
 /// The steady state before the first disruption fired at `first_fired`
 /// seconds: the success rate over the seconds before it (the first second
-/// left out: the pipeline fills), and the largest queue depth seen then.
+/// left out: the pipeline fills), at most 1, and the largest queue depth
+/// seen then. At most 1: more paid than sent in those seconds is orders
+/// of the first second paid late (a slow start), not a pipeline that
+/// delivers more than it is offered, and no stretch after the disruption
+/// could match it.
 pub fn steady_state(timeline: &[TimelinePoint], first_fired: f64) -> (Option<f64>, i64) {
     let before: Vec<TimelinePoint> = timeline
         .iter()
@@ -339,7 +343,7 @@ pub fn steady_state(timeline: &[TimelinePoint], first_fired: f64) -> (Option<f64
         .cloned()
         .collect();
     let depth = before.iter().map(|p| p.queue_depth).max().unwrap_or(0);
-    (success_rate(&before), depth)
+    (success_rate(&before).map(|r| r.min(1.0)), depth)
 }
 
 /// The first second (end of it, from the load's start) at or after `ended`
@@ -609,6 +613,26 @@ mod tests {
             account[0].contains("never recovered: no 3 s window from 5 s"),
             "{account:?}"
         );
+    }
+
+    #[test]
+    fn a_slow_start_does_not_raise_the_steady_state_above_everything_paid() {
+        // second 0 paid nothing (workers still starting), second 1 paid its
+        // orders too: 70 paid of 50 sent before the disruption; after it
+        // every order is paid again, the queue as before
+        let mut t = vec![point(0, 10, 0, 10), point(1, 10, 30, 3)];
+        t.extend((2..5).map(|s| point(s, 10, 10, 3)));
+        t.extend([point(5, 10, 0, 13), point(6, 10, 20, 3)]);
+        t.extend((7..12).map(|s| point(s, 10, 10, 3)));
+        assert_eq!(steady_state(&t, 5.0).0, Some(1.0));
+        let mut results = vec![DisruptionResult {
+            fired_at_seconds: Some(5.0),
+            ended_at_seconds: Some(5.5),
+            hit: vec!["pid 1".into()],
+            ..PlannedDisruption::of(&spec("k", 5, DisruptionAction::KillWorkers), 1.0).unfired()
+        }];
+        measure_recovery(&mut results, &t);
+        assert_eq!(results[0].recovered_at_seconds, Some(8.0), "{results:?}");
     }
 
     #[test]
