@@ -383,9 +383,11 @@ pub fn publish(progress: &watch::Sender<RunProgress>, baseline: &Snapshot, now: 
 /// since the snapshot before are spread evenly over the seconds since that
 /// one (none, when a read took long or the database did not answer: the
 /// orders paid meanwhile are not put in the second they were seen in), and
-/// its gauges hold for those seconds. Order outcomes and the queue come
-/// from the snapshots whose database part was read. As long as the longer
-/// of the load and the snapshots.
+/// the gauges (queue depth, breaker state) are the last reading's until
+/// the one that closes a second (as a sampled gauge is read: the value
+/// last seen). Order outcomes and the queue come from the snapshots whose
+/// database part was read. As long as the longer of the load and the
+/// snapshots.
 pub fn timeline(load: &LoadReport, baseline: &Snapshot, samples: &[Snapshot]) -> Vec<TimelinePoint> {
     let second_of = |s: &Snapshot| (s.offset.as_secs() as usize).saturating_sub(1);
     let len = load.seconds.len().max(samples.last().map_or(0, |s| second_of(s) + 1));
@@ -417,7 +419,7 @@ pub fn timeline(load: &LoadReport, baseline: &Snapshot, samples: &[Snapshot]) ->
         );
         for (i, n) in calls {
             points[i].payment_calls += n;
-            points[i].breaker_state = now.counters.breaker_state;
+            points[i].breaker_state = if i == at { now } else { before.1 }.counters.breaker_state;
         }
         before = (Some(at), now);
     }
@@ -430,7 +432,7 @@ pub fn timeline(load: &LoadReport, baseline: &Snapshot, samples: &[Snapshot]) ->
         let (paid, failed, dead) = (moved("paid"), moved("failed"), moved("dead_lettered"));
         for (i, n) in spread(paid, seconds.clone()) {
             points[i].paid += n;
-            points[i].queue_depth = now.queue_depth;
+            points[i].queue_depth = if i == at { now } else { before.1 }.queue_depth;
         }
         for (i, n) in spread(failed, seconds.clone()) {
             points[i].failed += n;
@@ -675,7 +677,7 @@ relab_http_request_duration_seconds_sum{route="/orders",method="POST"} 1.5e-2
         // the read at 3 s took until 5.5 s (a database being restarted):
         // what it saw is spread over seconds 2 to 4, not put in second 2 with
         // every later snapshot a second (or three) early and the last
-        // seconds left empty
+        // seconds left empty; the queue is the one last seen until then
         let stalled = [
             read_at(1.0, 10, 1, 10.0),
             read_at(2.0, 20, 1, 20.0),
@@ -685,7 +687,7 @@ relab_http_request_duration_seconds_sum{route="/orders",method="POST"} 1.5e-2
         ];
         let t = timeline(&load(7, 10), &baseline, &stalled);
         assert_eq!(column(&t, |p| p.paid as i64), [10, 10, 10, 10, 10, 10, 10]);
-        assert_eq!(column(&t, |p| p.queue_depth), [1, 1, 9, 9, 9, 1, 1]);
+        assert_eq!(column(&t, |p| p.queue_depth), [1, 1, 1, 1, 9, 1, 1]);
         assert_eq!(column(&t, |p| p.sent as i64), [10; 7]);
 
         // the database did not answer at 3 s (its part is the previous
