@@ -372,22 +372,46 @@ pub fn recovery_at(timeline: &[TimelinePoint], ended: f64, steady: Option<f64>, 
     None
 }
 
-/// Fill in each fired disruption's recovery from the run's timeline.
-pub fn measure_recovery(results: &mut [DisruptionResult], timeline: &[TimelinePoint]) {
-    let Some(first) = results
+/// What a fired disruption's recovery is measured against: when it fired
+/// and was over, the steady state's success rate (before the first
+/// disruption) and the queue depth before it.
+struct Bar {
+    fired: f64,
+    ended: f64,
+    steady: Option<f64>,
+    depth_before: i64,
+}
+
+/// Each result's [`Bar`], in order; None for one that did not fire.
+fn bars(results: &[DisruptionResult], timeline: &[TimelinePoint]) -> Vec<Option<Bar>> {
+    let first = results
         .iter()
         .filter_map(|d| d.fired_at_seconds)
-        .min_by(|a, b| a.total_cmp(b))
-    else {
-        return;
-    };
-    let (steady, _) = steady_state(timeline, first);
-    for d in results.iter_mut() {
-        let Some(fired) = d.fired_at_seconds else { continue };
-        let ended = d.ended_at_seconds.unwrap_or(fired).max(fired);
-        let (_, depth_before) = steady_state(timeline, fired);
-        d.recovered_at_seconds = recovery_at(timeline, ended, steady, depth_before);
-        d.recovery_seconds = d.recovered_at_seconds.map(|at| ((at - ended) * 10.0).round() / 10.0);
+        .min_by(|a, b| a.total_cmp(b));
+    let steady = first.and_then(|first| steady_state(timeline, first).0);
+    results
+        .iter()
+        .map(|d| {
+            let fired = d.fired_at_seconds?;
+            Some(Bar {
+                fired,
+                ended: d.ended_at_seconds.unwrap_or(fired).max(fired),
+                steady,
+                depth_before: steady_state(timeline, fired).1,
+            })
+        })
+        .collect()
+}
+
+/// Fill in each fired disruption's recovery from the run's timeline.
+pub fn measure_recovery(results: &mut [DisruptionResult], timeline: &[TimelinePoint]) {
+    let bars = bars(results, timeline);
+    for (d, bar) in results.iter_mut().zip(bars) {
+        let Some(bar) = bar else { continue };
+        d.recovered_at_seconds = recovery_at(timeline, bar.ended, bar.steady, bar.depth_before);
+        d.recovery_seconds = d
+            .recovered_at_seconds
+            .map(|at| ((at - bar.ended) * 10.0).round() / 10.0);
     }
 }
 
@@ -397,23 +421,19 @@ pub fn measure_recovery(results: &mut [DisruptionResult], timeline: &[TimelinePo
 /// depth per second). For logs and test failures: a recovery figure says
 /// what, this says why.
 pub fn recovery_account(results: &[DisruptionResult], timeline: &[TimelinePoint]) -> Vec<String> {
-    let Some(first) = results
-        .iter()
-        .filter_map(|d| d.fired_at_seconds)
-        .min_by(|a, b| a.total_cmp(b))
-    else {
-        return Vec::new();
-    };
-    let (steady, _) = steady_state(timeline, first);
-    let steady = steady.map_or("none (nothing sent)".to_string(), |s| {
-        format!("{s:.3} (>= {:.3} again)", s - RECOVERY_TOLERANCE)
-    });
     results
         .iter()
-        .filter_map(|d| {
-            let fired = d.fired_at_seconds?;
-            let ended = d.ended_at_seconds.unwrap_or(fired).max(fired);
-            let (_, depth_before) = steady_state(timeline, fired);
+        .zip(bars(results, timeline))
+        .filter_map(|(d, bar)| {
+            let Bar {
+                fired,
+                ended,
+                steady,
+                depth_before,
+            } = bar?;
+            let steady = steady.map_or("none (nothing sent)".to_string(), |s| {
+                format!("{s:.3} (>= {:.3} again)", s - RECOVERY_TOLERANCE)
+            });
             let recovered = match (d.recovered_at_seconds, d.recovery_seconds) {
                 (Some(at), Some(r)) => format!("recovered at {at:.1} s ({r:.1} s after)"),
                 _ => format!(
