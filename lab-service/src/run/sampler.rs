@@ -186,6 +186,12 @@ impl Snapshot {
     pub fn orders(&self, status: &str) -> i64 {
         self.orders_by_status.get(status).copied().unwrap_or(0)
     }
+
+    /// The second of the load this snapshot closes: the one its reads
+    /// ended after (reads done at 3.02 s: second 2).
+    fn closes_second(&self) -> usize {
+        (self.offset.as_secs() as usize).saturating_sub(1)
+    }
 }
 
 /// Samples the database and the metrics endpoints.
@@ -389,8 +395,10 @@ pub fn publish(progress: &watch::Sender<RunProgress>, baseline: &Snapshot, now: 
 /// database part was read. As long as the longer of the load and the
 /// snapshots.
 pub fn timeline(load: &LoadReport, baseline: &Snapshot, samples: &[Snapshot]) -> Vec<TimelinePoint> {
-    let second_of = |s: &Snapshot| (s.offset.as_secs() as usize).saturating_sub(1);
-    let len = load.seconds.len().max(samples.last().map_or(0, |s| second_of(s) + 1));
+    let len = load
+        .seconds
+        .len()
+        .max(samples.last().map_or(0, |s| s.closes_second() + 1));
     let mut points: Vec<TimelinePoint> = (0..len)
         .map(|i| TimelinePoint {
             second: i as u32,
@@ -405,44 +413,47 @@ pub fn timeline(load: &LoadReport, baseline: &Snapshot, samples: &[Snapshot]) ->
         point.api_p50_ms = s.latency_ms(0.5);
         point.api_p99_ms = s.latency_ms(0.99);
     }
-    // the seconds `now` covers after a snapshot closing second `after`
-    // (None: the baseline), at least its own
-    let covered = |after: Option<usize>, now: usize| after.map_or(0, |a| (a + 1).min(now))..=now;
     // the metrics: from every snapshot
-    let mut before: (Option<usize>, &Snapshot) = (None, baseline);
-    for now in samples {
-        let at = second_of(now);
-        let seconds = covered(before.0, at);
-        let calls = spread(
-            delta(now.counters.payment_calls, before.1.counters.payment_calls),
-            seconds.clone(),
-        );
-        for (i, n) in calls {
+    for (seconds, before, now) in readings(baseline, samples) {
+        let at = *seconds.end();
+        let calls = delta(now.counters.payment_calls, before.counters.payment_calls);
+        for (i, n) in spread(calls, seconds) {
             points[i].payment_calls += n;
-            points[i].breaker_state = if i == at { now } else { before.1 }.counters.breaker_state;
+            points[i].breaker_state = if i == at { now } else { before }.counters.breaker_state;
         }
-        before = (Some(at), now);
     }
     // the database: from the snapshots that read it
-    let mut before: (Option<usize>, &Snapshot) = (None, baseline);
-    for now in samples.iter().filter(|s| s.database_read) {
-        let at = second_of(now);
-        let seconds = covered(before.0, at);
-        let moved = |status: &str| (now.orders(status) - before.1.orders(status)).max(0) as u64;
-        let (paid, failed, dead) = (moved("paid"), moved("failed"), moved("dead_lettered"));
-        for (i, n) in spread(paid, seconds.clone()) {
+    for (seconds, before, now) in readings(baseline, samples.iter().filter(|s| s.database_read)) {
+        let at = *seconds.end();
+        let moved = |status: &str| (now.orders(status) - before.orders(status)).max(0) as u64;
+        for (i, n) in spread(moved("paid"), seconds.clone()) {
             points[i].paid += n;
-            points[i].queue_depth = if i == at { now } else { before.1 }.queue_depth;
+            points[i].queue_depth = if i == at { now } else { before }.queue_depth;
         }
-        for (i, n) in spread(failed, seconds.clone()) {
+        for (i, n) in spread(moved("failed"), seconds.clone()) {
             points[i].failed += n;
         }
-        for (i, n) in spread(dead, seconds) {
+        for (i, n) in spread(moved("dead_lettered"), seconds) {
             points[i].dead_lettered += n;
         }
-        before = (Some(at), now);
     }
     points
+}
+
+/// Each of `readings` with the one before it (`baseline` before the first)
+/// and the seconds it covers: from the one after the second the reading
+/// before closed to the one it closes, at least that one.
+fn readings<'a>(
+    baseline: &'a Snapshot,
+    readings: impl IntoIterator<Item = &'a Snapshot>,
+) -> impl Iterator<Item = (std::ops::RangeInclusive<usize>, &'a Snapshot, &'a Snapshot)> {
+    let mut before: (Option<usize>, &Snapshot) = (None, baseline);
+    readings.into_iter().map(move |now| {
+        let at = now.closes_second();
+        let seconds = before.0.map_or(0, |b| (b + 1).min(at))..=at;
+        let (_, was) = std::mem::replace(&mut before, (Some(at), now));
+        (seconds, was, now)
+    })
 }
 
 /// `total` over the seconds of `over`, evenly, the remainder to the last
